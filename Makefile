@@ -1,0 +1,33 @@
+# hotpatch: the two commands of the README are `make demo` and `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/hotpatch/hotpatch/internal/version.Version=$(VERSION)
+
+.PHONY: build test demo fuzz bench docs clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+# Everything CI checks: formatting, vet, all tests (they compile the C
+# fixtures with gcc), and a build for another OS so the stubs keep compiling.
+test:
+	./scripts/test.sh
+
+demo: build
+	./demo/run.sh
+
+# Fuzz the untrusted-input parsers for FUZZTIME each (default 60s).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./patch -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./patch -run '^$$' -fuzz '^FuzzDecodePayload$$' -fuzztime $(FUZZTIME)
+
+bench:
+	$(GO) run ./bench/buildsize
+
+# Regenerate docs/cli.md from the command tree (a test checks it is current).
+docs:
+	$(GO) run ./cli/gendoc > docs/cli.md
+
+clean:
+	rm -rf bin
