@@ -1,0 +1,601 @@
+package build
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// Options carries the descriptive fields of the patch.
+type Options struct {
+	ID          string // default: "<target name>-<first 8 hex of fixed build-id>"
+	Version     uint32 // default 1
+	CVEs        []string
+	Severity    patch.Severity
+	Description string
+}
+
+// Build diffs the original and the fixed build of one module and returns the
+// unsigned patch that turns a process running orig into one running fixed.
+func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
+	o, err := openModule(orig)
+	if err != nil {
+		return nil, err
+	}
+	f, err := openModule(fixed)
+	if err != nil {
+		return nil, err
+	}
+	if o.typ != f.typ {
+		return nil, &InputError{Path: fixed, Reason: fmt.Sprintf("is a %v but the original is a %v; build both the same way", f.typ, o.typ)}
+	}
+	b := &builder{orig: o, fixed: f, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
+	b.pair()
+	if err := b.checkData(); err != nil {
+		return nil, err
+	}
+	if err := b.diff(); err != nil {
+		return nil, err
+	}
+	if len(b.changed) == 0 && len(b.added) == 0 {
+		return nil, ErrNoChange
+	}
+	p, err := b.emit()
+	if err != nil {
+		return nil, err
+	}
+	p.ID = opts.ID
+	if p.ID == "" {
+		p.ID = fmt.Sprintf("%s-%x", sanitizeID(p.Target.Name), f.buildID[:min(4, len(f.buildID))])
+	}
+	p.Version = opts.Version
+	if p.Version == 0 {
+		p.Version = 1
+	}
+	p.CVEs = opts.CVEs
+	p.Severity = opts.Severity
+	p.Description = opts.Description
+	return p, nil
+}
+
+func sanitizeID(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-", r) {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+type builder struct {
+	orig, fixed *module
+	corr        map[*symbol]*symbol // fixed function or object -> original
+	fields      map[*symbol][]field // code fields per function, either module
+	loose       map[*symbol]error   // functions with references that lack relocations
+
+	changed map[*symbol]bool // fixed functions whose code changed
+	added   map[*symbol]bool // fixed functions absent from the original
+
+	out     *patch.Patch
+	textOff map[*symbol]uint64 // fixed function -> offset in Text
+	roOff   map[uint64]uint64  // fixed chunk start -> offset in ROData
+	dataOff map[*symbol]uint64 // fixed new object -> offset in Data or BSS
+}
+
+var cloneNumber = regexp.MustCompile(`\.(constprop|isra|part|cold|lto_priv|localalias)\.[0-9]+|\.[0-9]+$`)
+
+// normalKey drops gcc's clone and static-variable numbers, which can shift
+// between two builds of the same source.
+func normalKey(key string) string { return cloneNumber.ReplaceAllString(key, ".$1.N") }
+
+// pair matches the functions and objects of the fixed build with those of
+// the original: by identity first, then by name without clone numbers when
+// that is unambiguous on both sides.
+func (b *builder) pair() {
+	pairList := func(fixed, orig []*symbol) {
+		used := map[*symbol]bool{}
+		var rest []*symbol
+		for _, s := range fixed {
+			if o := b.orig.byKey[s.key]; o != nil && b.fixed.byKey[s.key] == s && kindOf(o) == kindOf(s) {
+				b.corr[s] = o
+				used[o] = true
+			} else {
+				rest = append(rest, s)
+			}
+		}
+		byNorm := map[string][]*symbol{}
+		for _, o := range orig {
+			if !used[o] {
+				byNorm[normalKey(o.key)] = append(byNorm[normalKey(o.key)], o)
+			}
+		}
+		restNorm := map[string]int{}
+		for _, s := range rest {
+			restNorm[normalKey(s.key)]++
+		}
+		for _, s := range rest {
+			k := normalKey(s.key)
+			if c := byNorm[k]; len(c) == 1 && restNorm[k] == 1 && kindOf(c[0]) == kindOf(s) {
+				b.corr[s] = c[0]
+			}
+		}
+	}
+	pairList(b.fixed.funcs, b.orig.funcs)
+	pairList(b.fixed.objects, b.orig.objects)
+}
+
+func kindOf(s *symbol) secKind {
+	if s.sec == nil {
+		return secOther
+	}
+	return s.sec.kind
+}
+
+func (b *builder) codeFields(m *module, fn *symbol) ([]field, error) {
+	if f, ok := b.fields[fn]; ok {
+		return f, nil
+	}
+	f, loose, err := m.codeFields(fn)
+	if err != nil {
+		return nil, err
+	}
+	b.fields[fn] = f
+	if loose != nil {
+		b.loose[fn] = loose
+	}
+	return f, nil
+}
+
+// diff finds the changed and the new functions of the fixed build.
+func (b *builder) diff() error {
+	b.changed = map[*symbol]bool{}
+	b.added = map[*symbol]bool{}
+	// callers of a function at a non-zero offset: they must move with it.
+	midRefs := map[*symbol][]*symbol{}
+	for _, f := range b.fixed.funcs {
+		if f.sec.name != ".text" && !strings.HasPrefix(f.sec.name, ".text.") {
+			continue // .init, .fini: run once at start and exit
+		}
+		o := b.corr[f]
+		if o == nil {
+			b.added[f] = true
+			continue
+		}
+		same, err := b.sameFunc(o, f)
+		if err != nil {
+			return err
+		}
+		if !same {
+			b.changed[f] = true
+			continue
+		}
+		ff, _ := b.codeFields(b.fixed, f)
+		for _, fl := range ff {
+			if r, err := b.fixed.refOf(fl, f.display()); err == nil && r.kind == refFunc && r.off != 0 && r.sym != f {
+				midRefs[r.sym] = append(midRefs[r.sym], f)
+			}
+		}
+	}
+	// A function that jumps into the middle of a changed one (a .cold part
+	// going back to its parent) would land in old code: it changes too.
+	work := make([]*symbol, 0, len(b.changed))
+	for f := range b.changed {
+		work = append(work, f)
+	}
+	for len(work) > 0 {
+		f := work[len(work)-1]
+		work = work[:len(work)-1]
+		for _, g := range midRefs[f] {
+			if !b.changed[g] {
+				b.changed[g] = true
+				work = append(work, g)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *builder) sameFunc(o, f *symbol) (bool, error) {
+	if o.size != f.size {
+		return false, nil
+	}
+	fo, err := b.codeFields(b.orig, o)
+	if err != nil {
+		return false, err
+	}
+	ff, err := b.codeFields(b.fixed, f)
+	if err != nil {
+		return false, err
+	}
+	bo, _ := b.orig.bytesAt(o.addr, o.size)
+	bf, _ := b.fixed.bytesAt(f.addr, f.size)
+	return b.sameFields(bo, bf, fo, ff, f.display(), 0)
+}
+
+// checkData refuses changes to existing data: its initial value, size or
+// section, and the thread-local layout.
+func (b *builder) checkData() error {
+	for _, f := range b.fixed.objects {
+		o := b.corr[f]
+		if o == nil || (f.sec.kind != secData && f.sec.kind != secBSS) {
+			continue
+		}
+		if d := b.fixed.dyn[f.addr]; d != nil && d.typ == elf.R_X86_64_COPY {
+			continue // a copy of a library object: not ours
+		}
+		if o.sec.kind != f.sec.kind {
+			return &DataChangeError{Object: f.display(), Reason: fmt.Sprintf("moved from %s to %s, so its initial value changed", o.sec.name, f.sec.name)}
+		}
+		if o.size != f.size {
+			return &DataChangeError{Object: f.display(), Reason: fmt.Sprintf("size changed from %d to %d bytes", o.size, f.size)}
+		}
+		if f.sec.kind != secData {
+			continue
+		}
+		bo, _ := b.orig.bytesAt(o.addr, o.size)
+		bf, _ := b.fixed.bytesAt(f.addr, f.size)
+		fo, err := b.orig.dataFields(o.addr, o.addr+o.size, o.display())
+		if err != nil {
+			return err
+		}
+		ff, err := b.fixed.dataFields(f.addr, f.addr+f.size, f.display())
+		if err != nil {
+			return err
+		}
+		same, err := b.sameFields(bo, bf, fo, ff, f.display(), 0)
+		if err != nil {
+			return err
+		}
+		if !same {
+			return &DataChangeError{Object: f.display(), Reason: "initial value changed"}
+		}
+	}
+	return b.checkTLS()
+}
+
+func (b *builder) checkTLS() error {
+	to, tf := b.orig.tls, b.fixed.tls
+	if to == nil && tf == nil {
+		return nil
+	}
+	if to == nil || tf == nil || to.Memsz != tf.Memsz || to.Filesz != tf.Filesz || to.Align != tf.Align {
+		return &DataChangeError{Object: "thread-local storage", Reason: "its layout changed (a thread-local variable was added, removed or resized)"}
+	}
+	for _, f := range b.fixed.objects {
+		if f.typ != elf.STT_TLS {
+			continue
+		}
+		o := b.corr[f]
+		if o == nil {
+			return &DataChangeError{Object: f.display(), Reason: "is a new thread-local variable; threads that already run have no room for it"}
+		}
+		if o.addr != f.addr || o.size != f.size {
+			return &DataChangeError{Object: f.display(), Reason: "thread-local layout changed"}
+		}
+	}
+	ro, _ := b.orig.bytesAt(to.Vaddr, to.Filesz)
+	rf, _ := b.fixed.bytesAt(tf.Vaddr, tf.Filesz)
+	if !bytes.Equal(ro, rf) {
+		return &DataChangeError{Object: "thread-local storage", Reason: "initial value of a thread-local variable changed"}
+	}
+	return nil
+}
+
+// included reports whether the fixed function's code is in the patch.
+func (b *builder) included(f *symbol) bool { return b.changed[f] || b.added[f] }
+
+func isCold(name string) bool {
+	return strings.HasSuffix(name, ".cold") || strings.Contains(name, ".cold.")
+}
+
+// emit lays out the patch: code of the included functions, then the data
+// they need, then the relocations.
+func (b *builder) emit() (*patch.Patch, error) {
+	p := &patch.Patch{
+		Target: patch.Target{
+			Name:    filepath.Base(b.orig.path),
+			BuildID: b.orig.buildID,
+			Arch:    patch.ArchX86_64,
+			Type:    b.orig.typ,
+		},
+	}
+	b.out = p
+	b.textOff = map[*symbol]uint64{}
+	b.roOff = map[uint64]uint64{}
+	b.dataOff = map[*symbol]uint64{}
+
+	var replaced, added []*symbol
+	for f := range b.changed {
+		replaced = append(replaced, f)
+	}
+	for f := range b.added {
+		added = append(added, f)
+	}
+	sort.Slice(replaced, func(i, j int) bool { return b.corr[replaced[i]].addr < b.corr[replaced[j]].addr })
+	sort.Slice(added, func(i, j int) bool { return added[i].key < added[j].key })
+
+	oldIncluded := map[*symbol]bool{}
+	for _, f := range append(replaced, added...) {
+		off := alignUp(uint64(len(p.Text)), 16)
+		p.Text = append(p.Text, make([]byte, off-uint64(len(p.Text)))...)
+		code, _ := b.fixed.bytesAt(f.addr, f.size)
+		p.Text = append(p.Text, code...)
+		b.textOff[f] = off
+		fn := patch.Function{Name: f.name, File: f.file, NewOffset: off, NewSize: f.size}
+		if o := b.corr[f]; o != nil {
+			b.setOld(&fn, o)
+			oldIncluded[o] = true
+			if isCold(o.name) {
+				fn.Flags |= patch.FuncNoRedirect
+			}
+		} else {
+			fn.Flags = patch.FuncNew
+		}
+		p.Functions = append(p.Functions, fn)
+	}
+	// Cold parts of replaced functions that the fix dropped still count for
+	// the consistency check: a thread may be inside them.
+	for _, f := range replaced {
+		o := b.corr[f]
+		for _, c := range b.orig.funcs {
+			if !oldIncluded[c] && c.file == o.file && isCold(c.name) && strings.HasPrefix(c.name, o.name+".cold") {
+				fn := patch.Function{Name: c.name, File: c.file, Flags: patch.FuncNoRedirect}
+				b.setOld(&fn, c)
+				oldIncluded[c] = true
+				p.Functions = append(p.Functions, fn)
+			}
+		}
+	}
+	for _, f := range append(replaced, added...) {
+		fields, err := b.codeFields(b.fixed, f)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.loose[f]; err != nil {
+			return nil, err
+		}
+		for _, fl := range fields {
+			if fl.keep {
+				continue
+			}
+			r, err := b.fixed.refOf(fl, f.display())
+			if err != nil {
+				return nil, err
+			}
+			t, err := b.target(r, f.display())
+			if err != nil {
+				return nil, err
+			}
+			p.Relocs = append(p.Relocs, patch.Reloc{Section: patch.Text, Offset: b.textOff[f] + fl.off, Type: fl.typ, Target: t, Addend: relocAddend(fl, r)})
+		}
+	}
+	return p, nil
+}
+
+// relocAddend is A of the patch relocation: T+A(-P) gives the field value.
+func relocAddend(f field, r ref) int64 {
+	if r.kind == refExt {
+		// The field referred to the PLT, a GOT slot or a copy of the
+		// object; the patch refers to the symbol itself, plus the offset.
+		if f.typ == patch.PC32 {
+			return f.addend + r.off
+		}
+		return r.off
+	}
+	return f.addend
+}
+
+func (b *builder) setOld(fn *patch.Function, o *symbol) {
+	code, _ := b.orig.bytesAt(o.addr, o.size)
+	fn.OldAddr, fn.OldSize, fn.OldSHA256 = o.addr, o.size, sha256.Sum256(code)
+}
+
+func alignUp(n, a uint64) uint64 { return (n + a - 1) &^ (a - 1) }
+
+// target turns the meaning of a field of the fixed build into a patch
+// relocation target, carrying data into the patch where needed.
+func (b *builder) target(r ref, from string) (patch.RelocTarget, error) {
+	switch r.kind {
+	case refFunc:
+		if b.included(r.sym) {
+			return patch.RelocTarget{Kind: patch.InPatch, Section: patch.Text, Offset: b.textOff[r.sym] + uint64(r.off)}, nil
+		}
+		o := b.corr[r.sym]
+		if o == nil {
+			return patch.RelocTarget{}, &UnsupportedError{Function: from, Reason: "reference to function " + r.sym.display() + " that has no counterpart in the original"}
+		}
+		return patch.RelocTarget{Kind: patch.InModule, Addr: o.addr + uint64(r.off)}, nil
+	case refObj:
+		if o := b.corr[r.sym]; o != nil {
+			return patch.RelocTarget{Kind: patch.InModule, Addr: o.addr + uint64(r.off)}, nil
+		}
+		return b.carryObject(r.sym, r.off, from)
+	case refExt:
+		// Where the original already holds a copy of the library object
+		// (copy relocation), that copy is the live one: use it.
+		if o := b.orig.copyOf(r.name, r.ver); o != nil && !r.indirect {
+			return patch.RelocTarget{Kind: patch.InModule, Addr: o.addr}, nil // r.off is in the addend
+		}
+		return patch.RelocTarget{Kind: patch.External, Symbol: r.name, Version: r.ver, Indirect: r.indirect}, nil
+	case refGOT:
+		return b.gotTarget(r.dyn, from)
+	case refLabel:
+		for _, s := range b.orig.syms[1:] {
+			if s != nil && s.key == r.sym.key && s.defined() {
+				return patch.RelocTarget{Kind: patch.InModule, Addr: s.addr + uint64(r.off)}, nil
+			}
+		}
+		return patch.RelocTarget{}, &UnsupportedError{Function: from, Reason: "reference to symbol " + r.sym.display() + " that the original lacks"}
+	case refIndirect:
+		t, err := b.target(*r.inner, from)
+		t.Indirect = true
+		return t, err
+	case refRO:
+		if r.sym != nil {
+			if o := b.corr[r.sym]; o != nil {
+				ro := ref{kind: refRO, sym: o, start: o.addr, end: o.addr + o.size, off: r.off}
+				if same, err := b.sameROData(ro, r, 0); err != nil {
+					return patch.RelocTarget{}, err
+				} else if same {
+					return patch.RelocTarget{Kind: patch.InModule, Addr: o.addr + uint64(r.off)}, nil
+				}
+			}
+		}
+		off, err := b.carryRO(r, from)
+		if err != nil {
+			return patch.RelocTarget{}, err
+		}
+		return patch.RelocTarget{Kind: patch.InPatch, Section: patch.ROData, Offset: off + uint64(r.off)}, nil
+	}
+	return patch.RelocTarget{}, &UnsupportedError{Function: from, Reason: fmt.Sprintf("reference of kind %d", r.kind)}
+}
+
+// gotTarget binds a GOT slot of the fixed build to the original's slot for
+// the same thing, or asks the apply side for a slot of its own.
+func (b *builder) gotTarget(d *dynReloc, from string) (patch.RelocTarget, error) {
+	for _, od := range b.orig.dynSorted() {
+		if od.typ != d.typ {
+			continue
+		}
+		if s := b.orig.sectionAt(od.off); s == nil || s.kind != secGOT {
+			continue
+		}
+		var match bool
+		if d.typ == elf.R_X86_64_RELATIVE {
+			match = b.sameRelative(od, d)
+		} else {
+			match = od.sym == d.sym && od.addend == d.addend
+		}
+		if match {
+			return patch.RelocTarget{Kind: patch.InModule, Addr: od.off}, nil
+		}
+	}
+	switch d.typ {
+	case elf.R_X86_64_GLOB_DAT, elf.R_X86_64_JMP_SLOT, elf.R_X86_64_64:
+		if d.sym == "" {
+			break
+		}
+		if d.addend != 0 {
+			break
+		}
+		return patch.RelocTarget{Kind: patch.External, Symbol: d.sym, Indirect: true}, nil
+	case elf.R_X86_64_RELATIVE:
+		inner, err := b.fixed.refAt(uint64(d.addend), nil, from)
+		if err != nil {
+			return patch.RelocTarget{}, err
+		}
+		t, err := b.target(inner, from)
+		t.Indirect = true
+		return t, err
+	}
+	return patch.RelocTarget{}, &UnsupportedError{Function: from, Reason: fmt.Sprintf("new reference through a GOT slot of type %v (%s); thread-local variables the original never used cannot be reached yet", d.typ, d.sym)}
+}
+
+func (b *builder) sameRelative(od, d *dynReloc) bool {
+	if od.typ != elf.R_X86_64_RELATIVE || d.typ != elf.R_X86_64_RELATIVE {
+		return false
+	}
+	ro, err := b.orig.refAt(uint64(od.addend), nil, "GOT")
+	if err != nil {
+		return false
+	}
+	rf, err := b.fixed.refAt(uint64(d.addend), nil, "GOT")
+	if err != nil {
+		return false
+	}
+	ok, _ := b.equivalent(ro, rf, 1)
+	return ok
+}
+
+// carryRO copies a read-only chunk of the fixed build into ROData, with its
+// relocations, once.
+func (b *builder) carryRO(r ref, from string) (uint64, error) {
+	if off, ok := b.roOff[r.start]; ok {
+		return off, nil
+	}
+	p := b.out
+	data, ok := b.fixed.bytesAt(r.start, r.end-r.start)
+	if !ok {
+		return 0, &UnsupportedError{Function: from, Reason: fmt.Sprintf("read-only data at %#x cannot be read", r.start)}
+	}
+	off := alignUp(uint64(len(p.ROData)), 16)
+	p.ROData = append(p.ROData, make([]byte, off-uint64(len(p.ROData)))...)
+	p.ROData = append(p.ROData, data...)
+	b.roOff[r.start] = off
+	name := fmt.Sprintf("rodata@%#x", r.start)
+	if r.sym != nil {
+		name = r.sym.display()
+	} else if l := b.fixed.labelAt(r.start); l != "" {
+		name = l
+	}
+	p.Objects = append(p.Objects, patch.Object{Name: name, Section: patch.ROData, Offset: off, Size: uint64(len(data))})
+	return off, b.carryFields(patch.ROData, off, r.start, r.end, from)
+}
+
+// carryObject copies a new writable object into Data or BSS.
+func (b *builder) carryObject(s *symbol, at int64, from string) (patch.RelocTarget, error) {
+	p := b.out
+	sec := patch.Data
+	if s.sec.kind == secBSS {
+		sec = patch.BSS
+	}
+	off, ok := b.dataOff[s]
+	if !ok {
+		if sec == patch.BSS {
+			off = alignUp(p.BSSSize, 16)
+			p.BSSSize = off + s.size
+		} else {
+			data, _ := b.fixed.bytesAt(s.addr, s.size)
+			off = alignUp(uint64(len(p.Data)), 16)
+			p.Data = append(p.Data, make([]byte, off-uint64(len(p.Data)))...)
+			p.Data = append(p.Data, data...)
+		}
+		b.dataOff[s] = off
+		p.Objects = append(p.Objects, patch.Object{Name: s.display(), Section: sec, Offset: off, Size: s.size})
+		if sec == patch.Data {
+			if err := b.carryFields(patch.Data, off, s.addr, s.addr+s.size, from); err != nil {
+				return patch.RelocTarget{}, err
+			}
+		}
+	}
+	return patch.RelocTarget{Kind: patch.InPatch, Section: sec, Offset: off + uint64(at)}, nil
+}
+
+func (b *builder) carryFields(sec patch.Section, off, start, end uint64, from string) error {
+	fields, err := b.fixed.dataFields(start, end, from)
+	if err != nil {
+		return err
+	}
+	for _, fl := range fields {
+		if fl.keep {
+			continue
+		}
+		r, err := b.fixed.refOf(fl, from)
+		if err != nil {
+			return err
+		}
+		t, err := b.target(r, from)
+		if err != nil {
+			return err
+		}
+		b.out.Relocs = append(b.out.Relocs, patch.Reloc{Section: sec, Offset: off + fl.off, Type: fl.typ, Target: t, Addend: relocAddend(fl, r)})
+	}
+	return nil
+}
+
+// labelAt returns the name of a symbol at addr (".LC3"), if any.
+func (m *module) labelAt(addr uint64) string {
+	for _, s := range m.syms[1:] {
+		if s != nil && s.addr == addr && s.defined() && s.name != "" && s.typ != elf.STT_SECTION && s.sec != nil && s.sec.kind == secROData {
+			return s.name
+		}
+	}
+	return ""
+}
