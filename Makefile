@@ -19,8 +19,8 @@ demo: build
 # Fuzz the untrusted-input parsers for FUZZTIME each (default 60s).
 FUZZTIME ?= 60s
 fuzz:
-	$(GO) test ./patch -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./patch -run '^$$' -fuzz '^FuzzDecodePayload$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./patch -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+	$(GO) test ./patch -run '^$$' -fuzz '^FuzzDecodePayload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 bench:
 	$(GO) run ./bench/buildsize
