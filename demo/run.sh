@@ -51,5 +51,26 @@ if "$HOTPATCH" inspect "$work/tampered.hpatch"; then
 fi
 echo "(refused, as it must be)"
 
-step "Done: a $(stat -c %s "$work/ledger-memo.hpatch")-byte signed patch for a running service's bug."
-echo "Applying it to the live process comes with the engine (see docs/architecture.md)."
+step "7. Start the vulnerable service and use it"
+coproc LEDGER { exec "$work/orig/ledger"; }
+pid=$LEDGER_PID
+ask() { printf '%s\n' "$1" >&"${LEDGER[1]}"; IFS= read -r reply <&"${LEDGER[0]}"; printf '  > %-45s < %s\n' "$1" "$reply"; }
+ask "deposit 100"
+ask "memo this-memo-is-far-too-long-for-sixteen-bytes"
+echo "  (pid $pid, vulnerable)"
+
+step "8. Apply the patch to the running process"
+"$HOTPATCH" apply --pid "$pid" --trust "$work/demo.pub" "$work/ledger-memo.hpatch"
+"$HOTPATCH" status --pid "$pid"
+ask "memo this-memo-is-far-too-long-for-sixteen-bytes"
+ask "deposit 20"
+ask "balance"
+echo "  (same pid $pid, balance and request counter kept: the fix landed in memory)"
+
+step "9. Revert it: the exact original bytes come back"
+"$HOTPATCH" revert --pid "$pid" ledger-memo-bounds
+ask "memo this-memo-is-far-too-long-for-sixteen-bytes"
+exec {LEDGER[1]}>&-
+wait "$pid" 2>/dev/null || true
+
+step "Done: a $(stat -c %s "$work/ledger-memo.hpatch")-byte signed patch fixed a running service without a restart."

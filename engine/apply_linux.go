@@ -1,0 +1,370 @@
+//go:build linux && amd64
+
+package engine
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// target is a process prepared for patching: its maps, modules, memory.
+type target struct {
+	pid  int
+	maps []Mapping
+	mods []Module
+	mem  *memory
+	// lastPause is how long the last stop of every thread lasted.
+	lastPause time.Duration
+}
+
+func openTarget(pid int) (*target, error) {
+	mem, err := openMemory(pid)
+	if err != nil {
+		return nil, err
+	}
+	t := &target{pid: pid, mem: mem}
+	if err := t.refresh(); err != nil {
+		mem.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// refresh reads the process's mappings and modules again.
+func (t *target) refresh() error {
+	maps, err := readMaps(t.pid)
+	if err != nil {
+		return err
+	}
+	mods, err := modules(t.pid, maps)
+	if err != nil {
+		return err
+	}
+	t.maps, t.mods = maps, mods
+	return nil
+}
+
+func (t *target) close() { t.mem.Close() }
+
+func (t *target) module(p *patch.Patch) (Module, error) {
+	var byName *Module
+	for i, m := range t.mods {
+		if bytes.Equal(m.BuildID, p.Target.BuildID) {
+			return m, nil
+		}
+		if strings.HasSuffix(m.Path, "/"+p.Target.Name) {
+			byName = &t.mods[i]
+		}
+	}
+	e := &BuildIDMismatchError{PID: t.pid, Want: p.Target.BuildID, Name: p.Target.Name}
+	if byName != nil {
+		e.Got = byName.BuildID
+	}
+	return Module{}, e
+}
+
+// Apply applies a verified patch to process pid. On any error the process
+// is left as it was.
+func Apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
+	if err := patch.Verify(p, opts.Trusted); err != nil {
+		return nil, err
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	t, err := openTarget(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	mod, err := t.module(p)
+	if err != nil {
+		return nil, err
+	}
+	// Finish or undo what a killed hotpatch may have left half done.
+	if cleaned, err := t.recoverHalfDone(opts.Timeout); err != nil {
+		return nil, fmt.Errorf("process %d: recovering an interrupted apply: %w", pid, err)
+	} else if len(cleaned) > 0 {
+		if err := t.refresh(); err != nil {
+			return nil, err
+		}
+	}
+	applied, err := t.records()
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range applied {
+		if a.rec.ID == p.ID && a.rec.Version == p.Version {
+			return nil, fmt.Errorf("process %d: %s (level %d): %w", pid, p.ID, p.Version, ErrAlreadyApplied)
+		}
+	}
+
+	// Check the original code before touching anything.
+	for _, f := range p.Functions {
+		if !f.Replaces() {
+			continue
+		}
+		got := make([]byte, f.OldSize)
+		if err := t.mem.ReadAt(got, mod.Bias+f.OldAddr); err != nil {
+			return nil, err
+		}
+		undoRedirects(got, mod.Bias+f.OldAddr, applied)
+		if sha256.Sum256(got) != f.OldSHA256 {
+			return nil, &MismatchError{PID: pid, Function: f.Name}
+		}
+	}
+
+	hdr, text, ro, data := layoutSizes(p)
+	size := hdr + text + ro + data
+	base, err := t.freeNear(mod, size)
+	if err != nil {
+		return nil, err
+	}
+	res := newResolver(pid, t.mods, t.maps)
+	im, err := buildImage(p, base, mod.Bias, func(sym, ver string) (uint64, error) {
+		a, ifunc, err := res.lookup(sym, ver, Module{})
+		if err != nil {
+			return 0, err
+		}
+		if ifunc {
+			return t.resolveIFUNC(sym, a)
+		}
+		return a, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, err)
+	}
+	im.record = Record{
+		ID: p.ID, Version: p.Version, Digest: opts.Digest, BuildID: hex.EncodeToString(p.Target.BuildID),
+		Module: mod.Path, Bias: mod.Bias, Base: base, Size: size, Text: [2]uint64{im.textOff, im.roOff - im.textOff},
+	}
+	for _, f := range p.Functions {
+		fi := FuncInfo{Name: f.Name}
+		if f.Replaces() {
+			fi.OldAddr, fi.OldSize = mod.Bias+f.OldAddr, f.OldSize
+		}
+		if f.NewSize > 0 {
+			fi.NewAddr, fi.NewSize = base+im.textOff+f.NewOffset, f.NewSize
+		}
+		im.record.Functions = append(im.record.Functions, fi)
+		if !f.Redirected() {
+			continue
+		}
+		rd, err := t.redirect(f, mod.Bias+f.OldAddr, fi.NewAddr)
+		if err != nil {
+			return nil, err
+		}
+		im.record.Redirects = append(im.record.Redirects, rd)
+	}
+
+	// Map and fill the patch while only one thread is stopped.
+	if err := t.mapImage(im, p.ID); err != nil {
+		return nil, err
+	}
+	// From here on, a failure must unmap the patch again.
+	result, err := t.commit(im, p, opts.Timeout)
+	if err != nil {
+		t.unmap(im.base, size)
+		return nil, err
+	}
+	return result, nil
+}
+
+// redirect plans the jump at an original function's entry. A function that
+// starts with endbr64 keeps it: the jump goes after it.
+func (t *target) redirect(f patch.Function, old, newAddr uint64) (Redirect, error) {
+	site := old
+	head := make([]byte, 4)
+	if err := t.mem.ReadAt(head, old); err != nil {
+		return Redirect{}, err
+	}
+	if bytes.Equal(head, []byte{0xf3, 0x0f, 0x1e, 0xfa}) {
+		site += 4
+	}
+	room := old + f.OldSize - site
+	var jmp []byte
+	if d := int64(newAddr) - int64(site+5); d >= -1<<31 && d < 1<<31 {
+		jmp = []byte{0xe9, 0, 0, 0, 0}
+		putUint32(jmp[1:], uint32(int32(d)))
+	} else {
+		jmp = []byte{0xff, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+		putUint64(jmp[6:], newAddr)
+	}
+	if uint64(len(jmp)) > room {
+		return Redirect{}, fmt.Errorf("function %s has %d bytes after its entry, too short for a %d-byte redirect", f.Name, room, len(jmp))
+	}
+	old2 := make([]byte, len(jmp))
+	if err := t.mem.ReadAt(old2, site); err != nil {
+		return Redirect{}, err
+	}
+	return Redirect{Function: f.Name, Site: site, Old: old2, New: jmp}, nil
+}
+
+func putUint32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+func putUint64(b []byte, v uint64) {
+	putUint32(b, uint32(v))
+	putUint32(b[4:], uint32(v>>32))
+}
+
+// undoRedirects puts back, in a copy of original code read from the
+// process, the bytes that applied patches' redirects replaced, newest
+// last, so a function already patched hashes as the original.
+func undoRedirects(code []byte, addr uint64, applied []appliedPatch) {
+	sort.Slice(applied, func(i, j int) bool { return applied[i].rec.AppliedAt > applied[j].rec.AppliedAt })
+	for _, a := range applied {
+		for _, rd := range a.rec.Redirects {
+			if rd.Site >= addr && rd.Site+uint64(len(rd.Old)) <= addr+uint64(len(code)) {
+				copy(code[rd.Site-addr:], rd.Old)
+			}
+		}
+	}
+}
+
+// freeNear finds an unmapped, page-aligned range of size bytes from which
+// every byte of the module is within ±2 GiB (rel32 reach).
+func (t *target) freeNear(mod Module, size uint64) (uint64, error) {
+	const reach = 1<<31 - 1<<20
+	lo := uint64(0x10000)
+	if mod.End > reach {
+		lo = max(lo, mod.End-reach)
+	}
+	hi := mod.Start + reach - size
+	type gap struct{ start, end uint64 }
+	var gaps []gap
+	prev := lo
+	for _, m := range t.maps {
+		if m.Start > prev {
+			gaps = append(gaps, gap{prev, m.Start})
+		}
+		prev = max(prev, m.End)
+	}
+	gaps = append(gaps, gap{prev, 1 << 47})
+	// Prefer the gap closest after the module, then before it.
+	best, found := uint64(0), false
+	dist := func(a uint64) uint64 {
+		if a >= mod.End {
+			return a - mod.End
+		}
+		return mod.Start - a
+	}
+	for _, g := range gaps {
+		// Keep a guard page on each side.
+		s := alignUp(max(g.start, lo)+pageSize, pageSize)
+		e := min(g.end, hi+size)
+		if e < pageSize || s+size > e-pageSize || s > hi {
+			continue
+		}
+		cand := s
+		if g.end <= mod.Start { // before the module: as close to it as possible
+			cand = (e - pageSize - size) &^ (pageSize - 1)
+		}
+		if !found || dist(cand) < dist(best) {
+			best, found = cand, true
+		}
+	}
+	if !found {
+		return 0, fmt.Errorf("process %d: no free address range of %d bytes within 2 GiB of %s", t.pid, size, mod.Path)
+	}
+	return best, nil
+}
+
+// mapImage creates the patch mapping (a memfd named hotpatch:ID, so
+// /proc/PID/maps shows it), fills it and sets its protections, with one
+// thread of the process stopped to make the system calls.
+func (t *target) mapImage(im *image, id string) error {
+	w, err := stopThreads(t.pid, []int{t.pid})
+	if err != nil {
+		return err
+	}
+	defer w.release()
+	gadget, err := findSyscallGadget(t.mem, t.maps)
+	if err != nil {
+		return err
+	}
+	if err := im.writeHeader(statePreparing); err != nil {
+		return err
+	}
+	return w.tr.do(func() error {
+		th := w.threads[t.pid]
+		call := func(nr uintptr, args ...uint64) (uint64, error) { return remoteSyscall(th, gadget, nr, args...) }
+		scratch, err := call(unix.SYS_MMAP, 0, pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			return fmt.Errorf("process %d: mapping scratch memory: %w", t.pid, err)
+		}
+		defer call(unix.SYS_MUNMAP, scratch, pageSize)
+		if err := t.mem.WriteAt(append([]byte(mappingPrefix+id), 0), scratch); err != nil {
+			return err
+		}
+		fd, err := call(unix.SYS_MEMFD_CREATE, scratch, unix.MFD_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("process %d: memfd_create: %w", t.pid, err)
+		}
+		defer call(unix.SYS_CLOSE, fd)
+		size := uint64(len(im.data))
+		if _, err := call(unix.SYS_FTRUNCATE, fd, size); err != nil {
+			return fmt.Errorf("process %d: ftruncate: %w", t.pid, err)
+		}
+		addr, err := call(unix.SYS_MMAP, im.base, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED_NOREPLACE, fd, 0)
+		if err != nil {
+			return fmt.Errorf("process %d: mapping the patch at %#x: %w", t.pid, im.base, err)
+		}
+		if addr != im.base {
+			call(unix.SYS_MUNMAP, addr, size)
+			return fmt.Errorf("process %d: the kernel mapped the patch at %#x, not %#x", t.pid, addr, im.base)
+		}
+		fail := func(err error) error {
+			call(unix.SYS_MUNMAP, addr, size)
+			return err
+		}
+		if err := t.mem.WriteAt(im.data, addr); err != nil {
+			return fail(err)
+		}
+		prots := []struct {
+			off, end uint64
+			prot     uint64
+		}{
+			{0, im.textOff, unix.PROT_READ | unix.PROT_WRITE},
+			{im.textOff, im.roOff, unix.PROT_READ | unix.PROT_EXEC},
+			{im.roOff, im.dataOff, unix.PROT_READ},
+			{im.dataOff, im.end, unix.PROT_READ | unix.PROT_WRITE},
+		}
+		for _, p := range prots {
+			if _, err := call(unix.SYS_MPROTECT, addr+p.off, p.end-p.off, p.prot); err != nil {
+				return fail(fmt.Errorf("process %d: mprotect: %w", t.pid, err))
+			}
+		}
+		return nil
+	})
+}
+
+// mappingPrefix names patch mappings: /proc/PID/maps shows
+// "/memfd:hotpatch:ID (deleted)".
+const mappingPrefix = "hotpatch:"
+
+// unmap removes a patch mapping (best effort, used on failure paths).
+func (t *target) unmap(base, size uint64) error {
+	w, err := stopThreads(t.pid, []int{t.pid})
+	if err != nil {
+		return err
+	}
+	defer w.release()
+	gadget, err := findSyscallGadget(t.mem, t.maps)
+	if err != nil {
+		return err
+	}
+	return w.tr.do(func() error {
+		_, err := remoteSyscall(w.threads[t.pid], gadget, unix.SYS_MUNMAP, base, size)
+		return err
+	})
+}

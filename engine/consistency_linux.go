@@ -1,0 +1,111 @@
+//go:build linux && amd64
+
+package engine
+
+import (
+	"encoding/binary"
+	"time"
+)
+
+// codeRange is the run-time range of one function whose code must not be
+// in use while it is switched.
+type codeRange struct {
+	name       string
+	start, end uint64
+}
+
+func inRanges(ranges []codeRange, pc uint64) *codeRange {
+	for i := range ranges {
+		if pc >= ranges[i].start && pc < ranges[i].end {
+			return &ranges[i]
+		}
+	}
+	return nil
+}
+
+// whenQuiet stops the world and runs fn once no thread executes, or has a
+// return address into, any of ranges. While some thread does, it lets the
+// process run and tries again, until timeout; then it returns a *BusyError.
+// The world is always released before whenQuiet returns.
+func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*world) error) error {
+	deadline := time.Now().Add(timeout)
+	backoff := 200 * time.Microsecond
+	for {
+		w, err := stopWorld(t.pid)
+		if err != nil {
+			return err
+		}
+		busy, err := t.busy(w, ranges)
+		if err == nil && busy == nil {
+			err = fn(w)
+		}
+		t.lastPause = w.release()
+		if err != nil {
+			return err
+		}
+		if busy == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return busy
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 20*time.Millisecond)
+	}
+}
+
+// busy returns a *BusyError for the first thread found inside one of
+// ranges: its PC, or any return address on its stack.
+func (t *target) busy(w *world, ranges []codeRange) (*BusyError, error) {
+	for _, tid := range w.tids() {
+		var regs struct{ pc, sp uint64 }
+		err := w.tr.do(func() error {
+			r, err := getRegs(tid)
+			regs.pc, regs.sp = r.Rip, r.Rsp
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if r := inRanges(ranges, regs.pc); r != nil {
+			return &BusyError{Function: r.name, TID: tid}, nil
+		}
+		if r, err := t.stackRefersTo(regs.sp, ranges); err != nil {
+			return nil, err
+		} else if r != nil {
+			return &BusyError{Function: r.name, TID: tid}, nil
+		}
+	}
+	return nil, nil
+}
+
+// stackRefersTo scans a thread's stack, from its stack pointer to the end
+// of the stack mapping, for any word that points into ranges. It finds
+// every return address (and, conservatively, stale code pointers too,
+// which can only make the engine wait or refuse, never patch unsafely).
+func (t *target) stackRefersTo(sp uint64, ranges []codeRange) (*codeRange, error) {
+	var end uint64
+	for _, m := range t.maps {
+		if sp >= m.Start && sp < m.End {
+			end = m.End
+			break
+		}
+	}
+	if end == 0 {
+		return nil, nil // a stack pointer outside every mapping: nothing to read
+	}
+	const chunk = 64 << 10
+	buf := make([]byte, chunk)
+	for a := sp &^ 7; a < end; a += chunk {
+		n := min(uint64(chunk), end-a)
+		if err := t.mem.ReadAt(buf[:n], a); err != nil {
+			return nil, err
+		}
+		for i := uint64(0); i+8 <= n; i += 8 {
+			if r := inRanges(ranges, binary.LittleEndian.Uint64(buf[i:])); r != nil {
+				return r, nil
+			}
+		}
+	}
+	return nil, nil
+}

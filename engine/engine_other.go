@@ -1,0 +1,21 @@
+//go:build !(linux && amd64)
+
+package engine
+
+import (
+	"time"
+
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// Apply is only supported on Linux x86-64.
+func Apply(pid int, p *patch.Patch, opts Options) (*Result, error) { return nil, ErrNotSupported }
+
+// Revert is only supported on Linux x86-64.
+func Revert(pid int, id string, timeout time.Duration) (*Result, error) { return nil, ErrNotSupported }
+
+// Status is only supported on Linux x86-64.
+func Status(pid int) ([]Applied, error) { return nil, ErrNotSupported }
+
+// FindProcesses is only supported on Linux x86-64.
+func FindProcesses(buildID []byte, id string) ([]int, error) { return nil, ErrNotSupported }

@@ -1,0 +1,298 @@
+package engine
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+const pageSize = 4096
+
+// headerMagic starts every patch mapping; the state word follows it, then
+// the length of the JSON record, then the record itself.
+const headerMagic = "HOTPATCH"
+
+// Patch mapping states, written as one 4-byte store so that a crash leaves
+// a state that the next run can read.
+const (
+	statePreparing   uint32 = 1 // mapped and filled; no redirect written
+	stateRedirecting uint32 = 2 // redirects being written (Record lists them all)
+	stateApplied     uint32 = 3
+	stateReverting   uint32 = 4 // redirects being removed
+)
+
+const (
+	stateOffset  = 8
+	lengthOffset = 12
+	recordOffset = 16
+)
+
+// Record is what a patch mapping says about itself. Any hotpatch instance
+// can read it from the process, so the process itself is the state store.
+type Record struct {
+	ID        string     `json:"id"`
+	Version   uint32     `json:"version"`
+	Digest    string     `json:"digest,omitempty"` // SHA-256 of the patch file, if known
+	AppliedAt int64      `json:"applied_at"`       // Unix nanoseconds
+	BuildID   string     `json:"build_id"`
+	Module    string     `json:"module"`
+	Bias      uint64     `json:"bias"`
+	Base      uint64     `json:"base"`
+	Size      uint64     `json:"size"`
+	Text      [2]uint64  `json:"text"` // offset, size within the mapping
+	Redirects []Redirect `json:"redirects"`
+	Functions []FuncInfo `json:"functions"`
+}
+
+// Redirect is one jump written at an original function's entry, with the
+// bytes it replaced.
+type Redirect struct {
+	Function string `json:"function"`
+	Site     uint64 `json:"site"`
+	Old      []byte `json:"old"`
+	New      []byte `json:"new"`
+}
+
+// FuncInfo locates one function of an applied patch in the process.
+type FuncInfo struct {
+	Name    string `json:"name"`
+	OldAddr uint64 `json:"old_addr,omitempty"` // run-time address
+	OldSize uint64 `json:"old_size,omitempty"`
+	NewAddr uint64 `json:"new_addr,omitempty"`
+	NewSize uint64 `json:"new_size,omitempty"`
+}
+
+// image is a patch laid out for one process at one base address.
+type image struct {
+	base uint64
+	data []byte // the whole mapping's contents
+	// region boundaries (offsets in data), page aligned: header | text+stubs (rx) | rodata+slots (r) | data+bss (rw)
+	textOff, roOff, dataOff, end uint64
+	record                       Record
+}
+
+// layoutSizes computes the size of each region for a patch.
+func layoutSizes(p *patch.Patch) (header, text, ro, data uint64) {
+	// The record names every function and redirect; leave it room.
+	header = pageSize + uint64(len(p.Functions))*512
+	nstub := uint64(0)
+	nslot := uint64(0)
+	for _, r := range p.Relocs {
+		if r.Target.Kind == patch.External {
+			nstub++
+		}
+		if r.Target.Indirect {
+			nslot++
+		}
+	}
+	text = alignUp(uint64(len(p.Text)), 16) + nstub*32 // a stub or a load thunk each
+	ro = alignUp(uint64(len(p.ROData)), 16) + nslot*8
+	data = alignUp(uint64(len(p.Data)), 16) + p.BSSSize
+	return alignUp(header, pageSize), alignUp(max(text, 1), pageSize), alignUp(max(ro, 1), pageSize), alignUp(max(data, 1), pageSize)
+}
+
+func alignUp(n, a uint64) uint64 { return (n + a - 1) &^ (a - 1) }
+
+// resolveFunc resolves an external symbol to a run-time address.
+type resolveFunc func(symbol, version string) (uint64, error)
+
+// buildImage lays the patch out at base and applies every relocation.
+func buildImage(p *patch.Patch, base, bias uint64, resolve resolveFunc) (*image, error) {
+	hdr, text, ro, data := layoutSizes(p)
+	im := &image{base: base, textOff: hdr, roOff: hdr + text, dataOff: hdr + text + ro}
+	im.end = im.dataOff + data
+	im.data = make([]byte, im.end)
+	copy(im.data[im.textOff:], p.Text)
+	copy(im.data[im.roOff:], p.ROData)
+	copy(im.data[im.dataOff:], p.Data)
+	stubNext := im.textOff + alignUp(uint64(len(p.Text)), 16)
+	slotNext := im.roOff + alignUp(uint64(len(p.ROData)), 16)
+	bssOff := im.dataOff + alignUp(uint64(len(p.Data)), 16)
+
+	secAddr := func(s patch.Section, off uint64) uint64 {
+		switch s {
+		case patch.Text:
+			return base + im.textOff + off
+		case patch.ROData:
+			return base + im.roOff + off
+		case patch.Data:
+			return base + im.dataOff + off
+		case patch.BSS:
+			return base + bssOff + off
+		}
+		return 0
+	}
+	stubs := map[string]uint64{}
+	slots := map[uint64]uint64{} // target address -> slot address
+	for _, r := range p.Relocs {
+		var T uint64
+		switch r.Target.Kind {
+		case patch.InPatch:
+			T = secAddr(r.Target.Section, r.Target.Offset)
+		case patch.InModule:
+			T = bias + r.Target.Addr
+		case patch.External:
+			a, err := resolve(r.Target.Symbol, r.Target.Version)
+			if err != nil {
+				return nil, err
+			}
+			T = a
+		}
+		if r.Target.Indirect {
+			slot, ok := slots[T]
+			if !ok {
+				slot = base + slotNext
+				binary.LittleEndian.PutUint64(im.data[slotNext:], T)
+				slotNext += 8
+				slots[T] = slot
+			}
+			T = slot
+		}
+		P := secAddr(r.Section, r.Offset)
+		fieldOff := P - base
+		v := int64(T) + r.Addend
+		switch r.Type {
+		case patch.PC32:
+			d := v - int64(P)
+			if d < math.MinInt32 || d > math.MaxInt32 {
+				if r.Target.Kind != patch.External || r.Section != patch.Text {
+					return nil, fmt.Errorf("patch code at text+%#x cannot reach %s at %#x (more than 2 GiB away)", r.Offset, describeTarget(r.Target), T)
+				}
+				in, start, ok := fieldInsn(p, r.Offset)
+				switch {
+				case ok && isBranch(in):
+					// A call or jump to a far library function: go through a stub.
+					key := r.Target.Symbol + "@" + r.Target.Version
+					stub, ok := stubs[key]
+					if !ok {
+						stub = base + stubNext
+						s := im.data[stubNext:]
+						copy(s, []byte{0xff, 0x25, 0, 0, 0, 0}) // jmp *0(%rip)
+						binary.LittleEndian.PutUint64(s[6:], T)
+						stubNext += 16
+						stubs[key] = stub
+					}
+					d = int64(stub) + r.Addend - int64(P)
+				case ok && r.Addend == -4 && (in.Op == x86asm.LEA || in.Op == x86asm.MOV):
+					// A far library object (stderr, environ): read its address
+					// from a slot next to the patch, like a GOT entry.
+					slot, ok := slots[T]
+					if !ok {
+						slot = base + slotNext
+						binary.LittleEndian.PutUint64(im.data[slotNext:], T)
+						slotNext += 8
+						slots[T] = slot
+					}
+					insnAddr := base + im.textOff + start
+					if in.Op == x86asm.LEA {
+						// lea sym(%rip), %r -> mov slot(%rip), %r: same length.
+						if err := rewriteLEA(im.data[im.textOff+start:], in, r.Offset-start); err != nil {
+							return nil, fmt.Errorf("patch code at text+%#x: %v", r.Offset, err)
+						}
+						d = int64(slot) - int64(P+4)
+						break
+					}
+					// mov sym(%rip), %r -> jmp to a thunk that loads the
+					// address from the slot, then the value, and jumps back.
+					thunk := base + stubNext
+					code, err := loadThunk(in, slot, thunk, insnAddr+uint64(in.Len))
+					if err != nil {
+						return nil, fmt.Errorf("patch code at text+%#x: %v", r.Offset, err)
+					}
+					if stubNext+uint64(len(code)) > im.roOff {
+						return nil, fmt.Errorf("patch code at text+%#x: no room for a thunk", r.Offset)
+					}
+					copy(im.data[stubNext:], code)
+					stubNext += alignUp(uint64(len(code)), 16)
+					insn := im.data[im.textOff+start : im.textOff+start+uint64(in.Len)]
+					insn[0] = 0xe9
+					binary.LittleEndian.PutUint32(insn[1:], uint32(int32(int64(thunk)-int64(insnAddr+5))))
+					for i := 5; i < len(insn); i++ {
+						insn[i] = 0x90
+					}
+					continue
+				default:
+					return nil, fmt.Errorf("patch code at text+%#x cannot reach %s at %#x (more than 2 GiB away)", r.Offset, describeTarget(r.Target), T)
+				}
+			}
+			binary.LittleEndian.PutUint32(im.data[fieldOff:], uint32(int32(d)))
+		case patch.Abs64:
+			binary.LittleEndian.PutUint64(im.data[fieldOff:], uint64(v))
+		case patch.Abs32:
+			if v < 0 || v > math.MaxUint32 {
+				return nil, fmt.Errorf("absolute 32-bit field at %v+%#x cannot hold %#x; the target module must be mapped low", r.Section, r.Offset, v)
+			}
+			binary.LittleEndian.PutUint32(im.data[fieldOff:], uint32(v))
+		case patch.Abs32S:
+			if v < math.MinInt32 || v > math.MaxInt32 {
+				return nil, fmt.Errorf("absolute 32-bit field at %v+%#x cannot hold %#x; the target module must be mapped low", r.Section, r.Offset, v)
+			}
+			binary.LittleEndian.PutUint32(im.data[fieldOff:], uint32(int32(v)))
+		}
+	}
+	return im, nil
+}
+
+func describeTarget(t patch.RelocTarget) string {
+	switch t.Kind {
+	case patch.External:
+		return "symbol " + t.Symbol
+	case patch.InModule:
+		return fmt.Sprintf("module address %#x", t.Addr)
+	}
+	return fmt.Sprintf("%v+%#x", t.Section, t.Offset)
+}
+
+// fieldInsn decodes the instruction of the patch's text that holds the
+// relocated field at text offset off, and returns it with its offset.
+func fieldInsn(p *patch.Patch, off uint64) (x86asm.Inst, uint64, bool) {
+	for _, f := range p.Functions {
+		if f.NewSize == 0 || off < f.NewOffset || off >= f.NewOffset+f.NewSize {
+			continue
+		}
+		code := p.Text[f.NewOffset : f.NewOffset+f.NewSize]
+		for i := 0; i < len(code); {
+			if len(code)-i >= 4 && code[i] == 0xf3 && code[i+1] == 0x0f && code[i+2] == 0x1e && code[i+3] == 0xfa {
+				i += 4
+				continue
+			}
+			in, err := x86asm.Decode(code[i:], 64)
+			if err != nil {
+				return x86asm.Inst{}, 0, false
+			}
+			if uint64(i) <= off-f.NewOffset && off-f.NewOffset < uint64(i+in.Len) {
+				return in, f.NewOffset + uint64(i), true
+			}
+			i += in.Len
+		}
+	}
+	return x86asm.Inst{}, 0, false
+}
+
+// isBranch reports whether an instruction is a call, jump or conditional
+// jump with a PC-relative target.
+func isBranch(in x86asm.Inst) bool {
+	_, ok := in.Args[0].(x86asm.Rel)
+	return ok
+}
+
+// writeHeader writes the magic, state and record into the image.
+func (im *image) writeHeader(state uint32) error {
+	rec, err := json.Marshal(im.record)
+	if err != nil {
+		return err
+	}
+	if uint64(recordOffset+len(rec)) > im.textOff {
+		return fmt.Errorf("patch record of %d bytes does not fit in the header", len(rec))
+	}
+	copy(im.data, headerMagic)
+	binary.LittleEndian.PutUint32(im.data[stateOffset:], state)
+	binary.LittleEndian.PutUint32(im.data[lengthOffset:], uint32(len(rec)))
+	copy(im.data[recordOffset:], rec)
+	return nil
+}

@@ -1,0 +1,104 @@
+//go:build linux && amd64
+
+package engine
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// modules lists the ELF files mapped by pid, with their build-ids.
+func modules(pid int, maps []Mapping) ([]Module, error) {
+	var out []Module
+	seen := map[string]int{}
+	for _, m := range maps {
+		if m.Inode == 0 || m.Path == "" || !strings.HasPrefix(m.Path, "/") {
+			continue
+		}
+		key := m.Dev + ":" + fmt.Sprint(m.Inode)
+		if i, ok := seen[key]; ok {
+			if m.End > out[i].End {
+				out[i].End = m.End
+			}
+			if m.Start < out[i].Start {
+				out[i].Start = m.Start
+			}
+			continue
+		}
+		if m.Offset != 0 {
+			continue // the first mapping of a file maps offset 0
+		}
+		// Read the file the process really mapped, even if it was
+		// replaced on disk since.
+		path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
+		mod, err := readModule(path)
+		if err != nil {
+			continue // not an ELF file (a mapped data file)
+		}
+		mod.Path = strings.TrimSuffix(m.Path, " (deleted)")
+		mod.Deleted = strings.HasSuffix(m.Path, " (deleted)")
+		mod.Start, mod.End = m.Start, m.End
+		mod.Bias = m.Start - mod.firstVaddr // 0 for a fixed-address executable
+		seen[key] = len(out)
+		out = append(out, mod.Module)
+	}
+	return out, nil
+}
+
+type moduleFile struct {
+	Module
+	firstVaddr uint64 // page-aligned p_vaddr of the PT_LOAD at file offset 0
+}
+
+func readModule(path string) (*moduleFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return nil, err
+	}
+	mf := &moduleFile{}
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_LOAD && p.Off == 0 {
+			mf.firstVaddr = p.Vaddr &^ (p.Align - 1)
+			break
+		}
+	}
+	mf.BuildID = buildID(ef)
+	return mf, nil
+}
+
+// buildID returns the NT_GNU_BUILD_ID of an ELF file, or nil.
+func buildID(ef *elf.File) []byte {
+	for _, p := range ef.Progs {
+		if p.Type != elf.PT_NOTE {
+			continue
+		}
+		data := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(data, 0); err != nil {
+			continue
+		}
+		for len(data) >= 12 {
+			namesz := uint64(binary.LittleEndian.Uint32(data[0:]))
+			descsz := uint64(binary.LittleEndian.Uint32(data[4:]))
+			typ := binary.LittleEndian.Uint32(data[8:])
+			nameEnd := 12 + (namesz+3)&^3
+			descEnd := nameEnd + (descsz+3)&^3
+			if descEnd > uint64(len(data)) || nameEnd+descsz > uint64(len(data)) {
+				break
+			}
+			if typ == 3 && namesz == 4 && bytes.Equal(data[12:15], []byte("GNU")) {
+				return bytes.Clone(data[nameEnd : nameEnd+descsz])
+			}
+			data = data[descEnd:]
+		}
+	}
+	return nil
+}

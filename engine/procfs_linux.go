@@ -1,0 +1,78 @@
+//go:build linux && amd64
+
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// readMaps parses /proc/PID/maps.
+func readMaps(pid int) ([]Mapping, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, processError(pid, err)
+	}
+	return parseMaps(data)
+}
+
+func parseMaps(data []byte) ([]Mapping, error) {
+	var out []Mapping
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		// start-end perms offset dev inode path
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			return nil, fmt.Errorf("malformed maps line %q", line)
+		}
+		se := strings.SplitN(f[0], "-", 2)
+		if len(se) != 2 {
+			return nil, fmt.Errorf("malformed maps range %q", f[0])
+		}
+		var m Mapping
+		var err error
+		if m.Start, err = strconv.ParseUint(se[0], 16, 64); err != nil {
+			return nil, fmt.Errorf("malformed maps range %q", f[0])
+		}
+		if m.End, err = strconv.ParseUint(se[1], 16, 64); err != nil {
+			return nil, fmt.Errorf("malformed maps range %q", f[0])
+		}
+		m.Perms = f[1]
+		if m.Offset, err = strconv.ParseUint(f[2], 16, 64); err != nil {
+			return nil, fmt.Errorf("malformed maps offset %q", f[2])
+		}
+		m.Dev = f[3]
+		if m.Inode, err = strconv.ParseUint(f[4], 10, 64); err != nil {
+			return nil, fmt.Errorf("malformed maps inode %q", f[4])
+		}
+		if len(f) > 5 {
+			// The path is the rest of the line after the inode, and may
+			// hold spaces.
+			idx := strings.Index(line, f[4]) + len(f[4])
+			m.Path = strings.TrimSpace(line[idx:])
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
+
+// threads lists the thread ids of a process.
+func threads(pid int) ([]int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return nil, processError(pid, err)
+	}
+	out := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, tid)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,117 @@
+//go:build linux && amd64
+
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// tracer runs every ptrace request on one locked OS thread: the kernel
+// ties a tracee to the thread that attached it (Delve's rule).
+type tracer struct {
+	reqs chan func()
+}
+
+func newTracer() *tracer {
+	t := &tracer{reqs: make(chan func())}
+	ready := make(chan struct{})
+	go func() {
+		// Never unlocked: the thread stays the tracer until close, then
+		// dies with the goroutine, and the kernel detaches what is left.
+		runtime.LockOSThread()
+		close(ready)
+		for f := range t.reqs {
+			f()
+		}
+	}()
+	<-ready
+	return t
+}
+
+// do runs f on the tracer thread.
+func (t *tracer) do(f func() error) error {
+	errc := make(chan error, 1)
+	t.reqs <- func() { errc <- f() }
+	return <-errc
+}
+
+func (t *tracer) close() { close(t.reqs) }
+
+// thread is one traced thread of the target.
+type thread struct {
+	tid     int
+	stopped bool
+	// pending is a signal that arrived while we were stopping the thread;
+	// it is handed back when the thread resumes, so the program sees it.
+	pending syscall.Signal
+}
+
+const ptraceOptions = unix.PTRACE_O_TRACECLONE
+
+func ptraceSeize(tid int) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, ptraceOptions, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// waitStop waits for tid to enter a ptrace stop. A signal-delivery stop is
+// recorded in th.pending and the thread is treated as stopped (it will get
+// the signal when it resumes). Clone events are reported to onClone.
+func waitStop(th *thread, onClone func(newTid int)) error {
+	for {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(th.tid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("waiting for thread %d: %w", th.tid, err)
+		}
+		switch {
+		case ws.Exited() || ws.Signaled():
+			return errThreadGone
+		case ws.Stopped():
+			sig := ws.StopSignal()
+			event := ws.TrapCause()
+			switch {
+			case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_CLONE:
+				if onClone != nil {
+					if msg, err := unix.PtraceGetEventMsg(th.tid); err == nil {
+						onClone(int(msg))
+					}
+				}
+				// A clone event stop: keep it stopped, it is a ptrace stop.
+				th.stopped = true
+				return nil
+			case event == unix.PTRACE_EVENT_STOP:
+				// Group-stop or PTRACE_INTERRUPT stop.
+				th.stopped = true
+				return nil
+			default:
+				// Signal-delivery stop: remember the signal for later.
+				if sig != unix.SIGTRAP && th.pending == 0 {
+					th.pending = sig
+				}
+				th.stopped = true
+				return nil
+			}
+		}
+	}
+}
+
+var errThreadGone = errors.New("thread exited")
+
+func getRegs(tid int) (unix.PtraceRegs, error) {
+	var r unix.PtraceRegs
+	err := unix.PtraceGetRegs(tid, &r)
+	return r, err
+}
+
+func setRegs(tid int, r *unix.PtraceRegs) error { return unix.PtraceSetRegs(tid, r) }

@@ -1,0 +1,154 @@
+//go:build linux && amd64
+
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+)
+
+func stateName(s uint32) string {
+	switch s {
+	case statePreparing:
+		return "preparing"
+	case stateRedirecting:
+		return "redirecting"
+	case stateApplied:
+		return "applied"
+	case stateReverting:
+		return "reverting"
+	}
+	return fmt.Sprintf("unknown(%d)", s)
+}
+
+// Status lists the patches applied to a process, oldest first. It needs no
+// daemon: the process's own mappings carry the records.
+func Status(pid int) ([]Applied, error) {
+	t, err := openTarget(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	recs, err := t.records()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Applied, 0, len(recs))
+	for _, a := range recs {
+		out = append(out, Applied{
+			ID: a.rec.ID, Version: a.rec.Version, AppliedAt: time.Unix(0, a.rec.AppliedAt), Module: a.rec.Module,
+			Base: a.base, Functions: a.rec.Functions, State: stateName(a.state),
+		})
+	}
+	return out, nil
+}
+
+// Revert removes patch id from process pid: it puts back the exact bytes
+// its redirects replaced, once no thread runs patch code, and unmaps the
+// patch. A patch that another patch was stacked on is refused.
+func Revert(pid int, id string, timeout time.Duration) (*Result, error) {
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	t, err := openTarget(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	if _, err := t.recoverHalfDone(timeout); err != nil {
+		return nil, fmt.Errorf("process %d: recovering an interrupted apply: %w", pid, err)
+	}
+	if err := t.refresh(); err != nil {
+		return nil, err
+	}
+	recs, err := t.records()
+	if err != nil {
+		return nil, err
+	}
+	var a *appliedPatch
+	for i := range recs {
+		if recs[i].rec.ID == id {
+			a = &recs[i] // the newest level of that id
+		}
+	}
+	if a == nil {
+		return nil, fmt.Errorf("process %d: %s: %w", pid, id, ErrNotApplied)
+	}
+	return t.revert(*a, recs, timeout)
+}
+
+func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duration) (*Result, error) {
+	// A newer patch whose redirect sits where ours did must go first.
+	for _, rd := range a.rec.Redirects {
+		cur := make([]byte, len(rd.New))
+		if err := t.mem.ReadAt(cur, rd.Site); err != nil {
+			return nil, err
+		}
+		if bytes.Equal(cur, rd.New) || a.state != stateApplied {
+			continue
+		}
+		for _, b := range all {
+			if b.rec.AppliedAt > a.rec.AppliedAt {
+				for _, brd := range b.rec.Redirects {
+					if brd.Site == rd.Site {
+						return nil, fmt.Errorf("process %d: %s is patched again by %s (level %d); revert that first", t.pid, rd.Function, b.rec.ID, b.rec.Version)
+					}
+				}
+			}
+		}
+		return nil, fmt.Errorf("process %d: the entry of %s no longer holds the redirect of %s; refusing to revert", t.pid, rd.Function, a.rec.ID)
+	}
+	text := []codeRange{{name: a.rec.ID + " patch code", start: a.base + a.rec.Text[0], end: a.base + a.rec.Text[0] + a.rec.Text[1]}}
+	err := t.whenQuiet(text, timeout, func(w *world) error {
+		if err := t.setState(a.base, stateReverting); err != nil {
+			return err
+		}
+		for _, rd := range a.rec.Redirects {
+			cur := make([]byte, len(rd.New))
+			if err := t.mem.ReadAt(cur, rd.Site); err != nil {
+				return err
+			}
+			if bytes.Equal(cur, rd.New) {
+				if err := t.mem.WriteAt(rd.Old, rd.Site); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := t.unmap(a.base, a.size); err != nil {
+		return nil, fmt.Errorf("process %d: the patch is reverted but its memory could not be unmapped: %w", t.pid, err)
+	}
+	return &Result{PID: t.pid, Base: a.base, Paused: t.lastPause, Functions: len(a.rec.Redirects)}, nil
+}
+
+// recoverHalfDone finishes what a killed hotpatch left: a patch mapped but
+// never redirected is unmapped; one caught while redirecting or reverting
+// is reverted. It returns the ids it cleaned up.
+func (t *target) recoverHalfDone(timeout time.Duration) ([]string, error) {
+	recs, err := t.records()
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, a := range recs {
+		switch a.state {
+		case stateApplied:
+			continue
+		case statePreparing:
+			if err := t.unmap(a.base, a.size); err != nil {
+				return done, err
+			}
+		default:
+			if _, err := t.revert(a, recs, timeout); err != nil {
+				return done, err
+			}
+		}
+		done = append(done, a.rec.ID)
+	}
+	return done, nil
+}

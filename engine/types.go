@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// Options tune Apply.
+type Options struct {
+	// Trusted are the keys a patch must be signed by.
+	Trusted []patch.PublicKey
+	// Timeout bounds how long Apply waits for threads to leave the
+	// functions being replaced (default 5s).
+	Timeout time.Duration
+	// Digest is the SHA-256 of the patch file, recorded in the process.
+	Digest string
+}
+
+// Result reports one successful apply.
+type Result struct {
+	PID       int
+	Base      uint64        // where the patch is mapped
+	Paused    time.Duration // how long all threads were stopped, last stop
+	Functions int           // redirects written
+}
+
+// BuildIDMismatchError reports a process that does not map the patch's
+// target module.
+type BuildIDMismatchError struct {
+	PID  int
+	Want []byte
+	Name string // the target's file name
+	Got  []byte // build-id of a module with that name, if any
+}
+
+func (e *BuildIDMismatchError) Error() string {
+	if e.Got != nil {
+		return fmt.Sprintf("process %d maps %s with build-id %x, but the patch is for build-id %x", e.PID, e.Name, e.Got, e.Want)
+	}
+	return fmt.Sprintf("process %d does not map %s (build-id %x)", e.PID, e.Name, e.Want)
+}
+
+// MismatchError reports original code that is not what the patch expects.
+type MismatchError struct {
+	PID      int
+	Function string
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("process %d: the code of %s differs from what the patch was built against", e.PID, e.Function)
+}
+
+// BusyError reports a function that a thread kept executing until the
+// timeout.
+type BusyError struct {
+	Function string
+	TID      int
+	// NeverReturns is set when the function is the outermost frame of its
+	// thread (main's loop, a thread's start routine): it will never leave.
+	NeverReturns bool
+}
+
+func (e *BusyError) Error() string {
+	if e.NeverReturns {
+		return fmt.Sprintf("%s is on the stack of thread %d and never returns (it is the outermost function of that thread); it cannot be live-patched", e.Function, e.TID)
+	}
+	return fmt.Sprintf("%s is running in thread %d; retry later or raise --timeout", e.Function, e.TID)
+}
+
+// ErrAlreadyApplied is returned when the same patch (id and version) is
+// already applied to the process; nothing is changed.
+var ErrAlreadyApplied = errors.New("patch is already applied")
+
+// ErrNotApplied is returned by Revert for a patch the process does not carry.
+var ErrNotApplied = errors.New("patch is not applied")
+
+// Applied describes a patch applied to a process, read from the process.
+type Applied struct {
+	ID        string     `json:"id"`
+	Version   uint32     `json:"version"`
+	AppliedAt time.Time  `json:"applied_at"`
+	Module    string     `json:"module"`
+	Base      uint64     `json:"base"`
+	Functions []FuncInfo `json:"functions"`
+	// State is "applied", or a transient state that a crash left behind
+	// ("preparing", "redirecting", "reverting"), which the next apply or
+	// revert completes or undoes.
+	State string `json:"state"`
+}
+
+// Mapping is one line of /proc/PID/maps.
+type Mapping struct {
+	Start, End uint64
+	Perms      string // "r-xp"
+	Offset     uint64
+	Dev        string
+	Inode      uint64
+	Path       string // file path, "[heap]", "[anon:name]", "" for anonymous
+}
+
+// Size returns the length of the mapping in bytes.
+func (m Mapping) Size() uint64 { return m.End - m.Start }
+
+// Module is an ELF file mapped into a process.
+type Module struct {
+	Path    string // as /proc/PID/maps shows it
+	BuildID []byte
+	// Bias is what is added to a link-time address to get the run-time
+	// address (0 for fixed-address executables).
+	Bias uint64
+	// Start and End cover every mapping of the file.
+	Start, End uint64
+	// Deleted is set when the file on disk was replaced or removed since
+	// the process mapped it (a newer package was installed).
+	Deleted bool
+}
+
+// SymbolError reports an external symbol no module of the process defines.
+type SymbolError struct {
+	Symbol, Version string
+}
+
+func (e *SymbolError) Error() string {
+	if e.Version != "" {
+		return fmt.Sprintf("symbol %s@%s is not defined by any module of the process", e.Symbol, e.Version)
+	}
+	return fmt.Sprintf("symbol %s is not defined by any module of the process", e.Symbol)
+}
