@@ -199,7 +199,7 @@ func TestBadInput(t *testing.T) {
 		return p
 	}
 	noRelocs := gcc("norelocs", "-O2", "-ffunction-sections", "-fdata-sections", src("orig"))
-	stripped := gcc("stripped", "-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs", "-s", src("orig"))
+	stripped := gcc("stripped", "-O2", "-ffunction-sections", "-fdata-sections", "-s", src("orig"))
 	noBuildID := gcc("nobuildid", "-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs", "-Wl,--build-id=none", src("orig"))
 	nopie := gcc("nopie", "-O2", "-fno-pie", "-no-pie", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs", src("fixed"))
 	notELF := filepath.Join(dir, "notelf")

@@ -96,7 +96,7 @@ type module struct {
 	dyn    map[uint64]*dynReloc // dynamic relocations by field address
 
 	emptySecs map[string]bool // sections of size zero (.tm_clone_table)
-	tls    *elf.Prog            // PT_TLS, if any
+	tls       *elf.Prog       // PT_TLS, if any
 }
 
 func openModule(path string) (*module, error) {

@@ -57,12 +57,18 @@ func roundTrip(orig, fixed string, p *patch.Patch) error {
 		case patch.Text:
 			return textAt(off)
 		case patch.ROData:
+			// A field may point one past the end of a chunk, where the
+			// next one starts: prefer the chunk that holds the offset.
 			var best uint64
-			found := false
+			found, strict := false, false
 			for start, o := range b2.roOff {
 				for _, ob := range p.Objects {
-					if ob.Section == patch.ROData && ob.Offset == o && off >= o && off <= o+ob.Size {
-						best, found = start+off-o, true
+					if ob.Section != patch.ROData || ob.Offset != o || off < o || off > o+ob.Size {
+						continue
+					}
+					inside := off < o+ob.Size
+					if !found || (inside && !strict) {
+						best, found, strict = start+off-o, true, inside
 					}
 				}
 			}
