@@ -1,0 +1,134 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// signedPatch builds, signs and loads the patch of a fixture, the way a
+// user's patch reaches the engine.
+func signedPatch(t testing.TB, fx *fixture.Fixture, fl fixture.Flags) (p *patch.Patch, pub patch.PublicKey, orig *fixture.Build) {
+	t.Helper()
+	orig, err := fx.Build(fixture.Orig, fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fx.Build(fixture.Fixed, fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := build.Build(orig.Target, fixed.Target, build.Options{ID: "test-" + fx.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(unsigned, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, pub, orig
+}
+
+// moduleText reads the executable mappings of the patch's target module.
+func moduleText(t testing.TB, pid int, p *patch.Patch) []byte {
+	t.Helper()
+	tg, err := openTarget(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.close()
+	mod, err := tg.module(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for _, m := range tg.maps {
+		if m.Start >= mod.Start && m.End <= mod.End && m.Perms[2] == 'x' {
+			buf := make([]byte, m.Size())
+			if err := tg.mem.ReadAt(buf, m.Start); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, buf...)
+		}
+	}
+	return out
+}
+
+// TestApplyFixtures applies each fixture's patch to a freshly started
+// original process, checks that it then answers every probe exactly as the
+// fixed build does, reverts it, and checks that the text is byte for byte
+// what it was and the process still answers.
+func TestApplyFixtures(t *testing.T) {
+	names, err := fixture.Names()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		fx, err := fixture.Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fx.Spec.Expect.Result != "patch" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, pub, orig := signedPatch(t, fx, fx.DefaultFlags())
+			proc := fixture.Start(t, orig.Program)
+			if err := proc.WaitIdle(); err != nil {
+				t.Fatal(err)
+			}
+			pid := proc.Pid()
+			before := moduleText(t, pid, p)
+
+			res, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}})
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if res.Functions == 0 {
+				t.Errorf("no redirect written")
+			}
+			for i, pr := range fx.Spec.Probes {
+				got, err := proc.Probe(pr.Input)
+				if err != nil {
+					t.Fatalf("probe %d: %v", i, err)
+				}
+				if got != pr.Fixed {
+					t.Errorf("probe %d %q: got %q, want the fixed build's %q", i, pr.Input, got, pr.Fixed)
+				}
+			}
+			st, err := Status(pid)
+			if err != nil || len(st) != 1 || st[0].ID != p.ID || st[0].State != "applied" {
+				t.Errorf("Status = %+v, %v; want one applied %s", st, err, p.ID)
+			}
+			if _, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}}); !errors.Is(err, ErrAlreadyApplied) {
+				t.Errorf("second Apply: %v, want ErrAlreadyApplied", err)
+			}
+
+			if _, err := Revert(pid, p.ID, 0); err != nil {
+				t.Fatalf("Revert: %v", err)
+			}
+			if after := moduleText(t, pid, p); !bytes.Equal(before, after) {
+				t.Errorf("text after revert differs from before apply")
+			}
+			if st, err := Status(pid); err != nil || len(st) != 0 {
+				t.Errorf("Status after revert = %+v, %v; want none", st, err)
+			}
+			if _, err := proc.Probe(fx.Spec.Probes[0].Input); err != nil {
+				t.Errorf("process does not answer after revert: %v", err)
+			}
+		})
+	}
+}

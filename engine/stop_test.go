@@ -1,0 +1,142 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/internal/fixture"
+)
+
+func stopme(t testing.TB, threads int) *fixture.Proc {
+	t.Helper()
+	bin, err := fixture.Compile("engine-stopme", []string{"testdata/stopme.c"}, "-O2", "-pthread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := fixture.Start(t, bin, "STOPME_THREADS="+strconv.Itoa(threads))
+	if got, err := p.Probe("ping"); err != nil || got != "pong 1" {
+		t.Fatalf("first ping: %q, %v", got, err)
+	}
+	return p
+}
+
+func probeNumber(t testing.TB, p *fixture.Proc, cmd string) uint64 {
+	t.Helper()
+	out, err := p.Probe(cmd)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	f := strings.Fields(out)
+	n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+	if err != nil {
+		t.Fatalf("%s: reply %q", cmd, out)
+	}
+	return n
+}
+
+// threadState returns the state letter of a thread from /proc.
+func threadState(pid, tid int) byte {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return 0
+	}
+	return s[i+2]
+}
+
+// TestStopWorld stops every thread of processes with 1 to 64 threads,
+// makes a remote mmap/munmap while they are stopped, and lets them go. The
+// threads blocked in read() (main included, in fgets) must not see EINTR:
+// glibc's fgets would return NULL and the program would exit.
+func TestStopWorld(t *testing.T) {
+	for _, n := range []int{0, 7, 63} {
+		t.Run(fmt.Sprintf("%d-threads", n+1), func(t *testing.T) {
+			t.Parallel()
+			p := stopme(t, n)
+			pid := p.Pid()
+			spins := probeNumber(t, p, "spins")
+			for round := 0; round < 10; round++ {
+				w, err := stopWorld(pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(w.threads) != n+1 {
+					t.Errorf("stopped %d threads, want %d", len(w.threads), n+1)
+				}
+				for _, tid := range w.tids() {
+					if st := threadState(pid, tid); st != 't' {
+						t.Errorf("thread %d in state %q, want 't' (traced)", tid, st)
+					}
+				}
+				mem, err := openMemory(pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				maps, err := readMaps(pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gadget, err := findSyscallGadget(mem, maps)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var addr uint64
+				err = w.tr.do(func() error {
+					th := w.threads[w.tids()[0]]
+					addr, err = remoteSyscall(th, gadget, unix.SYS_MMAP, 0, 8192,
+						unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+					if err != nil {
+						return err
+					}
+					if err := mem.WriteAt([]byte("hotpatch"), addr); err != nil {
+						return err
+					}
+					buf := make([]byte, 8)
+					if err := mem.ReadAt(buf, addr); err != nil || string(buf) != "hotpatch" {
+						return fmt.Errorf("read back %q, %v", buf, err)
+					}
+					_, err = remoteSyscall(th, gadget, unix.SYS_MUNMAP, addr, 8192)
+					return err
+				})
+				mem.Close()
+				w.release()
+				if err != nil {
+					t.Fatalf("remote syscalls: %v", err)
+				}
+				if addr == 0 {
+					t.Fatal("remote mmap returned 0")
+				}
+			}
+			if e := probeNumber(t, p, "eintr"); e != 0 {
+				t.Errorf("blocked reads saw EINTR %d times", e)
+			}
+			if got := probeNumber(t, p, "ping"); got != 2 {
+				t.Errorf("ping count %d after the stops, want 2 (same process, same state)", got)
+			}
+			if n > 0 {
+				if s := probeNumber(t, p, "spins"); s <= spins {
+					t.Errorf("spinning threads did not run on after the stops: %d -> %d", spins, s)
+				}
+			}
+		})
+	}
+}
+
+// TestStopWorldGone refuses a pid that does not exist with ErrNoProcess.
+func TestStopWorldGone(t *testing.T) {
+	p := stopme(t, 0)
+	pid := p.Pid()
+	p.Kill()
+	if _, err := stopWorld(pid); err == nil {
+		t.Fatal("stopWorld on an exited process succeeded")
+	}
+}
