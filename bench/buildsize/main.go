@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
-	"text/tabwriter"
+	"strings"
 	"time"
 
 	"github.com/hotpatch/hotpatch/build"
@@ -18,13 +20,17 @@ import (
 )
 
 func main() {
-	n := flag.Int("n", 20, "builds per fixture; the median time is shown")
 	flag.Parse()
 	if err := run(*n); err != nil {
 		fmt.Fprintln(os.Stderr, "buildsize:", err)
 		os.Exit(1)
 	}
 }
+
+var (
+	n     = flag.Int("n", 20, "builds per fixture; the median time is shown")
+	large = flag.Int("large", 4000, "functions in the synthetic large target")
+)
 
 func run(n int) error {
 	names, err := fixture.Names()
@@ -35,8 +41,9 @@ func run(n int) error {
 	if err != nil {
 		return err
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(w, "fixture\ttarget size\tpatch file\ttext\trodata\tfunctions\trelocs\tbuild (median)\t")
+	w := os.Stdout
+	fmt.Fprintln(w, "| fixture | target (bytes) | patch file (bytes) | text | rodata | functions | relocations | build time (median) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, name := range names {
 		fx, err := fixture.Load(name)
 		if err != nil {
@@ -73,8 +80,76 @@ func run(n int) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%v\t\n", name, st.Size(), len(data), len(p.Text), len(p.ROData),
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %d | %v |\n", name, st.Size(), len(data), len(p.Text), len(p.ROData),
 			len(p.Functions), len(p.Relocs), times[len(times)/2].Round(time.Microsecond))
 	}
-	return w.Flush()
+	return synthetic(w, key, *large)
+}
+
+// synthetic measures the builder on a large generated program: nfunc
+// functions that call each other and share globals and strings, of which
+// the fix changes one.
+func synthetic(w *os.File, key patch.PrivateKey, nfunc int) error {
+	dir, err := os.MkdirTemp("", "hotpatch-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	gen := func(fixed bool) string {
+		var b strings.Builder
+		b.WriteString("#include <stdio.h>\n#include <string.h>\nint counters[64];\n")
+		for i := 0; i < nfunc; i++ {
+			fmt.Fprintf(&b, "__attribute__((noinline)) int f%d(const char *s) {\n", i)
+			if fixed && i == nfunc/2 {
+				b.WriteString("  if (strlen(s) > 64) { fprintf(stderr, \"too long\\n\"); return -1; }\n")
+			}
+			fmt.Fprintf(&b, "  counters[%d]++;\n  if (s[0] == '%c') return (int)strlen(s) + %d;\n", i%64, 'a'+i%26, i)
+			if i > 0 {
+				fmt.Fprintf(&b, "  return f%d(s + 1) + printf(\"f%d %%s\\n\", s);\n}\n", i-1, i)
+			} else {
+				b.WriteString("  return 0;\n}\n")
+			}
+		}
+		fmt.Fprintf(&b, "int main(int argc, char **argv) { return f%d(argc > 1 ? argv[1] : \"x\"); }\n", nfunc-1)
+		return b.String()
+	}
+	var bins [2]string
+	for i, fixed := range []bool{false, true} {
+		sub := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			return err
+		}
+		src := filepath.Join(sub, "large.c")
+		if err := os.WriteFile(src, []byte(gen(fixed)), 0o644); err != nil {
+			return err
+		}
+		bins[i] = filepath.Join(sub, "large")
+		cmd := exec.Command("gcc", "-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs", "-o", bins[i], "large.c")
+		cmd.Dir = sub
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("gcc: %v: %s", err, out)
+		}
+	}
+	var times []time.Duration
+	var p *patch.Patch
+	for range 5 {
+		start := time.Now()
+		var err error
+		if p, err = build.Build(bins[0], bins[1], build.Options{ID: "large"}); err != nil {
+			return err
+		}
+		times = append(times, time.Since(start))
+	}
+	slices.Sort(times)
+	data, err := patch.Sign(p, key)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(bins[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "| synthetic, %d functions | %d | %d | %d | %d | %d | %d | %v |\n", nfunc, st.Size(), len(data), len(p.Text), len(p.ROData),
+		len(p.Functions), len(p.Relocs), times[len(times)/2].Round(time.Microsecond))
+	return nil
 }

@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/hotpatch/hotpatch/internal/fixture"
+)
+
+// buildFixturePatch runs "hotpatch build" for a fixture and returns the
+// patch file and the original build.
+func buildFixturePatch(t *testing.T, name, key, dir string) (string, *fixture.Build) {
+	t.Helper()
+	fx, err := fixture.Load(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := fx.Build(fixture.Orig, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name+".hpatch")
+	if code, _, stderr := run(t, "build", "--original", orig.Target, "--patched", fixed.Target, "--key", key, "-o", out, "--id", name+"-fix"); code != 0 {
+		t.Fatalf("build: %s", stderr)
+	}
+	return out, orig
+}
+
+// TestApplyRevertStatus drives apply, status and revert on a process the
+// test started, with text and JSON output, as the DESIGN.md contract says.
+func TestApplyRevertStatus(t *testing.T) {
+	dir, key, pub := keygen(t)
+	file, orig := buildFixturePatch(t, "bounds_check", key, dir)
+	proc := fixture.Start(t, orig.Program)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(proc.Pid())
+
+	code, stdout, stderr := run(t, "apply", "--pid", pid, "--trust", pub, "--json", file)
+	if code != 0 {
+		t.Fatalf("apply: exit %d: %s", code, stderr)
+	}
+	var rep runReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("apply --json: %v\n%s", err, stdout)
+	}
+	if rep.Patch != "bounds_check-fix" || len(rep.Processes) != 1 || rep.Processes[0].Result != "applied" ||
+		rep.Processes[0].PID != proc.Pid() || rep.Processes[0].Functions != 1 {
+		t.Errorf("apply report %+v", rep)
+	}
+	if got, err := proc.Probe("set AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err != nil || got != "1 rejected len=30 max=15" {
+		t.Errorf("patched process answered %q, %v", got, err)
+	}
+
+	// Applying again changes nothing and says so.
+	code, stdout, _ = run(t, "apply", "--pid", pid, "--trust", pub, file)
+	if code != 0 || !strings.Contains(stdout, "skipped") || !strings.Contains(stdout, "already applied") {
+		t.Errorf("second apply: exit %d, %q", code, stdout)
+	}
+
+	code, stdout, stderr = run(t, "status", "--pid", pid, "--json")
+	if code != 0 {
+		t.Fatalf("status: %s", stderr)
+	}
+	var st []procStatus
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil || len(st) != 1 || len(st[0].Patches) != 1 || st[0].Patches[0].ID != "bounds_check-fix" {
+		t.Errorf("status --json = %s (%v)", stdout, err)
+	}
+
+	code, stdout, stderr = run(t, "revert", "--pid", pid, "bounds_check-fix")
+	if code != 0 || !strings.Contains(stdout, "reverted bounds_check-fix") {
+		t.Fatalf("revert: exit %d: %q %q", code, stdout, stderr)
+	}
+	if got, err := proc.Probe("set AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err != nil || strings.Contains(got, "rejected") {
+		t.Errorf("reverted process answered %q, %v; want the original behaviour", got, err)
+	}
+	code, stdout, _ = run(t, "status", "--pid", pid)
+	if code != 0 || !strings.Contains(stdout, "no patches") {
+		t.Errorf("status after revert: %q", stdout)
+	}
+}
+
+// TestApplyRefusals checks that bad applies fail with one line naming the
+// cause and leave the process as it was.
+func TestApplyRefusals(t *testing.T) {
+	dir, key, pub := keygen(t)
+	file, orig := buildFixturePatch(t, "bounds_check", key, dir)
+	other, _ := buildFixturePatch(t, "off_by_one", key, dir)
+	_, _, otherPub := keygen(t)
+	proc := fixture.Start(t, orig.Program)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(proc.Pid())
+	dead := fixture.Start(t, orig.Program)
+	deadPid := strconv.Itoa(dead.Pid())
+	dead.Kill()
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"untrusted key", []string{"apply", "--pid", pid, "--trust", otherPub, file}, 1, "untrusted"},
+		{"no trust", []string{"apply", "--pid", pid, file}, 2, "--trust"},
+		{"wrong build-id", []string{"apply", "--pid", pid, "--trust", pub, other}, 1, "build-id"},
+		{"no such process", []string{"apply", "--pid", deadPid, "--trust", pub, file}, 1, "no such process"},
+		{"pid and all", []string{"apply", "--pid", pid, "--all", "--trust", pub, file}, 2, "exactly one"},
+		{"revert not applied", []string{"revert", "--pid", pid, "nothing-here"}, 1, "not applied"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := run(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d (%q)", code, tt.code, stderr)
+			}
+			first, _, _ := strings.Cut(stderr, "\n")
+			if !strings.Contains(first, tt.want) {
+				t.Errorf("error %q does not name %q", first, tt.want)
+			}
+		})
+	}
+	// Still the original program, still answering.
+	if got, err := proc.Probe("set AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err != nil || strings.Contains(got, "rejected") {
+		t.Errorf("process after refusals answered %q, %v", got, err)
+	}
+}

@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+func reportPercentiles(b *testing.B, name string, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	b.ReportMetric(float64(d[len(d)/2].Microseconds()), name+"-p50-µs")
+	b.ReportMetric(float64(d[len(d)*99/100].Microseconds()), name+"-p99-µs")
+}
+
+// BenchmarkStopWorld measures the pause of stopping every thread of a
+// process and letting it go, by thread count: the floor of any apply.
+func BenchmarkStopWorld(b *testing.B) {
+	for _, n := range []int{1, 8, 64, 512} {
+		b.Run(fmt.Sprintf("threads=%d", n), func(b *testing.B) {
+			p := stopme(b, n-1)
+			var pauses []time.Duration
+			for b.Loop() {
+				w, err := stopWorld(p.Pid())
+				if err != nil {
+					b.Fatal(err)
+				}
+				pauses = append(pauses, w.release())
+			}
+			reportPercentiles(b, "pause", pauses)
+		})
+	}
+}
+
+// BenchmarkApply measures apply and revert of a real patch on the
+// multithreaded fixture (5 threads, under no load): the whole call, and the
+// pause during which every thread is stopped.
+func BenchmarkApply(b *testing.B) {
+	for _, name := range []string{"multithreaded", "uaf_guard"} {
+		b.Run(name, func(b *testing.B) {
+			fx, err := fixture.Load(name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, pub, orig := signedPatch(b, fx, fx.DefaultFlags())
+			proc := fixture.Start(b, orig.Program)
+			if err := proc.WaitIdle(); err != nil {
+				b.Fatal(err)
+			}
+			var applyT, pauses []time.Duration
+			for b.Loop() {
+				start := time.Now()
+				res, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				applyT = append(applyT, time.Since(start))
+				pauses = append(pauses, res.Paused)
+				if _, err := Revert(proc.Pid(), p.ID, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportPercentiles(b, "apply", applyT)
+			reportPercentiles(b, "pause", pauses)
+		})
+	}
+}
