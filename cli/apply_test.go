@@ -18,14 +18,7 @@ func buildFixturePatch(t *testing.T, name, key, dir string) (string, *fixture.Bu
 	if err != nil {
 		t.Fatal(err)
 	}
-	orig, err := fx.Build(fixture.Orig, fx.DefaultFlags())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig, fixed := fixtureBuilds(t, fx)
 	out := filepath.Join(dir, name+".hpatch")
 	if code, _, stderr := run(t, "build", "--original", orig.Target, "--patched", fixed.Target, "--key", key, "-o", out, "--id", name+"-fix"); code != 0 {
 		t.Fatalf("build: %s", stderr)

@@ -52,14 +52,7 @@ func TestFixturesInspect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			orig, err := fx.Build(fixture.Orig, fx.DefaultFlags())
-			if err != nil {
-				t.Fatal(err)
-			}
-			fixed, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
-			if err != nil {
-				t.Fatal(err)
-			}
+			orig, fixed := fixtureBuilds(t, fx)
 			out := filepath.Join(dir, name+".hpatch")
 			code, stdout, stderr := run(t, "build", "--original", orig.Target, "--patched", fixed.Target,
 				"--key", key, "-o", out, "--id", "fx-"+name, "--cve", "CVE-2026-0001", "--cve", "CVE-2026-0002",
@@ -177,14 +170,7 @@ func TestErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	orig, err := fx.Build(fixture.Orig, fx.DefaultFlags())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig, fixed := fixtureBuilds(t, fx)
 	if code, _, stderr := run(t, "build", "--original", orig.Target, "--patched", fixed.Target, "--key", key, "-o", good); code != 0 {
 		t.Fatalf("build: %s", stderr)
 	}
@@ -235,4 +221,18 @@ func TestErrors(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "x.hpatch")); err == nil {
 		t.Errorf("a failed build left its output file behind")
 	}
+}
+
+// fixtureBuilds builds both variants of a fixture at its default flags.
+func fixtureBuilds(t *testing.T, fx *fixture.Fixture) (orig, fixed *fixture.Build) {
+	t.Helper()
+	orig, err := fx.Build(fixture.Orig, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err = fx.Build(fixture.Fixed, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orig, fixed
 }

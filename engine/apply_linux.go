@@ -283,21 +283,10 @@ func (t *target) freeNear(mod Module, size uint64) (uint64, error) {
 // /proc/PID/maps shows it), fills it and sets its protections, with one
 // thread of the process stopped to make the system calls.
 func (t *target) mapImage(im *image, id string) error {
-	w, err := stopThreads(t.pid, []int{t.pid})
-	if err != nil {
-		return err
-	}
-	defer w.release()
-	gadget, err := findSyscallGadget(t.mem, t.maps)
-	if err != nil {
-		return err
-	}
 	if err := im.writeHeader(statePreparing); err != nil {
 		return err
 	}
-	return w.tr.do(func() error {
-		th := w.threads[t.pid]
-		call := func(nr uintptr, args ...uint64) (uint64, error) { return remoteSyscall(th, gadget, nr, args...) }
+	return t.withSyscalls(func(call syscaller) error {
 		scratch, err := call(unix.SYS_MMAP, 0, pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 		if err != nil {
 			return fmt.Errorf("process %d: mapping scratch memory: %w", t.pid, err)
@@ -354,6 +343,18 @@ const mappingPrefix = "hotpatch:"
 
 // unmap removes a patch mapping (best effort, used on failure paths).
 func (t *target) unmap(base, size uint64) error {
+	return t.withSyscalls(func(call syscaller) error {
+		_, err := call(unix.SYS_MUNMAP, base, size)
+		return err
+	})
+}
+
+// syscaller makes one system call in the target.
+type syscaller func(nr uintptr, args ...uint64) (uint64, error)
+
+// withSyscalls stops the target's main thread only (the others run on),
+// lets fn make system calls in it, and releases it.
+func (t *target) withSyscalls(fn func(call syscaller) error) error {
 	w, err := stopThreads(t.pid, []int{t.pid})
 	if err != nil {
 		return err
@@ -364,7 +365,7 @@ func (t *target) unmap(base, size uint64) error {
 		return err
 	}
 	return w.tr.do(func() error {
-		_, err := remoteSyscall(w.threads[t.pid], gadget, unix.SYS_MUNMAP, base, size)
-		return err
+		th := w.threads[t.pid]
+		return fn(func(nr uintptr, args ...uint64) (uint64, error) { return remoteSyscall(th, gadget, nr, args...) })
 	})
 }
