@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// busyTarget builds engine/testdata/busy (original and fixed), the signed
+// patch between them, and starts the original.
+func busyTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
+	t.Helper()
+	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("busy-orig", []string{"testdata/busy/orig/busy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fixture.Compile("busy-fixed", []string{"testdata/busy/fixed/busy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := build.Build(orig, fixed, build.Options{ID: "busy-fix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(unsigned, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := fixture.Start(t, orig)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	return proc, p, pub
+}
+
+// TestBusyRefused applies a patch to a function that a thread occupies all
+// the time: after the timeout Apply names the function and the thread, and
+// the process is exactly as before: same code, no patch memory, answering.
+func TestBusyRefused(t *testing.T) {
+	proc, p, pub := busyTarget(t)
+	pid := proc.Pid()
+	before := moduleText(t, pid, p)
+
+	start := time.Now()
+	_, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 300 * time.Millisecond})
+	var busy *BusyError
+	if !errors.As(err, &busy) {
+		t.Fatalf("Apply: %v, want a *BusyError", err)
+	}
+	if busy.Function != "slow_step" || busy.TID == pid {
+		t.Errorf("busy error names %s in thread %d; want slow_step in the worker thread", busy.Function, busy.TID)
+	}
+	if !strings.Contains(err.Error(), "slow_step") || !strings.Contains(err.Error(), "--timeout") {
+		t.Errorf("message %q should name the function and the way out", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Apply took %v with a 300ms timeout", d)
+	}
+	if after := moduleText(t, pid, p); !bytes.Equal(before, after) {
+		t.Errorf("a refused apply changed the process's code")
+	}
+	maps, err := os.ReadFile("/proc/" + itoa(pid) + "/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(maps, []byte(mappingPrefix)) {
+		t.Errorf("a refused apply left patch memory behind")
+	}
+	if st, err := Status(pid); err != nil || len(st) != 0 {
+		t.Errorf("Status after a refused apply = %+v, %v", st, err)
+	}
+	if got, err := proc.Probe("step"); err != nil || got != "step 101" {
+		t.Errorf("process answered %q, %v; want the original 'step 101'", got, err)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
