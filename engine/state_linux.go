@@ -69,9 +69,15 @@ func (t *target) commit(im *image, p *patch.Patch, timeout time.Duration) (*Resu
 		}
 	}
 	rec := &im.record
+	// The record (with every redirect and the bytes it replaces) is in
+	// place before any thread stops; the pause only flips the state word
+	// and writes the jumps.
+	rec.AppliedAt = time.Now().UnixNano()
+	if err := t.rewriteRecord(im.base, rec, statePreparing); err != nil {
+		return nil, err
+	}
 	err := t.whenQuiet(ranges, timeout, func(w *world) error {
-		rec.AppliedAt = time.Now().UnixNano()
-		if err := t.rewriteRecord(im.base, rec, stateRedirecting); err != nil {
+		if err := t.setState(im.base, stateRedirecting); err != nil {
 			return err
 		}
 		for _, rd := range rec.Redirects {
