@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -97,12 +98,28 @@ func TestApplyRefusals(t *testing.T) {
 	deadPid := strconv.Itoa(dead.Pid())
 	dead.Kill()
 
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := filepath.Join(dir, "tampered.hpatch")
+	bad := append([]byte(nil), data...)
+	bad[len(bad)/3] ^= 0x04
+	if err := os.WriteFile(tampered, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	truncated := filepath.Join(dir, "truncated.hpatch")
+	if err := os.WriteFile(truncated, data[:len(data)-40], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
 		code int
 		want string
 	}{
+		{"tampered", []string{"apply", "--pid", pid, "--trust", pub, tampered}, 1, "patch:"},
+		{"truncated", []string{"apply", "--pid", pid, "--trust", pub, truncated}, 1, "patch:"},
 		{"untrusted key", []string{"apply", "--pid", pid, "--trust", otherPub, file}, 1, "untrusted"},
 		{"no trust", []string{"apply", "--pid", pid, file}, 2, "--trust"},
 		{"wrong build-id", []string{"apply", "--pid", pid, "--trust", pub, other}, 1, "build-id"},
