@@ -157,13 +157,14 @@ func readBuildID(f *elf.File) ([]byte, error) {
 			typ := binary.LittleEndian.Uint32(data[8:])
 			nameEnd := 12 + align4(uint64(namesz))
 			descEnd := nameEnd + align4(uint64(descsz))
-			if descEnd > uint64(len(data)) {
+			if nameEnd+uint64(descsz) > uint64(len(data)) {
 				break
 			}
 			if typ == 3 && namesz == 4 && string(data[12:15]) == "GNU" {
 				return bytes.Clone(data[nameEnd : nameEnd+uint64(descsz)]), nil
 			}
-			data = data[descEnd:]
+			// The last note's padding may be missing from the section.
+			data = data[min(descEnd, uint64(len(data))):]
 		}
 	}
 	return nil, fmt.Errorf("no GNU build-id note; link with -Wl,--build-id")

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -142,5 +144,78 @@ func TestApplyRefusals(t *testing.T) {
 	// Still the original program, still answering.
 	if got, err := proc.Probe("set AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err != nil || strings.Contains(got, "rejected") {
 		t.Errorf("process after refusals answered %q, %v", got, err)
+	}
+}
+
+// TestApplyAll applies with --all to several processes of one program and
+// reverts with --all. The program is built with a build-id of its own, so
+// --all can only ever match the processes this test started.
+func TestApplyAll(t *testing.T) {
+	dir, key, pub := keygen(t)
+	fx, err := fixture.Load("off_by_one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		t.Fatal(err)
+	}
+	fl := fx.DefaultFlags()
+	fl.LDFlags = append(fl.LDFlags, fmt.Sprintf("-Wl,--build-id=0x%x", nonce))
+	orig, err := fx.Build(fixture.Orig, fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl.LDFlags[len(fl.LDFlags)-1] = fmt.Sprintf("-Wl,--build-id=0x%x01", nonce)
+	fixed, err := fx.Build(fixture.Fixed, fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("all-%x", nonce)
+	file := filepath.Join(dir, "all.hpatch")
+	if code, _, stderr := run(t, "build", "--original", orig.Target, "--patched", fixed.Target, "--key", key, "-o", file, "--id", id); code != 0 {
+		t.Fatalf("build: %s", stderr)
+	}
+	// Nothing runs it yet: --all must say so and fail.
+	if code, _, stderr := run(t, "apply", "--all", "--trust", pub, file); code != 1 || !strings.Contains(stderr, "no process") {
+		t.Errorf("apply --all with no process: exit %d, %q", code, stderr)
+	}
+	var procs []*fixture.Proc
+	want := map[int]bool{}
+	for range 3 {
+		p := fixture.Start(t, orig.Program)
+		if err := p.WaitIdle(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+		want[p.Pid()] = true
+	}
+	code, stdout, stderr := run(t, "apply", "--all", "--trust", pub, "--json", file)
+	if code != 0 {
+		t.Fatalf("apply --all: exit %d: %s", code, stderr)
+	}
+	var rep runReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Processes) != len(want) {
+		t.Fatalf("apply --all reached %d processes, want %d: %+v", len(rep.Processes), len(want), rep)
+	}
+	for _, r := range rep.Processes {
+		if !want[r.PID] || r.Result != "applied" {
+			t.Errorf("apply --all: %+v", r)
+		}
+	}
+	for _, p := range procs {
+		if got, err := p.Probe(fx.Spec.Probes[0].Input); err != nil || got != fx.Spec.Probes[0].Fixed {
+			t.Errorf("pid %d answered %q, %v; want %q", p.Pid(), got, err, fx.Spec.Probes[0].Fixed)
+		}
+	}
+	code, stdout, stderr = run(t, "revert", "--all", "--json", id)
+	if code != 0 {
+		t.Fatalf("revert --all: exit %d: %s", code, stderr)
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || len(rep.Processes) != len(want) {
+		t.Errorf("revert --all: %s (%v)", stdout, err)
 	}
 }

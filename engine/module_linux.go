@@ -91,13 +91,14 @@ func buildID(ef *elf.File) []byte {
 			typ := binary.LittleEndian.Uint32(data[8:])
 			nameEnd := 12 + (namesz+3)&^3
 			descEnd := nameEnd + (descsz+3)&^3
-			if descEnd > uint64(len(data)) || nameEnd+descsz > uint64(len(data)) {
+			if nameEnd+descsz > uint64(len(data)) {
 				break
 			}
 			if typ == 3 && namesz == 4 && bytes.Equal(data[12:15], []byte("GNU")) {
 				return bytes.Clone(data[nameEnd : nameEnd+descsz])
 			}
-			data = data[descEnd:]
+			// The last note's padding may be missing from the segment.
+			data = data[min(descEnd, uint64(len(data))):]
 		}
 	}
 	return nil
