@@ -92,3 +92,52 @@ func TestBusyRefused(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestNeverReturns refuses at once, without waiting out the timeout, a
+// patch of main's own loop: main leaves only when the program ends.
+func TestNeverReturns(t *testing.T) {
+	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("mainloop-orig", []string{"testdata/mainloop/orig/mainloop.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fixture.Compile("mainloop-fixed", []string{"testdata/mainloop/fixed/mainloop.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := build.Build(orig, fixed, build.Options{ID: "mainloop-fix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(u, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := fixture.Start(t, orig)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: time.Minute})
+	var busy *BusyError
+	if !errors.As(err, &busy) || !busy.NeverReturns || busy.Function != "main" {
+		t.Fatalf("Apply: %v, want a *BusyError for main that never returns", err)
+	}
+	if !strings.Contains(err.Error(), "never returns") {
+		t.Errorf("message %q does not say main never returns", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("refusal took %v; it should not wait out the timeout", d)
+	}
+	if got, err := proc.Probe("hello"); err != nil || got != "1 6" {
+		t.Errorf("process answered %q, %v", got, err)
+	}
+}

@@ -46,7 +46,7 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 		if busy == nil {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if busy.NeverReturns || time.Now().After(deadline) {
 			return busy
 		}
 		time.Sleep(backoff)
@@ -67,13 +67,16 @@ func (t *target) busy(w *world, ranges []codeRange) (*BusyError, error) {
 		if err != nil {
 			return nil, err
 		}
-		if r := inRanges(ranges, regs.pc); r != nil {
-			return &BusyError{Function: r.name, TID: tid}, nil
+		r := inRanges(ranges, regs.pc)
+		if r == nil {
+			var err error
+			if r, err = t.stackRefersTo(regs.sp, ranges); err != nil {
+				return nil, err
+			}
 		}
-		if r, err := t.stackRefersTo(regs.sp, ranges); err != nil {
-			return nil, err
-		} else if r != nil {
-			return &BusyError{Function: r.name, TID: tid}, nil
+		if r != nil {
+			// main leaves only when the program ends: waiting is useless.
+			return &BusyError{Function: r.name, TID: tid, NeverReturns: r.name == "main" && tid == t.pid}, nil
 		}
 	}
 	return nil, nil
