@@ -24,6 +24,8 @@ fuzz:
 
 bench:
 	$(GO) run ./bench/buildsize
+	$(GO) run ./bench/restart
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./engine
 
 # Regenerate docs/cli.md from the command tree (a test checks it is current).
 docs:
