@@ -248,6 +248,10 @@ func (t *target) freeNear(mod Module, size uint64) (uint64, error) {
 			gaps = append(gaps, gap{prev, m.Start})
 		}
 		prev = max(prev, m.End)
+		if m.Path == "[heap]" {
+			// Leave the heap room to grow with brk.
+			prev = max(prev, m.End+256<<20)
+		}
 	}
 	gaps = append(gaps, gap{prev, 1 << 47})
 	// Prefer the gap closest after the module, then before it.
