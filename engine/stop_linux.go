@@ -71,10 +71,9 @@ func stopThreads(pid int, only []int) (*world, error) {
 				return nil
 			}
 			for _, th := range fresh {
-				err := waitStop(th, func(newTid int) {
-					// Auto-attached by PTRACE_O_TRACECLONE; it starts with
-					// a stop of its own that the next round collects.
-				})
+				// A thread cloned meanwhile is auto-attached by
+				// PTRACE_O_TRACECLONE; the next round collects it.
+				err := waitStop(th, nil)
 				if errors.Is(err, errThreadGone) {
 					delete(w.threads, th.tid)
 					continue
