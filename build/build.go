@@ -204,6 +204,7 @@ func (b *builder) diff() error {
 
 func (b *builder) sameFunc(o, f *symbol) (bool, error) {
 	if o.size != f.size {
+		debugf("%s: size %d -> %d", f.display(), o.size, f.size)
 		return false, nil
 	}
 	fo, err := b.codeFields(b.orig, o)
