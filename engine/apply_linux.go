@@ -81,6 +81,11 @@ func Apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
 	}
+	if mode, err := seccompMode(pid); err != nil {
+		return nil, err
+	} else if mode != 0 {
+		return nil, &SeccompError{PID: pid, Mode: mode}
+	}
 	t, err := openTarget(pid)
 	if err != nil {
 		return nil, err

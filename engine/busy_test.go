@@ -141,3 +141,30 @@ func TestNeverReturns(t *testing.T) {
 		t.Errorf("process answered %q, %v", got, err)
 	}
 }
+
+// TestSeccompRefused refuses a process under a seccomp filter before any
+// remote system call (this one would be killed by memfd_create), naming
+// the reason; the process runs on.
+func TestSeccompRefused(t *testing.T) {
+	bin, err := fixture.Compile("seccomp", []string{"testdata/seccomp/seccomp.c"}, "-O2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx, err := fixture.Load("bounds_check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, pub, _ := signedPatch(t, fx, fx.DefaultFlags())
+	proc := fixture.Start(t, bin)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}})
+	var se *SeccompError
+	if !errors.As(err, &se) || se.Mode != 2 || !strings.Contains(err.Error(), "seccomp filter") {
+		t.Fatalf("Apply: %v, want a *SeccompError for a filter", err)
+	}
+	if got, err := proc.Probe("abc"); err != nil || got != "1 4" {
+		t.Errorf("process answered %q, %v", got, err)
+	}
+}

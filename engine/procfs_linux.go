@@ -76,3 +76,18 @@ func threads(pid int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// seccompMode returns the Seccomp field of /proc/PID/status: 0 none,
+// 1 strict, 2 filter.
+func seccompMode(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, processError(pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Seccomp:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, nil
+}

@@ -129,3 +129,17 @@ func (e *SymbolError) Error() string {
 	}
 	return fmt.Sprintf("symbol %s is not defined by any module of the process", e.Symbol)
 }
+
+// SeccompError reports a process that runs under a seccomp filter: the
+// engine's remote system calls (mmap, memfd_create, mprotect) might be
+// forbidden, and a filter whose action is to kill would kill the process,
+// so it refuses before making any.
+type SeccompError struct {
+	PID  int
+	Mode int // 1 strict, 2 filter
+}
+
+func (e *SeccompError) Error() string {
+	return fmt.Sprintf("process %d runs under a seccomp %s; hotpatch cannot make the system calls it needs without risking the process, so it refuses (restart the service to pick up the fix)",
+		e.PID, map[int]string{1: "strict mode", 2: "filter"}[e.Mode])
+}
