@@ -51,6 +51,11 @@ func Revert(pid int, id string, timeout time.Duration) (*Result, error) {
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
+	if mode, err := seccompMode(pid); err != nil {
+		return nil, err
+	} else if mode != 0 {
+		return nil, &SeccompError{PID: pid, Mode: mode} // munmap could be fatal
+	}
 	t, err := openTarget(pid)
 	if err != nil {
 		return nil, err
