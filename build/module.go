@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hotpatch/hotpatch/buildid"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
@@ -127,7 +128,7 @@ func openModule(path string) (*module, error) {
 			m.tls = p
 		}
 	}
-	if m.buildID, err = readBuildID(f); err != nil {
+	if m.buildID, err = buildid.FromFile(f); err != nil {
 		return nil, &InputError{Path: path, Reason: err.Error()}
 	}
 	if err := m.readSections(f); err != nil {
@@ -141,36 +142,6 @@ func openModule(path string) (*module, error) {
 	}
 	return m, nil
 }
-
-func readBuildID(f *elf.File) ([]byte, error) {
-	for _, s := range f.Sections {
-		if s.Type != elf.SHT_NOTE {
-			continue
-		}
-		data, err := s.Data()
-		if err != nil {
-			return nil, err
-		}
-		for len(data) >= 12 {
-			namesz := binary.LittleEndian.Uint32(data[0:])
-			descsz := binary.LittleEndian.Uint32(data[4:])
-			typ := binary.LittleEndian.Uint32(data[8:])
-			nameEnd := 12 + align4(uint64(namesz))
-			descEnd := nameEnd + align4(uint64(descsz))
-			if nameEnd+uint64(descsz) > uint64(len(data)) {
-				break
-			}
-			if typ == 3 && namesz == 4 && string(data[12:15]) == "GNU" {
-				return bytes.Clone(data[nameEnd : nameEnd+uint64(descsz)]), nil
-			}
-			// The last note's padding may be missing from the section.
-			data = data[min(descEnd, uint64(len(data))):]
-		}
-	}
-	return nil, fmt.Errorf("no GNU build-id note; link with -Wl,--build-id")
-}
-
-func align4(n uint64) uint64 { return (n + 3) &^ 3 }
 
 func (m *module) readSections(f *elf.File) error {
 	for _, s := range f.Sections {

@@ -3,12 +3,12 @@
 package engine
 
 import (
-	"bytes"
 	"debug/elf"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/hotpatch/hotpatch/buildid"
 )
 
 // modules lists the ELF files mapped by pid, with their build-ids.
@@ -71,35 +71,6 @@ func readModule(path string) (*moduleFile, error) {
 			break
 		}
 	}
-	mf.BuildID = buildID(ef)
+	mf.BuildID, _ = buildid.FromFile(ef) // nil: a module without one matches no patch
 	return mf, nil
-}
-
-// buildID returns the NT_GNU_BUILD_ID of an ELF file, or nil.
-func buildID(ef *elf.File) []byte {
-	for _, p := range ef.Progs {
-		if p.Type != elf.PT_NOTE {
-			continue
-		}
-		data := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(data, 0); err != nil {
-			continue
-		}
-		for len(data) >= 12 {
-			namesz := uint64(binary.LittleEndian.Uint32(data[0:]))
-			descsz := uint64(binary.LittleEndian.Uint32(data[4:]))
-			typ := binary.LittleEndian.Uint32(data[8:])
-			nameEnd := 12 + (namesz+3)&^3
-			descEnd := nameEnd + (descsz+3)&^3
-			if nameEnd+descsz > uint64(len(data)) {
-				break
-			}
-			if typ == 3 && namesz == 4 && bytes.Equal(data[12:15], []byte("GNU")) {
-				return bytes.Clone(data[nameEnd : nameEnd+descsz])
-			}
-			// The last note's padding may be missing from the segment.
-			data = data[min(descEnd, uint64(len(data))):]
-		}
-	}
-	return nil
 }
