@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/unwind"
 )
 
 // target is a process prepared for patching: its maps, modules, memory.
@@ -24,6 +25,9 @@ type target struct {
 	mem  *memory
 	// lastPause is how long the last stop of every thread lasted.
 	lastPause time.Duration
+	// cfi is the unwind information of the process's modules, loaded
+	// before threads stop; nil means "scan stacks conservatively".
+	cfi []unwind.Module
 }
 
 func openTarget(pid int) (*target, error) {
@@ -170,6 +174,9 @@ func Apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 		}
 		im.record.Redirects = append(im.record.Redirects, rd)
 	}
+
+	// Unwind information for the consistency check, read before any stop.
+	t.cfi = t.unwindModules()
 
 	// Map and fill the patch while only one thread is stopped.
 	if err := t.mapImage(im, p.ID); err != nil {

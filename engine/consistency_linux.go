@@ -4,7 +4,10 @@ package engine
 
 import (
 	"encoding/binary"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // codeRange is the run-time range of one function whose code must not be
@@ -58,19 +61,27 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 // ranges: its PC, or any return address on its stack.
 func (t *target) busy(w *world, ranges []codeRange) (*BusyError, error) {
 	for _, tid := range w.tids() {
-		var regs struct{ pc, sp uint64 }
+		var regs unix.PtraceRegs
 		err := w.tr.do(func() error {
-			r, err := getRegs(tid)
-			regs.pc, regs.sp = r.Rip, r.Rsp
+			var err error
+			regs, err = getRegs(tid)
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		r := inRanges(ranges, regs.pc)
+		if pcs, ok := t.frames(regs); ok {
+			// Exact: the PC and every return address, from the CFI.
+			for i, pc := range pcs {
+				if r := inRanges(ranges, pc); r != nil {
+					return &BusyError{Function: r.name, TID: tid, NeverReturns: t.outermost(pcs[i+1:]) || (r.name == "main" && tid == t.pid)}, nil
+				}
+			}
+			continue
+		}
+		r := inRanges(ranges, regs.Rip)
 		if r == nil {
-			var err error
-			if r, err = t.stackRefersTo(regs.sp, ranges); err != nil {
+			if r, err = t.stackRefersTo(regs.Rsp, ranges); err != nil {
 				return nil, err
 			}
 		}
@@ -80,6 +91,31 @@ func (t *target) busy(w *world, ranges []codeRange) (*BusyError, error) {
 		}
 	}
 	return nil, nil
+}
+
+// outermost reports whether the frames above a function (its callers, as
+// return addresses) are only the C library's start code: the function is
+// a thread's start routine or main, and returns only when the thread ends.
+func (t *target) outermost(callers []uint64) bool {
+	if len(callers) == 0 {
+		return true
+	}
+	for _, pc := range callers {
+		m := t.moduleAt(pc)
+		if m == nil || !strings.Contains(m.Path, "/libc.so") {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *target) moduleAt(pc uint64) *Module {
+	for i := range t.mods {
+		if pc >= t.mods[i].Start && pc < t.mods[i].End {
+			return &t.mods[i]
+		}
+	}
+	return nil
 }
 
 // stackRefersTo scans a thread's stack, from its stack pointer to the end

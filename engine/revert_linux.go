@@ -71,6 +71,7 @@ func Revert(pid int, id string, timeout time.Duration) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.cfi = t.unwindModules()
 	var a *appliedPatch
 	for i := range recs {
 		if recs[i].rec.ID == id {

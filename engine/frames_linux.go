@@ -1,0 +1,93 @@
+//go:build linux && amd64
+
+package engine
+
+import (
+	"debug/elf"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/unwind"
+)
+
+// unwindModules loads the call frame information of every module the
+// process maps (patch mappings and other code without CFI get a nil table,
+// so a PC there stops the unwind with an error, never silently). It is done
+// before any thread stops.
+func (t *target) unwindModules() []unwind.Module {
+	var out []unwind.Module
+	for _, m := range t.mods {
+		um := unwind.Module{Start: m.Start, End: m.End, Bias: m.Bias}
+		if f, err := os.Open(mapFilePath(t.pid, m, t.maps)); err == nil {
+			if ef, err := elf.NewFile(f); err == nil {
+				um.Table, _ = unwind.Load(ef)
+			}
+			f.Close()
+		}
+		out = append(out, um)
+	}
+	for _, m := range t.maps {
+		if strings.Contains(m.Path, "/memfd:"+mappingPrefix) || m.Path == "[vdso]" {
+			out = append(out, unwind.Module{Start: m.Start, End: m.End})
+		}
+	}
+	return out
+}
+
+// frames unwinds a stopped thread. ok is false when the unwind is not
+// trustworthy (no CFI somewhere, a frame found by frame pointers, a cut-off
+// stack): the caller then falls back to the conservative stack scan.
+func (t *target) frames(r unix.PtraceRegs) (pcs []uint64, ok bool) {
+	if t.cfi == nil {
+		return nil, false
+	}
+	regs := unwind.Regs{
+		RAX: r.Rax, RDX: r.Rdx, RCX: r.Rcx, RBX: r.Rbx, RSI: r.Rsi, RDI: r.Rdi, RBP: r.Rbp, RSP: r.Rsp,
+		R8: r.R8, R9: r.R9, R10: r.R10, R11: r.R11, R12: r.R12, R13: r.R13, R14: r.R14, R15: r.R15, RIP: r.Rip,
+	}
+	fr, err := unwind.Unwind(regs, t.cfi, t.stackReader(r.Rsp), 0)
+	if err != nil || len(fr) == 0 {
+		return nil, false
+	}
+	for _, f := range fr {
+		if f.FramePointer {
+			return nil, false
+		}
+		pcs = append(pcs, f.LookupPC())
+	}
+	return pcs, true
+}
+
+// stackMemory serves reads of a thread's stack from one bulk read made
+// while the thread is stopped (the unwinder reads a few words per frame:
+// one system call instead of dozens), and anything else from the process.
+type stackMemory struct {
+	base uint64
+	buf  []byte
+	mem  *memory
+}
+
+func (t *target) stackReader(sp uint64) unwind.Memory {
+	sm := &stackMemory{mem: t.mem}
+	for _, m := range t.maps {
+		if sp >= m.Start && sp < m.End {
+			n := min(m.End-sp, 64<<10)
+			buf := make([]byte, n)
+			if t.mem.ReadAt(buf, sp) == nil {
+				sm.base, sm.buf = sp, buf
+			}
+			break
+		}
+	}
+	return sm
+}
+
+func (s *stackMemory) ReadAt(p []byte, addr uint64) error {
+	if addr >= s.base && addr+uint64(len(p)) <= s.base+uint64(len(s.buf)) && addr+uint64(len(p)) >= addr {
+		copy(p, s.buf[addr-s.base:])
+		return nil
+	}
+	return s.mem.ReadAt(p, addr)
+}
