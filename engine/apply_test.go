@@ -22,7 +22,15 @@ func signedPatch(t testing.TB, fx *fixture.Fixture, fl fixture.Flags) (p *patch.
 	if err != nil {
 		t.Fatal(err)
 	}
-	unsigned, err := build.Build(orig.Target, fixed.Target, build.Options{ID: "test-" + fx.Name})
+	p, pub = signedPatchFrom(t, orig.Target, fixed.Target, build.Options{ID: "test-" + fx.Name})
+	return p, pub, orig
+}
+
+// signedPatchFrom builds the patch between two builds, signs it with a new
+// key and loads it back, as a user's patch reaches the engine.
+func signedPatchFrom(t testing.TB, orig, fixed string, opts build.Options) (*patch.Patch, patch.PublicKey) {
+	t.Helper()
+	unsigned, err := build.Build(orig, fixed, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,11 +42,11 @@ func signedPatch(t testing.TB, fx *fixture.Fixture, fl fixture.Flags) (p *patch.
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err = patch.Load(data)
+	p, err := patch.Load(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p, pub, orig
+	return p, pub
 }
 
 // moduleText reads the executable mappings of the patch's target module.

@@ -27,22 +27,7 @@ func busyTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unsigned, err := build.Build(orig, fixed, build.Options{ID: "busy-fix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(unsigned, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "busy-fix"})
 	proc := fixture.Start(t, orig)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)
@@ -105,22 +90,7 @@ func TestNeverReturns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := build.Build(orig, fixed, build.Options{ID: "mainloop-fix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(u, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "mainloop-fix"})
 	proc := fixture.Start(t, orig)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ package engine
 
 import (
 	"debug/elf"
-	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -20,12 +19,7 @@ func (t *target) unwindModules() []unwind.Module {
 	var out []unwind.Module
 	for _, m := range t.mods {
 		um := unwind.Module{Start: m.Start, End: m.End, Bias: m.Bias}
-		if f, err := os.Open(mapFilePath(t.pid, m, t.maps)); err == nil {
-			if ef, err := elf.NewFile(f); err == nil {
-				um.Table, _ = unwind.Load(ef)
-			}
-			f.Close()
-		}
+		withModuleELF(t.pid, m, t.maps, func(ef *elf.File) { um.Table, _ = unwind.Load(ef) })
 		out = append(out, um)
 	}
 	for _, m := range t.maps {

@@ -6,7 +6,6 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,17 +16,8 @@ import (
 // that, it calls the resolver in the process.
 func (t *target) resolveIFUNC(sym string, resolverAddr uint64) (uint64, error) {
 	for _, m := range t.mods {
-		f, err := os.Open(mapFilePath(t.pid, m, t.maps))
-		if err != nil {
-			continue
-		}
-		ef, err := elf.NewFile(f)
-		if err != nil {
-			f.Close()
-			continue
-		}
-		slots := gotSlotsFor(ef, sym)
-		f.Close()
+		var slots []uint64
+		withModuleELF(t.pid, m, t.maps, func(ef *elf.File) { slots = gotSlotsFor(ef, sym) })
 		for _, s := range slots {
 			var b [8]byte
 			if err := t.mem.ReadAt(b[:], m.Bias+s); err != nil {

@@ -84,10 +84,10 @@ func layoutSizes(p *patch.Patch) (header, text, ro, data uint64) {
 	nslot := uint64(0)
 	for _, r := range p.Relocs {
 		if r.Target.Kind == patch.External {
-			nstub++
+			nstub++ // a stub or a load thunk if it is out of reach
 		}
-		if r.Target.Indirect {
-			nslot++
+		if r.Target.Indirect || r.Target.Kind == patch.External {
+			nslot++ // a slot if indirect, or if a far object must be read through one
 		}
 	}
 	text = alignUp(uint64(len(p.Text)), 16) + nstub*32 // a stub or a load thunk each
@@ -129,6 +129,21 @@ func buildImage(p *patch.Patch, base, bias uint64, resolve resolveFunc) (*image,
 	}
 	stubs := map[string]uint64{}
 	slots := map[uint64]uint64{} // target address -> slot address
+	// slotFor returns the address of an 8-byte slot holding T (a GOT entry
+	// of the patch's own), making it on first use.
+	slotFor := func(T uint64) (uint64, error) {
+		if slot, ok := slots[T]; ok {
+			return slot, nil
+		}
+		if slotNext+8 > im.dataOff {
+			return 0, fmt.Errorf("patch needs more address slots than were laid out")
+		}
+		slot := base + slotNext
+		binary.LittleEndian.PutUint64(im.data[slotNext:], T)
+		slotNext += 8
+		slots[T] = slot
+		return slot, nil
+	}
 	for _, r := range p.Relocs {
 		var T uint64
 		switch r.Target.Kind {
@@ -144,12 +159,9 @@ func buildImage(p *patch.Patch, base, bias uint64, resolve resolveFunc) (*image,
 			T = a
 		}
 		if r.Target.Indirect {
-			slot, ok := slots[T]
-			if !ok {
-				slot = base + slotNext
-				binary.LittleEndian.PutUint64(im.data[slotNext:], T)
-				slotNext += 8
-				slots[T] = slot
+			slot, err := slotFor(T)
+			if err != nil {
+				return nil, err
 			}
 			T = slot
 		}
@@ -181,12 +193,9 @@ func buildImage(p *patch.Patch, base, bias uint64, resolve resolveFunc) (*image,
 				case ok && r.Addend == -4 && (in.Op == x86asm.LEA || in.Op == x86asm.MOV):
 					// A far library object (stderr, environ): read its address
 					// from a slot next to the patch, like a GOT entry.
-					slot, ok := slots[T]
-					if !ok {
-						slot = base + slotNext
-						binary.LittleEndian.PutUint64(im.data[slotNext:], T)
-						slotNext += 8
-						slots[T] = slot
+					slot, err := slotFor(T)
+					if err != nil {
+						return nil, err
 					}
 					insnAddr := base + im.textOff + start
 					if in.Op == x86asm.LEA {

@@ -28,33 +28,15 @@ func TestStacking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	load := func(id string, level uint32) *patch.Patch {
-		u, err := build.Build(orig.Target, fixed.Target, build.Options{ID: id, Version: level})
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := patch.Sign(u, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := patch.Load(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	first, second := load("fix-a", 1), load("fix-b", 2)
+	first, pub := signedPatchFrom(t, orig.Target, fixed.Target, build.Options{ID: "fix-a", Version: 1})
+	second, pub2 := signedPatchFrom(t, orig.Target, fixed.Target, build.Options{ID: "fix-b", Version: 2})
 	proc := fixture.Start(t, orig.Program)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)
 	}
 	pid := proc.Pid()
 	pristine := moduleText(t, pid, first)
-	opts := Options{Trusted: []patch.PublicKey{pub}}
+	opts := Options{Trusted: []patch.PublicKey{pub, pub2}}
 
 	if _, err := Apply(pid, first, opts); err != nil {
 		t.Fatal(err)

@@ -25,19 +25,9 @@ type resolver struct {
 func newResolver(pid int, mods []Module, maps []Mapping) *resolver {
 	r := &resolver{pid: pid}
 	for _, m := range mods {
-		path := mapFilePath(pid, m, maps)
-		f, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		ef, err := elf.NewFile(f)
-		if err != nil {
-			f.Close()
-			continue
-		}
-		syms, err := ef.DynamicSymbols()
-		f.Close()
-		if err != nil {
+		var syms []elf.Symbol
+		var err error
+		if !withModuleELF(pid, m, maps, func(ef *elf.File) { syms, err = ef.DynamicSymbols() }) || err != nil {
 			continue
 		}
 		t := &symbolTable{mod: m, syms: map[string][]elf.Symbol{}}
@@ -50,6 +40,22 @@ func newResolver(pid int, mods []Module, maps []Mapping) *resolver {
 		r.tables = append(r.tables, t)
 	}
 	return r
+}
+
+// withModuleELF opens the ELF file a module was mapped from and calls fn
+// with it; it reports false when the file cannot be read as ELF.
+func withModuleELF(pid int, m Module, maps []Mapping, fn func(*elf.File)) bool {
+	f, err := os.Open(mapFilePath(pid, m, maps))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	ef, err := elf.NewFile(f)
+	if err != nil {
+		return false
+	}
+	fn(ef)
+	return true
 }
 
 // mapFilePath names the file a module was mapped from, through
