@@ -297,39 +297,38 @@ func (t *target) freeNear(mod Module, size uint64) (uint64, error) {
 
 // mapImage creates the patch mapping (a memfd named hotpatch:ID, so
 // /proc/PID/maps shows it), fills it and sets its protections, with one
-// thread of the process stopped to make the system calls.
+// thread of the process stopped to make the system calls. The header page
+// is read-only to the program (the engine writes it through /proc/PID/mem)
+// and a mapping becomes executable only once it is filled: a killed
+// hotpatch's half-made mapping is recognised by that and removed.
 func (t *target) mapImage(im *image, id string) error {
 	if err := im.writeHeader(statePreparing); err != nil {
 		return err
 	}
-	return t.withSyscalls(func(call syscaller) error {
-		scratch, err := call(unix.SYS_MMAP, 0, pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	return t.withSyscalls(func(s *session) error {
+		name, err := s.str(mappingPrefix + id)
 		if err != nil {
-			return fmt.Errorf("process %d: mapping scratch memory: %w", t.pid, err)
-		}
-		defer call(unix.SYS_MUNMAP, scratch, pageSize)
-		if err := t.mem.WriteAt(append([]byte(mappingPrefix+id), 0), scratch); err != nil {
 			return err
 		}
-		fd, err := call(unix.SYS_MEMFD_CREATE, scratch, unix.MFD_CLOEXEC)
+		fd, err := s.syscall(unix.SYS_MEMFD_CREATE, name, unix.MFD_CLOEXEC)
 		if err != nil {
 			return fmt.Errorf("process %d: memfd_create: %w", t.pid, err)
 		}
-		defer call(unix.SYS_CLOSE, fd)
+		defer s.syscall(unix.SYS_CLOSE, fd)
 		size := uint64(len(im.data))
-		if _, err := call(unix.SYS_FTRUNCATE, fd, size); err != nil {
+		if _, err := s.syscall(unix.SYS_FTRUNCATE, fd, size); err != nil {
 			return fmt.Errorf("process %d: ftruncate: %w", t.pid, err)
 		}
-		addr, err := call(unix.SYS_MMAP, im.base, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED_NOREPLACE, fd, 0)
+		addr, err := s.syscall(unix.SYS_MMAP, im.base, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED_NOREPLACE, fd, 0)
 		if err != nil {
 			return fmt.Errorf("process %d: mapping the patch at %#x: %w", t.pid, im.base, err)
 		}
 		if addr != im.base {
-			call(unix.SYS_MUNMAP, addr, size)
+			s.syscall(unix.SYS_MUNMAP, addr, size)
 			return fmt.Errorf("process %d: the kernel mapped the patch at %#x, not %#x", t.pid, addr, im.base)
 		}
 		fail := func(err error) error {
-			call(unix.SYS_MUNMAP, addr, size)
+			s.syscall(unix.SYS_MUNMAP, addr, size)
 			return err
 		}
 		if err := t.mem.WriteAt(im.data, addr); err != nil {
@@ -339,13 +338,16 @@ func (t *target) mapImage(im *image, id string) error {
 			off, end uint64
 			prot     uint64
 		}{
-			{0, im.textOff, unix.PROT_READ | unix.PROT_WRITE},
+			{0, im.textOff, unix.PROT_READ},
 			{im.textOff, im.roOff, unix.PROT_READ | unix.PROT_EXEC},
 			{im.roOff, im.dataOff, unix.PROT_READ},
 			{im.dataOff, im.end, unix.PROT_READ | unix.PROT_WRITE},
 		}
 		for _, p := range prots {
-			if _, err := call(unix.SYS_MPROTECT, addr+p.off, p.end-p.off, p.prot); err != nil {
+			if p.end == p.off {
+				continue
+			}
+			if _, err := s.syscall(unix.SYS_MPROTECT, addr+p.off, p.end-p.off, p.prot); err != nil {
 				return fail(fmt.Errorf("process %d: mprotect: %w", t.pid, err))
 			}
 		}
@@ -357,31 +359,10 @@ func (t *target) mapImage(im *image, id string) error {
 // "/memfd:hotpatch:ID (deleted)".
 const mappingPrefix = "hotpatch:"
 
-// unmap removes a patch mapping (best effort, used on failure paths).
+// unmap removes a patch mapping.
 func (t *target) unmap(base, size uint64) error {
-	return t.withSyscalls(func(call syscaller) error {
-		_, err := call(unix.SYS_MUNMAP, base, size)
+	return t.withSyscalls(func(s *session) error {
+		_, err := s.syscall(unix.SYS_MUNMAP, base, size)
 		return err
-	})
-}
-
-// syscaller makes one system call in the target.
-type syscaller func(nr uintptr, args ...uint64) (uint64, error)
-
-// withSyscalls stops the target's main thread only (the others run on),
-// lets fn make system calls in it, and releases it.
-func (t *target) withSyscalls(fn func(call syscaller) error) error {
-	w, err := stopThreads(t.pid, []int{t.pid})
-	if err != nil {
-		return err
-	}
-	defer w.release()
-	gadget, err := findSyscallGadget(t.mem, t.maps)
-	if err != nil {
-		return err
-	}
-	return w.tr.do(func() error {
-		th := w.threads[t.pid]
-		return fn(func(nr uintptr, args ...uint64) (uint64, error) { return remoteSyscall(th, gadget, nr, args...) })
 	})
 }

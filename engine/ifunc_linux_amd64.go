@@ -5,9 +5,6 @@ package engine
 import (
 	"debug/elf"
 	"encoding/binary"
-	"fmt"
-
-	"golang.org/x/sys/unix"
 )
 
 // resolveIFUNC returns the implementation an IFUNC symbol (memcpy, strlen,
@@ -64,59 +61,13 @@ func gotSlotsFor(ef *elf.File, sym string) []uint64 {
 }
 
 // callResolver calls an IFUNC resolver in the process and returns what it
-// returns. The call "returns" to address 0: the fault that follows stops
-// the thread, the result is read, the fault is discarded and the thread's
-// registers are put back.
+// returns (see session.call).
 func (t *target) callResolver(fn uint64) (uint64, error) {
-	w, err := stopThreads(t.pid, []int{t.pid})
-	if err != nil {
-		return 0, err
-	}
-	defer w.release()
 	var result uint64
-	err = w.tr.do(func() error {
-		th := w.threads[t.pid]
-		saved, err := getRegs(th.tid)
-		if err != nil {
-			return err
-		}
-		defer setRegs(th.tid, &saved)
-		r := saved
-		// Below the red zone, 16-byte aligned at the call, then the
-		// return address.
-		sp := ((saved.Rsp - 1024) &^ 15) - 8
-		var zero [8]byte
-		if err := t.mem.WriteAt(zero[:], sp); err != nil {
-			return err
-		}
-		r.Rsp, r.Rip, r.Rax, r.Orig_rax = sp, fn, 0, ^uint64(0)
-		if err := setRegs(th.tid, &r); err != nil {
-			return err
-		}
-		for i := 0; i < 100; i++ {
-			if err := unix.PtraceCont(th.tid, 0); err != nil {
-				return err
-			}
-			var ws unix.WaitStatus
-			if _, err := unix.Wait4(th.tid, &ws, unix.WALL, nil); err != nil {
-				return err
-			}
-			if !ws.Stopped() {
-				return fmt.Errorf("process %d ended while resolving an IFUNC", t.pid)
-			}
-			out, err := getRegs(th.tid)
-			if err != nil {
-				return err
-			}
-			if ws.StopSignal() == unix.SIGSEGV && out.Rip == 0 {
-				result = out.Rax
-				return nil
-			}
-			if sig := ws.StopSignal(); sig != unix.SIGTRAP && sig != unix.SIGSTOP && th.pending == 0 {
-				th.pending = sig // deliver later; keep running the resolver
-			}
-		}
-		return fmt.Errorf("IFUNC resolver at %#x did not return", fn)
+	err := t.withSyscalls(func(s *session) error {
+		var err error
+		result, err = s.call(fn)
+		return err
 	})
 	return result, err
 }

@@ -51,7 +51,7 @@ type thread struct {
 	pending syscall.Signal
 }
 
-const ptraceOptions = unix.PTRACE_O_TRACECLONE
+const ptraceOptions = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACESYSGOOD
 
 func ptraceSeize(tid int) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SEIZE, uintptr(tid), 0, ptraceOptions, 0, 0)

@@ -78,38 +78,8 @@ func TestStopWorld(t *testing.T) {
 						t.Errorf("thread %d in state %q, want 't' (traced)", tid, st)
 					}
 				}
-				mem, err := openMemory(pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				maps, err := readMaps(pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				gadget, err := findSyscallGadget(mem, maps)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var addr uint64
-				err = w.tr.do(func() error {
-					th := w.threads[w.tids()[0]]
-					addr, err = remoteSyscall(th, gadget, unix.SYS_MMAP, 0, 8192,
-						unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-					if err != nil {
-						return err
-					}
-					if err := mem.WriteAt([]byte("hotpatch"), addr); err != nil {
-						return err
-					}
-					buf := make([]byte, 8)
-					if err := mem.ReadAt(buf, addr); err != nil || string(buf) != "hotpatch" {
-						return fmt.Errorf("read back %q, %v", buf, err)
-					}
-					_, err = remoteSyscall(th, gadget, unix.SYS_MUNMAP, addr, 8192)
-					return err
-				})
-				mem.Close()
 				w.release()
+				addr, err := remoteMmapMunmap(pid)
 				if err != nil {
 					t.Fatalf("remote syscalls: %v", err)
 				}
@@ -132,6 +102,46 @@ func TestStopWorld(t *testing.T) {
 	}
 }
 
+// remoteMmapMunmap maps a page in the process through a session, writes
+// and reads it back, unmaps it, and checks that the trampoline's slack is
+// back to the file's bytes afterwards.
+func remoteMmapMunmap(pid int) (uint64, error) {
+	tg, err := openTarget(pid)
+	if err != nil {
+		return 0, err
+	}
+	defer tg.close()
+	var addr uint64
+	err = tg.withSyscalls(func(s *session) error {
+		addr, err = s.syscall(unix.SYS_MMAP, 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			return err
+		}
+		if err := tg.mem.WriteAt([]byte("hotpatch"), addr); err != nil {
+			return err
+		}
+		buf := make([]byte, 8)
+		if err := tg.mem.ReadAt(buf, addr); err != nil || string(buf) != "hotpatch" {
+			return fmt.Errorf("read back %q, %v", buf, err)
+		}
+		_, err = s.syscall(unix.SYS_MUNMAP, addr, 8192)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range tg.slackAreas() {
+		cur := make([]byte, a.size)
+		if err := tg.mem.ReadAt(cur, a.addr); err != nil {
+			return 0, err
+		}
+		if string(cur) != string(a.file) {
+			return 0, fmt.Errorf("slack at %#x not put back", a.addr)
+		}
+	}
+	return addr, nil
+}
+
 // noSuchPid is above the kernel's PID_MAX_LIMIT (4M): no process can have
 // it, so a test that needs a missing process never risks touching a
 // recycled pid of someone else's.
@@ -142,4 +152,49 @@ func TestStopWorldGone(t *testing.T) {
 	if _, err := stopWorld(noSuchPid); !errors.Is(err, ErrNoProcess) {
 		t.Fatalf("stopWorld on a missing process: %v, want ErrNoProcess", err)
 	}
+}
+
+// TestRemoteCall calls functions of the C library in a running process the
+// way IFUNC resolvers are called: getpid returns the process's pid; pause,
+// which never returns, is abandoned after its deadline and the process runs
+// on as before (its blocked read restarts, no EINTR).
+func TestRemoteCall(t *testing.T) {
+	p := stopme(t, 2)
+	pid := p.Pid()
+	tg, err := openTarget(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.close()
+	res := newResolver(pid, tg.mods, tg.maps)
+	addr := func(name string) uint64 {
+		a, _, err := res.lookup(name, "", Module{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	var got uint64
+	err = tg.withSyscalls(func(s *session) error {
+		var err error
+		got, err = s.call(addr("getpid"))
+		return err
+	})
+	if err != nil || got != uint64(pid) {
+		t.Fatalf("remote getpid() = %d, %v; want %d", got, err, pid)
+	}
+	err = tg.withSyscalls(func(s *session) error {
+		_, err := s.call(addr("pause"))
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("remote pause(): %v, want a time-out", err)
+	}
+	if e := probeNumber(t, p, "eintr"); e != 0 {
+		t.Errorf("blocked reads saw EINTR %d times", e)
+	}
+	if got := probeNumber(t, p, "ping"); got != 2 {
+		t.Errorf("ping count %d, want 2", got)
+	}
+	checkNoLeftovers(t, pid)
 }

@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// The kill test runs apply and revert in a child process (this test binary,
+// re-executed) and kills it with SIGKILL at random moments.
+const killHelperEnv = "HOTPATCH_KILL_HELPER"
+
+// TestKillHelper is the child: HOTPATCH_KILL_HELPER=apply|revert, with the
+// pid, the patch file and the public key in the environment.
+func TestKillHelper(t *testing.T) {
+	op := os.Getenv(killHelperEnv)
+	if op == "" {
+		t.Skip("run by TestKilledAnyMoment")
+	}
+	var pid int
+	fmt.Sscan(os.Getenv("HOTPATCH_KILL_PID"), &pid)
+	p, err := patch.LoadFile(os.Getenv("HOTPATCH_KILL_PATCH"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := patch.ReadPublicKey(os.Getenv("HOTPATCH_KILL_KEY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch op {
+	case "apply":
+		_, err = Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}})
+	case "revert":
+		_, err = Revert(pid, p.ID, 0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKilledAnyMoment kills hotpatch (apply or revert, in a child process)
+// with SIGKILL at 200 random moments while it works on a 5-thread process.
+// After every kill the process must run on (no thread left stopped) and
+// answer; what it answers and its patch state must be one of "untouched",
+// "applied" or a half-done step recorded in its patch mapping, which the
+// next apply or revert completes or undoes. Every 20 kills an uninterrupted
+// run must reach a clean state, and at the end, once reverted, the code is
+// byte for byte the original, the trampoline slack is back, and no patch
+// memory or memfd is left.
+func TestKilledAnyMoment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 kills")
+	}
+	fx, err := fixture.Load("multithreaded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := fx.Build(fixture.Orig, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := build.Build(orig.Target, fixed.Target, build.Options{ID: "kill-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(unsigned, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := patch.MarshalPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	patchFile := filepath.Join(dir, "p.hotpatch")
+	keyFile := filepath.Join(dir, "k.pub")
+	if err := os.WriteFile(patchFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proc := fixture.Start(t, orig.Program)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	pid := proc.Pid()
+	before := moduleText(t, pid, p)
+
+	run := func(op string, killAfter time.Duration) (time.Duration, error) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), killHelperEnv+"="+op, fmt.Sprintf("HOTPATCH_KILL_PID=%d", pid),
+			"HOTPATCH_KILL_PATCH="+patchFile, "HOTPATCH_KILL_KEY="+keyFile)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		if killAfter > 0 {
+			time.Sleep(killAfter)
+			cmd.Process.Kill()
+			cmd.Wait()
+			return time.Since(start), nil
+		}
+		if err := cmd.Wait(); err != nil {
+			return 0, fmt.Errorf("%s: %v\n%s", op, err, out.String())
+		}
+		return time.Since(start), nil
+	}
+	state := func() string {
+		st, err := Status(pid)
+		if err != nil {
+			t.Fatalf("Status: %v", err)
+		}
+		if len(st) > 1 {
+			t.Fatalf("%d patch mappings: %+v", len(st), st)
+		}
+		if len(st) == 0 {
+			return "untouched"
+		}
+		return st[0].State
+	}
+	answer := func() string {
+		got, err := proc.Probe("withdraw -1")
+		if err != nil {
+			t.Fatalf("the process does not answer: %v", err)
+		}
+		switch {
+		case strings.Contains(got, "rejected"):
+			return "fixed"
+		case strings.Contains(got, "balance="):
+			return "orig"
+		}
+		t.Fatalf("unexpected answer %q", got)
+		return ""
+	}
+	// An uninterrupted run of each, to know how long one takes.
+	full, err := run("apply", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("revert", 0); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for i := 0; i < 200; i++ {
+		op := "apply"
+		if s := state(); s == "applied" {
+			op = "revert"
+		}
+		// Half the kills anywhere, half in the second half of a run,
+		// where the process is touched.
+		at := rand.Int64N(int64(full) + 1)
+		if i%2 == 1 {
+			at = int64(full)/2 + rand.Int64N(int64(full)/2+1)
+		}
+		if _, err := run(op, time.Duration(at)); err != nil {
+			t.Fatal(err)
+		}
+		if bad := stoppedThreads(pid); len(bad) > 0 {
+			t.Fatalf("kill %d (%s): threads %v left stopped", i, op, bad)
+		}
+		s, a := state(), answer()
+		seen[s]++
+		if leftovers(pid) {
+			seen["trampoline or memfd left"]++
+		}
+		switch s {
+		case "untouched":
+			if a != "orig" {
+				t.Fatalf("kill %d (%s): no patch mapped but the process answers as fixed", i, op)
+			}
+		case "applied":
+			if a != "fixed" {
+				t.Fatalf("kill %d (%s): patch applied but the process answers as the original", i, op)
+			}
+		}
+		if i%20 == 19 {
+			// The next run completes or undoes what was left.
+			op := "revert"
+			if s == "untouched" || s == "preparing" {
+				op = "apply"
+			}
+			if _, err := run(op, 0); err != nil && !(op == "revert" && s != "applied" && strings.Contains(err.Error(), "not applied")) {
+				t.Fatalf("run after kill %d: %v", i, err)
+			}
+			s, a := state(), answer()
+			if !(s == "applied" && a == "fixed") && !(s == "untouched" && a == "orig") {
+				t.Fatalf("after kill %d and a full %s: state %s, answers as %s", i, op, s, a)
+			}
+		}
+	}
+	t.Logf("states right after a kill: %v", seen)
+	if state() == "applied" {
+		if _, err := run("revert", 0); err != nil {
+			t.Fatal(err)
+		}
+	} else if _, err := run("apply", 0); err != nil {
+		t.Fatal(err)
+	} else if _, err := run("revert", 0); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); s != "untouched" {
+		t.Fatalf("final state %s", s)
+	}
+	if a := answer(); a != "orig" {
+		t.Fatalf("final answer as %s", a)
+	}
+	if after := moduleText(t, pid, p); !bytes.Equal(before, after) {
+		t.Errorf("text after the final revert differs from the original")
+	}
+	checkNoLeftovers(t, pid)
+}
+
+// stoppedThreads lists the threads of pid that stay in a stopped or traced
+// state for more than a moment.
+func stoppedThreads(pid int) []int {
+	var bad []int
+	for try := 0; try < 50; try++ {
+		bad = bad[:0]
+		tids, err := threads(pid)
+		if err != nil {
+			return nil
+		}
+		for _, tid := range tids {
+			if st := threadState(pid, tid); st == 't' || st == 'T' {
+				bad = append(bad, tid)
+			}
+		}
+		if len(bad) == 0 {
+			return nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return bad
+}
+
+// leftovers reports whether pid holds a patch memfd open or a trampoline
+// slack that is not the file's bytes (what a hotpatch killed in the middle
+// of a remote call leaves, for the next run to clean).
+func leftovers(pid int) bool {
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	for _, fd := range fds {
+		if l, _ := os.Readlink(fd); strings.Contains(l, mappingPrefix) {
+			return true
+		}
+	}
+	tg, err := openTarget(pid)
+	if err != nil {
+		return false
+	}
+	defer tg.close()
+	for _, a := range tg.slackAreas() {
+		cur := make([]byte, a.size)
+		if tg.mem.ReadAt(cur, a.addr) == nil && !bytes.Equal(cur, a.file) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkNoLeftovers fails unless pid has no patch mapping, no patch memfd
+// open and every trampoline slack holds the file's bytes.
+func checkNoLeftovers(t *testing.T, pid int) {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(maps, []byte(mappingPrefix)) {
+		t.Errorf("patch memory left mapped:\n%s", maps)
+	}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	for _, fd := range fds {
+		if l, _ := os.Readlink(fd); strings.Contains(l, mappingPrefix) {
+			t.Errorf("patch memfd left open: %s -> %s", fd, l)
+		}
+	}
+	tg, err := openTarget(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.close()
+	for _, a := range tg.slackAreas() {
+		cur := make([]byte, a.size)
+		if err := tg.mem.ReadAt(cur, a.addr); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(cur, a.file) {
+			t.Errorf("trampoline slack at %#x not put back", a.addr)
+		}
+	}
+}
