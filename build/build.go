@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/unwind"
 )
 
 // Options carries the descriptive fields of the patch.
@@ -341,6 +342,7 @@ func (b *builder) emit() (*patch.Patch, error) {
 		}
 		p.Functions = append(p.Functions, fn)
 	}
+	p.Unwind = b.unwindFor(append(replaced, added...))
 	// Cold parts of replaced functions that the fix dropped still count for
 	// the consistency check: a thread may be inside them.
 	for _, f := range replaced {
@@ -599,4 +601,36 @@ func (m *module) labelAt(addr uint64) string {
 		}
 	}
 	return ""
+}
+
+// unwindFor carries the fixed build's call frame information for the
+// functions copied into the patch text, so the engine can unwind threads
+// running patch code exactly. A fixed build without usable CFI gives none:
+// the engine then scans such threads' stacks conservatively.
+func (b *builder) unwindFor(funcs []*symbol) []byte {
+	ef, err := elf.Open(b.fixed.path)
+	if err != nil {
+		return nil
+	}
+	defer ef.Close()
+	tab, err := unwind.Load(ef)
+	if err != nil {
+		debugf("no unwind information carried: %v", err)
+		return nil
+	}
+	moves := make([]unwind.Move, len(funcs))
+	for i, f := range funcs {
+		moves[i] = unwind.Move{From: f.addr, Size: f.size, To: b.textOff[f]}
+	}
+	data, covered, err := tab.Extract(moves)
+	if err != nil {
+		debugf("no unwind information carried: %v", err)
+		return nil
+	}
+	for i, ok := range covered {
+		if !ok {
+			debugf("%s: no FDE in the fixed build; threads in it will be scanned", funcs[i].name)
+		}
+	}
+	return data
 }

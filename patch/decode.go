@@ -20,6 +20,7 @@ const (
 	maxBuildID     = 64
 	maxID          = 128
 	maxBSS         = 1 << 30
+	maxUnwind      = 4 << 20 // bytes of call frame information
 )
 
 // headerSize is the size of the fixed header: magic, version, signer.
@@ -148,6 +149,7 @@ func decodePayload(payload []byte) (*Patch, error) {
 	p.ROData = d.bytes("rodata", maxPayload)
 	p.Data = d.bytes("data", maxPayload)
 	p.BSSSize = d.u64("bss size")
+	p.Unwind = d.bytes("unwind", maxUnwind)
 
 	if d.err != nil {
 		return nil, d.err

@@ -26,8 +26,8 @@ func signedTestPayload(t testing.TB) (*Patch, []byte) {
 func TestPayloadRoundTrip(t *testing.T) {
 	t.Parallel()
 	p, payload := signedTestPayload(t)
-	if !bytes.HasPrefix(payload, []byte("HPATCH\x00\x01\x00")) {
-		t.Errorf("payload starts %q, want magic and version 1", payload[:9])
+	if !bytes.HasPrefix(payload, []byte("HPATCH\x00\x02\x00")) {
+		t.Errorf("payload starts %q, want magic and version 2", payload[:9])
 	}
 	got, err := decodePayload(payload)
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 // The canonical payload starts with payloadMagic and the format version.
 const (
 	payloadMagic  = "HPATCH\x00"
-	formatVersion = 1
+	formatVersion = 2
 )
 
 // archCodes and severityCodes give the one-byte codes of the string enums
@@ -132,6 +132,7 @@ func encodePayload(p *Patch) ([]byte, error) {
 	e.bytes(p.ROData)
 	e.bytes(p.Data)
 	e.u64(p.BSSSize)
+	e.bytes(p.Unwind)
 
 	if e.err != nil {
 		return nil, e.err

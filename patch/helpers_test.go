@@ -74,6 +74,7 @@ func testPatch() *Patch {
 		ROData:  filled(0x30, 0x20),
 		Data:    filled(0x10, 0x01),
 		BSSSize: 0x20,
+		Unwind:  filled(0x1, 0x07),
 	}
 }
 

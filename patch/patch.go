@@ -226,6 +226,13 @@ type Patch struct {
 	Data    []byte
 	BSSSize uint64
 
+	// Unwind is call frame information for the code in Text, in the
+	// .eh_frame format that unwind.Extract makes: absolute 8-byte
+	// addresses that are offsets into Text (the engine adds where Text
+	// lands). The engine uses it to unwind threads running patch code; nil
+	// when the fixed build had none.
+	Unwind []byte
+
 	// Signer is the ed25519 public key that signed the patch; set by Load and
 	// Sign. Whether it is trusted is the caller's decision (see Verify).
 	Signer PublicKey

@@ -101,6 +101,9 @@ type cie struct {
 	augData   bool // 'z': FDEs have augmentation data
 	signal    bool // 'S': the FDEs describe signal frames
 	initial   row  // the rules after the initial instructions
+	// initInstr are the initial instructions as they are in the section
+	// (with any padding), for Extract.
+	initInstr []byte
 }
 
 // cieAt returns the CIE at off, parsing it the first time.
@@ -216,6 +219,7 @@ func (s *section) parseCIE(e entry, sc *scratch) (*cie, error) {
 	c.initial = row{}
 	p := program{sec: s, cie: c}
 	ib := buf{sec: s, data: b.data[b.off:], base: b.pos()}
+	c.initInstr = ib.data
 	if err := p.run(&ib, &c.initial, 0, ^uint64(0), sc, true); err != nil {
 		return nil, err
 	}

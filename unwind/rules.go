@@ -68,6 +68,7 @@ type program struct {
 	sec     *section
 	cie     *cie
 	initial *row // the CIE's rules, for DW_CFA_restore; nil in a CIE
+	setLoc  bool // a DW_CFA_set_loc ran (an absolute address in the instructions)
 }
 
 // Call frame instruction opcodes (DWARF 5 section 7.24, and GNU's).
@@ -139,6 +140,7 @@ func (p *program) run(b *buf, r *row, loc, target uint64, sc *scratch, check boo
 			if p.initial == nil {
 				return s.errorf(at, "DW_CFA_set_loc in a CIE")
 			}
+			p.setLoc = true
 			next := b.pointer(c.fdeEnc, 0, false)
 			if b.err != nil {
 				return b.err
