@@ -25,6 +25,9 @@ type target struct {
 	mem  *memory
 	// lastPause is how long the last stop of every thread lasted.
 	lastPause time.Duration
+	// catch, during an apply, lets whenQuiet catch a busy thread's
+	// return.
+	catch *catcher
 	// cfi is the unwind information of the process's modules, loaded
 	// before threads stop; nil means "scan stacks conservatively".
 	cfi []unwind.Module
@@ -154,7 +157,7 @@ func Apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 	}
 	im.record = Record{
 		ID: p.ID, Version: p.Version, Digest: opts.Digest, BuildID: hex.EncodeToString(p.Target.BuildID),
-		Module: mod.Path, Bias: mod.Bias, Base: base, Size: size, Text: [2]uint64{im.textOff, im.roOff - im.textOff},
+		Module: mod.Path, Bias: mod.Bias, Base: base, Size: size, Text: [2]uint64{im.textOff, im.roOff - im.textOff}, Unwind: im.unwind,
 	}
 	for _, f := range p.Functions {
 		fi := FuncInfo{Name: f.Name}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hotpatch/hotpatch/build"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
@@ -18,21 +20,29 @@ import (
 // patch between them, and starts the original.
 func busyTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
 	t.Helper()
-	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("busy-orig", []string{"testdata/busy/orig/busy.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fixture.Compile("busy-fixed", []string{"testdata/busy/fixed/busy.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	orig, fixed := busyBuilds(t)
 	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "busy-fix"})
 	proc := fixture.Start(t, orig)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)
 	}
 	return proc, p, pub
+}
+
+// busyBuilds compiles engine/testdata/busy, original and fixed.
+func busyBuilds(t *testing.T) (orig, fixed string) {
+	t.Helper()
+	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	var err error
+	orig, err = fixture.Compile("busy-orig", []string{"testdata/busy/orig/busy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err = fixture.Compile("busy-fixed", []string{"testdata/busy/fixed/busy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orig, fixed
 }
 
 // TestBusyRefused applies a patch to a function that a thread occupies all
@@ -74,6 +84,140 @@ func TestBusyRefused(t *testing.T) {
 	if got, err := proc.Probe("step"); err != nil || got != "step 101" {
 		t.Errorf("process answered %q, %v; want the original 'step 101'", got, err)
 	}
+	// The worker's return address was redirected while Apply waited and
+	// must be the real one again: its calls go on.
+	calls := probeNumber(t, proc, "calls")
+	time.Sleep(1500 * time.Millisecond)
+	if after := probeNumber(t, proc, "calls"); after <= calls {
+		t.Errorf("worker completed no call after the refusal (%d -> %d)", calls, after)
+	}
+}
+
+// TestBusyCaught applies a patch to the function that the worker occupies
+// for a second at a time with only a few instructions between two calls:
+// the engine catches the moment it returns, well within the timeout, and
+// the worker goes on with the fixed function.
+func TestBusyCaught(t *testing.T) {
+	proc, p, pub := busyTarget(t)
+	pid := proc.Pid()
+	start := time.Now()
+	res, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	t.Logf("applied after %v, pause %v", time.Since(start), res.Paused)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Apply took %v; the worker leaves slow_step every second", d)
+	}
+	if got, err := proc.Probe("step"); err != nil || got != "step 1100" {
+		t.Errorf("process answered %q, %v; want the fixed 'step 1100'", got, err)
+	}
+	before := probeNumber(t, proc, "calls")
+	time.Sleep(1500 * time.Millisecond)
+	if after := probeNumber(t, proc, "calls"); after <= before {
+		t.Errorf("worker completed no call after the apply (%d -> %d)", before, after)
+	}
+	// The worker now sleeps inside the patch's slow_step: the patch's own
+	// call frame information unwinds it exactly, through the patch code.
+	if !unwindsThroughPatch(t, pid) {
+		t.Errorf("no thread was unwound exactly through the patch code")
+	}
+	start = time.Now()
+	if _, err := Revert(pid, p.ID, 5*time.Second); err != nil {
+		t.Fatalf("Revert: %v", err)
+	}
+	t.Logf("reverted after %v", time.Since(start))
+	if got, err := proc.Probe("step"); err != nil || got != "step 101" {
+		t.Errorf("after revert the process answered %q, %v", got, err)
+	}
+}
+
+// unwindsThroughPatch stops pid and reports whether some thread's exact
+// unwind has a frame in patch code.
+func unwindsThroughPatch(t *testing.T, pid int) bool {
+	t.Helper()
+	tg, err := openTarget(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.close()
+	recs, err := tg.records()
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("records: %v, %v", recs, err)
+	}
+	text := recs[0].base + recs[0].rec.Text[0]
+	tg.cfi = tg.unwindModules()
+	w, err := stopWorld(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.release()
+	for _, tid := range w.tids() {
+		var r unix.PtraceRegs
+		w.tr.do(func() error { r, err = getRegs(tid); return err })
+		frames, ok := tg.frames(r)
+		for _, f := range frames {
+			if pc := f.LookupPC(); ok && pc >= text && pc < text+recs[0].rec.Text[1] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestKilledWhileCatching kills hotpatch, apply then revert, while it waits
+// for the worker to leave slow_step with its return address redirected:
+// the worker returns through the stub on its own and goes on; the next run
+// puts the return address back, completes or undoes the step and succeeds.
+func TestKilledWhileCatching(t *testing.T) {
+	orig, fixed := busyBuilds(t)
+	_, patchFile, keyFile := patchFiles(t, orig, fixed, "busy-kill")
+	proc := fixture.Start(t, orig)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	pid := proc.Pid()
+	for _, step := range []struct{ op, want string }{{"apply", "step 1100"}, {"revert", "step 101"}} {
+		cmd, _, err := startKillHelper(pid, step.op, patchFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Kill it once the hijack is in the record.
+		waiting := false
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && !waiting; {
+			if tg, err := openTarget(pid); err == nil {
+				recs, _ := tg.records()
+				for _, r := range recs {
+					waiting = waiting || r.rec.Hijack != nil
+				}
+				tg.close()
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		if !waiting {
+			t.Fatalf("%s: never saw hotpatch wait with a redirected return address", step.op)
+		}
+		if bad := stoppedThreads(pid); len(bad) > 0 {
+			t.Fatalf("threads %v left stopped", bad)
+		}
+		before := probeNumber(t, proc, "calls")
+		time.Sleep(1200 * time.Millisecond)
+		if after := probeNumber(t, proc, "calls"); after <= before {
+			t.Fatalf("%s: worker completed no call after the kill (%d -> %d)", step.op, before, after)
+		}
+		if _, err := runKillHelper(pid, step.op, patchFile, keyFile, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := proc.Probe("step"); err != nil || got != step.want {
+			t.Errorf("after a full %s the process answered %q, %v; want %q", step.op, got, err, step.want)
+		}
+	}
+	if st, err := Status(pid); err != nil || len(st) != 0 {
+		t.Errorf("Status at the end = %+v, %v; want nothing applied", st, err)
+	}
+	checkNoLeftovers(t, pid)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/unwind"
 )
 
 // codeRange is the run-time range of one function whose code must not be
@@ -29,7 +31,10 @@ func inRanges(ranges []codeRange, pc uint64) *codeRange {
 // whenQuiet stops the world and runs fn once no thread executes, or has a
 // return address into, any of ranges. While some thread does, it lets the
 // process run and tries again, until timeout; then it returns a *BusyError.
-// The world is always released before whenQuiet returns.
+// With a catcher (t.catch, during an apply) a busy thread is stopped the
+// moment it leaves (see catchReturn); otherwise, or when its stack cannot
+// be unwound exactly, the engine polls with a growing back-off. The world
+// is always released before whenQuiet returns.
 func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*world) error) error {
 	deadline := time.Now().Add(timeout)
 	backoff := 200 * time.Microsecond
@@ -38,7 +43,14 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 		if err != nil {
 			return err
 		}
-		busy, err := t.busy(w, ranges)
+		busy, hj, err := t.busy(w, ranges)
+		for err == nil && busy != nil && !busy.NeverReturns && hj != nil && t.catch != nil && time.Now().Before(deadline) {
+			var caught bool
+			if caught, err = t.catchReturn(w, t.catch, hj, deadline); err != nil || !caught {
+				break
+			}
+			busy, hj, err = t.busy(w, ranges)
+		}
 		if err == nil && busy == nil {
 			err = fn(w)
 		}
@@ -58,8 +70,10 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 }
 
 // busy returns a *BusyError for the first thread found inside one of
-// ranges: its PC, or any return address on its stack.
-func (t *target) busy(w *world, ranges []codeRange) (*BusyError, error) {
+// ranges: its PC, or any return address on its stack. When the thread's
+// stack was unwound exactly, it also returns the return address that
+// leaves the outermost such frame, for catchReturn.
+func (t *target) busy(w *world, ranges []codeRange) (*BusyError, *Hijack, error) {
 	for _, tid := range w.tids() {
 		var regs unix.PtraceRegs
 		err := w.tr.do(func() error {
@@ -68,29 +82,60 @@ func (t *target) busy(w *world, ranges []codeRange) (*BusyError, error) {
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if pcs, ok := t.frames(regs); ok {
+		if frames, ok := t.frames(regs); ok {
 			// Exact: the PC and every return address, from the CFI.
+			pcs := make([]uint64, len(frames))
+			for i, f := range frames {
+				pcs[i] = f.LookupPC()
+			}
 			for i, pc := range pcs {
-				if r := inRanges(ranges, pc); r != nil {
-					return &BusyError{Function: r.name, TID: tid, NeverReturns: t.outermost(pcs[i+1:]) || (r.name == "main" && tid == t.pid)}, nil
+				r := inRanges(ranges, pc)
+				if r == nil {
+					continue
 				}
+				b := &BusyError{Function: r.name, TID: tid, NeverReturns: t.outermost(pcs[i+1:]) || (r.name == "main" && tid == t.pid)}
+				hj := t.hijackFor(frames, pcs, ranges)
+				if hj != nil {
+					hj.TID = tid
+				}
+				return b, hj, nil
 			}
 			continue
 		}
 		r := inRanges(ranges, regs.Rip)
 		if r == nil {
 			if r, err = t.stackRefersTo(regs.Rsp, ranges); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		if r != nil {
 			// main leaves only when the program ends: waiting is useless.
-			return &BusyError{Function: r.name, TID: tid, NeverReturns: r.name == "main" && tid == t.pid}, nil
+			return &BusyError{Function: r.name, TID: tid, NeverReturns: r.name == "main" && tid == t.pid}, nil, nil
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
+}
+
+// hijackFor returns the return address slot of the outermost frame in
+// ranges of an exactly unwound thread, checked against the stack, or nil.
+func (t *target) hijackFor(frames []unwind.Frame, pcs []uint64, ranges []codeRange) *Hijack {
+	j := -1
+	for i, pc := range pcs {
+		if inRanges(ranges, pc) != nil {
+			j = i
+		}
+	}
+	if j < 0 || j+1 >= len(frames) || frames[j].CFA == 0 || frames[j+1].Exact {
+		return nil // no caller, or a signal frame above: not a plain return
+	}
+	slot, ret := frames[j].CFA-8, frames[j+1].PC
+	var b [8]byte
+	if t.mem.ReadAt(b[:], slot) != nil || binary.LittleEndian.Uint64(b[:]) != ret {
+		return nil
+	}
+	return &Hijack{Slot: slot, Ret: ret}
 }
 
 // outermost reports whether the frames above a function (its callers, as

@@ -22,8 +22,20 @@ func (t *target) unwindModules() []unwind.Module {
 		withModuleELF(t.pid, m, t.maps, func(ef *elf.File) { um.Table, _ = unwind.Load(ef) })
 		out = append(out, um)
 	}
+	// Patch mappings carry the call frame information of their code.
+	recs, _ := t.records()
+	for _, a := range recs {
+		um := unwind.Module{Start: a.base, End: a.base + a.size}
+		if off, n := a.rec.Unwind[0], a.rec.Unwind[1]; n > 0 && off+n <= a.size {
+			data := make([]byte, n)
+			if t.mem.ReadAt(data, a.base+off) == nil {
+				um.Table, _ = unwind.LoadEhFrame(data, a.base+off)
+			}
+		}
+		out = append(out, um)
+	}
 	for _, m := range t.maps {
-		if strings.Contains(m.Path, "/memfd:"+mappingPrefix) || m.Path == "[vdso]" {
+		if m.Path == "[vdso]" || (strings.Contains(m.Path, "/memfd:"+mappingPrefix) && !covered(out, m.Start)) {
 			out = append(out, unwind.Module{Start: m.Start, End: m.End})
 		}
 	}
@@ -33,7 +45,7 @@ func (t *target) unwindModules() []unwind.Module {
 // frames unwinds a stopped thread. ok is false when the unwind is not
 // trustworthy (no CFI somewhere, a frame found by frame pointers, a cut-off
 // stack): the caller then falls back to the conservative stack scan.
-func (t *target) frames(r unix.PtraceRegs) (pcs []uint64, ok bool) {
+func (t *target) frames(r unix.PtraceRegs) (frames []unwind.Frame, ok bool) {
 	if t.cfi == nil {
 		return nil, false
 	}
@@ -49,9 +61,8 @@ func (t *target) frames(r unix.PtraceRegs) (pcs []uint64, ok bool) {
 		if f.FramePointer {
 			return nil, false
 		}
-		pcs = append(pcs, f.LookupPC())
 	}
-	return pcs, true
+	return fr, true
 }
 
 // stackMemory serves reads of a thread's stack from one bulk read made
@@ -84,4 +95,13 @@ func (s *stackMemory) ReadAt(p []byte, addr uint64) error {
 		return nil
 	}
 	return s.mem.ReadAt(p, addr)
+}
+
+func covered(mods []unwind.Module, addr uint64) bool {
+	for _, m := range mods {
+		if addr >= m.Start && addr < m.End {
+			return true
+		}
+	}
+	return false
 }

@@ -43,11 +43,12 @@ func TestFramesFromCFI(t *testing.T) {
 		// A worker may not have entered its start routine yet on a busy
 		// machine; the main thread is surely in main, under fgets.
 		inExe := false
-		for _, pc := range pcs {
+		for _, f := range pcs {
+			pc := f.LookupPC()
 			inExe = inExe || (pc >= exe.Start && pc < exe.End)
 		}
 		if tid == p.Pid() && (!inExe || len(pcs) < 3) {
-			t.Errorf("main thread: frames %x do not reach the program's code", pcs)
+			t.Errorf("main thread: frames %+v do not reach the program's code", pcs)
 		}
 	}
 	if exact < 3 {

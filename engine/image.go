@@ -9,6 +9,7 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/unwind"
 )
 
 const pageSize = 4096
@@ -35,18 +36,24 @@ const (
 // Record is what a patch mapping says about itself. Any hotpatch instance
 // can read it from the process, so the process itself is the state store.
 type Record struct {
-	ID        string     `json:"id"`
-	Version   uint32     `json:"version"`
-	Digest    string     `json:"digest,omitempty"` // SHA-256 of the patch file, if known
-	AppliedAt int64      `json:"applied_at"`       // Unix nanoseconds
-	BuildID   string     `json:"build_id"`
-	Module    string     `json:"module"`
-	Bias      uint64     `json:"bias"`
-	Base      uint64     `json:"base"`
-	Size      uint64     `json:"size"`
-	Text      [2]uint64  `json:"text"` // offset, size within the mapping
+	ID        string    `json:"id"`
+	Version   uint32    `json:"version"`
+	Digest    string    `json:"digest,omitempty"` // SHA-256 of the patch file, if known
+	AppliedAt int64     `json:"applied_at"`       // Unix nanoseconds
+	BuildID   string    `json:"build_id"`
+	Module    string    `json:"module"`
+	Bias      uint64    `json:"bias"`
+	Base      uint64    `json:"base"`
+	Size      uint64    `json:"size"`
+	Text      [2]uint64 `json:"text"` // offset, size within the mapping
+	// Unwind locates the patch code's call frame information (.eh_frame
+	// format, run-time addresses) within the mapping: offset, size.
+	Unwind    [2]uint64  `json:"unwind,omitzero"`
 	Redirects []Redirect `json:"redirects"`
 	Functions []FuncInfo `json:"functions"`
+	// Hijack is set while an apply waits for a thread to leave a
+	// function (see catchReturn).
+	Hijack *Hijack `json:"hijack,omitempty"`
 }
 
 // Redirect is one jump written at an original function's entry, with the
@@ -74,6 +81,7 @@ type image struct {
 	// region boundaries (offsets in data), page aligned: header | text+stubs (rx) | rodata+slots (r) | data+bss (rw)
 	textOff, roOff, dataOff, end uint64
 	record                       Record
+	unwind                       [2]uint64 // offset and size of the call frame information
 }
 
 // layoutSizes computes the size of each region for a patch.
@@ -90,8 +98,9 @@ func layoutSizes(p *patch.Patch) (header, text, ro, data uint64) {
 			nslot++ // a slot if indirect, or if a far object must be read through one
 		}
 	}
-	text = alignUp(uint64(len(p.Text)), 16) + nstub*32 // a stub or a load thunk each
-	ro = alignUp(uint64(len(p.ROData)), 16) + nslot*8
+	// A stub or a load thunk each, and the return stub at the end.
+	text = alignUp(uint64(len(p.Text)), 16) + nstub*32 + returnStubSize
+	ro = alignUp(uint64(len(p.ROData)), 16) + alignUp(uint64(len(p.Unwind)), 16) + nslot*8
 	data = alignUp(uint64(len(p.Data)), 16) + p.BSSSize
 	return alignUp(header, pageSize), alignUp(max(text, 1), pageSize), alignUp(max(ro, 1), pageSize), alignUp(max(data, 1), pageSize)
 }
@@ -111,7 +120,17 @@ func buildImage(p *patch.Patch, base, bias uint64, resolve resolveFunc) (*image,
 	copy(im.data[im.roOff:], p.ROData)
 	copy(im.data[im.dataOff:], p.Data)
 	stubNext := im.textOff + alignUp(uint64(len(p.Text)), 16)
-	slotNext := im.roOff + alignUp(uint64(len(p.ROData)), 16)
+	// The call frame information of the patch code, its addresses moved
+	// to where the text lands, between the rodata and the slots.
+	unwindOff := im.roOff + alignUp(uint64(len(p.ROData)), 16)
+	if len(p.Unwind) > 0 {
+		cfi := im.data[unwindOff : unwindOff+uint64(len(p.Unwind))]
+		copy(cfi, p.Unwind)
+		if unwind.RelocateEhFrame(cfi, base+im.textOff) == nil {
+			im.unwind = [2]uint64{unwindOff, uint64(len(p.Unwind))}
+		}
+	}
+	slotNext := unwindOff + alignUp(uint64(len(p.Unwind)), 16)
 	bssOff := im.dataOff + alignUp(uint64(len(p.Data)), 16)
 
 	secAddr := func(s patch.Section, off uint64) uint64 {

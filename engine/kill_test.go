@@ -43,6 +43,7 @@ func TestKillHelper(t *testing.T) {
 	case "revert":
 		_, err = Revert(pid, p.ID, 0)
 	}
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,35 +74,7 @@ func TestKilledAnyMoment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unsigned, err := build.Build(orig.Target, fixed.Target, build.Options{ID: "kill-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(unsigned, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPEM, err := patch.MarshalPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	patchFile := filepath.Join(dir, "p.hotpatch")
-	keyFile := filepath.Join(dir, "k.pub")
-	if err := os.WriteFile(patchFile, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pubPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p, patchFile, keyFile := patchFiles(t, orig.Target, fixed.Target, "kill-test")
 	proc := fixture.Start(t, orig.Program)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)
@@ -110,25 +83,7 @@ func TestKilledAnyMoment(t *testing.T) {
 	before := moduleText(t, pid, p)
 
 	run := func(op string, killAfter time.Duration) (time.Duration, error) {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), killHelperEnv+"="+op, fmt.Sprintf("HOTPATCH_KILL_PID=%d", pid),
-			"HOTPATCH_KILL_PATCH="+patchFile, "HOTPATCH_KILL_KEY="+keyFile)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		if killAfter > 0 {
-			time.Sleep(killAfter)
-			cmd.Process.Kill()
-			cmd.Wait()
-			return time.Since(start), nil
-		}
-		if err := cmd.Wait(); err != nil {
-			return 0, fmt.Errorf("%s: %v\n%s", op, err, out.String())
-		}
-		return time.Since(start), nil
+		return runKillHelper(pid, op, patchFile, keyFile, killAfter)
 	}
 	state := func() string {
 		st, err := Status(pid)
@@ -233,6 +188,71 @@ func TestKilledAnyMoment(t *testing.T) {
 		t.Errorf("text after the final revert differs from the original")
 	}
 	checkNoLeftovers(t, pid)
+}
+
+// patchFiles builds and signs the patch between two builds and writes it and
+// its public key to files, for a child hotpatch.
+func patchFiles(t *testing.T, orig, fixed, id string) (*patch.Patch, string, string) {
+	t.Helper()
+	unsigned, err := build.Build(orig, fixed, build.Options{ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(unsigned, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := patch.MarshalPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	patchFile := filepath.Join(dir, "p.hotpatch")
+	keyFile := filepath.Join(dir, "k.pub")
+	if err := os.WriteFile(patchFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p, patchFile, keyFile
+}
+
+// runKillHelper runs apply or revert in a child process and, with a
+// non-zero killAfter, kills it with SIGKILL after that long.
+func runKillHelper(pid int, op, patchFile, keyFile string, killAfter time.Duration) (time.Duration, error) {
+	start := time.Now()
+	cmd, out, err := startKillHelper(pid, op, patchFile, keyFile)
+	if err != nil {
+		return 0, err
+	}
+	if killAfter > 0 {
+		time.Sleep(killAfter)
+		cmd.Process.Kill()
+		cmd.Wait()
+		return time.Since(start), nil
+	}
+	if err := cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("%s: %v\n%s", op, err, out.String())
+	}
+	return time.Since(start), nil
+}
+
+func startKillHelper(pid int, op, patchFile, keyFile string) (*exec.Cmd, *bytes.Buffer, error) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), killHelperEnv+"="+op, fmt.Sprintf("HOTPATCH_KILL_PID=%d", pid),
+		"HOTPATCH_KILL_PATCH="+patchFile, "HOTPATCH_KILL_KEY="+keyFile)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	return cmd, &out, cmd.Start()
 }
 
 // stoppedThreads lists the threads of pid that stay in a stopped or traced

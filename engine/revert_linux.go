@@ -106,6 +106,29 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 		return nil, fmt.Errorf("process %d: the entry of %s no longer holds the redirect of %s; refusing to revert", t.pid, rd.Function, a.rec.ID)
 	}
 	text := []codeRange{{name: a.rec.ID + " patch code", start: a.base + a.rec.Text[0], end: a.base + a.rec.Text[0] + a.rec.Text[1]}}
+	// A return address a killed hotpatch redirected while it waited.
+	rec := a.rec
+	if rec.Hijack != nil {
+		if err := t.unhijack(rec.Hijack); err != nil {
+			return nil, err
+		}
+		rec.Hijack = nil
+		if err := t.rewriteRecord(a.base, &rec, a.state); err != nil {
+			return nil, err
+		}
+	}
+	// Catch a thread leaving patch code with the return stub at the end
+	// of the patch's own text: once caught, nothing refers to it.
+	if a.state == stateApplied && !t.cxxRuntime() {
+		t.catch = &catcher{
+			stub: text[0].end - returnStubSize,
+			record: func(hj *Hijack) error {
+				rec.Hijack = hj
+				return t.rewriteRecord(a.base, &rec, stateApplied)
+			},
+		}
+		defer func() { t.catch = nil }()
+	}
 	err := t.whenQuiet(text, timeout, func(w *world) error {
 		if err := t.setState(a.base, stateReverting); err != nil {
 			return err
@@ -146,6 +169,11 @@ func (t *target) recoverHalfDone(timeout time.Duration) ([]string, error) {
 		case stateApplied:
 			continue
 		case statePreparing:
+			if a.rec.Hijack != nil {
+				if err := t.unhijack(a.rec.Hijack); err != nil {
+					return done, err
+				}
+			}
 			if err := t.unmap(a.base, a.size); err != nil {
 				return done, err
 			}

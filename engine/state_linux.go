@@ -76,6 +76,16 @@ func (t *target) commit(im *image, p *patch.Patch, timeout time.Duration) (*Resu
 	if err := t.rewriteRecord(im.base, rec, statePreparing); err != nil {
 		return nil, err
 	}
+	if !t.cxxRuntime() {
+		t.catch = &catcher{
+			stub: im.base + im.roOff - returnStubSize,
+			record: func(hj *Hijack) error {
+				rec.Hijack = hj
+				return t.rewriteRecord(im.base, rec, statePreparing)
+			},
+		}
+		defer func() { t.catch = nil }()
+	}
 	err := t.whenQuiet(ranges, timeout, func(w *world) error {
 		if err := t.setState(im.base, stateRedirecting); err != nil {
 			return err

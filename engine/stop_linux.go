@@ -5,7 +5,9 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,7 +32,19 @@ func stopWorld(pid int) (*world, error) { return stopThreads(pid, nil) }
 // (and those created meanwhile) when only is nil.
 func stopThreads(pid int, only []int) (*world, error) {
 	w := &world{pid: pid, tr: newTracer(), threads: map[int]*thread{}}
-	err := w.tr.do(func() error {
+	if err := w.stop(only); err != nil {
+		w.release()
+		return nil, err
+	}
+	return w, nil
+}
+
+// stop seizes and stops the given threads, or all threads (and those
+// created meanwhile) when only is nil, adding them to the world; threads
+// it already holds are left as they are.
+func (w *world) stop(only []int) error {
+	pid := w.pid
+	return w.tr.do(func() error {
 		for round := 0; ; round++ {
 			tids := only
 			if tids == nil {
@@ -55,7 +69,7 @@ func stopThreads(pid int, only []int) (*world, error) {
 						fresh = append(fresh, th)
 						continue
 					}
-					return fmt.Errorf("attaching to thread %d of process %d: %w", tid, pid, err)
+					return fmt.Errorf("attaching to thread %d of process %d: %w%s", tid, pid, err, tracedBy(pid, tid))
 				}
 				if err := unix.PtraceInterrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
 					return fmt.Errorf("stopping thread %d: %w", tid, err)
@@ -87,11 +101,23 @@ func stopThreads(pid int, only []int) (*world, error) {
 			}
 		}
 	})
+}
+
+// tracedBy explains an attach refused because someone else traces the
+// thread (another hotpatch at work, or a debugger).
+func tracedBy(pid, tid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
 	if err != nil {
-		w.release()
-		return nil, err
+		return ""
 	}
-	return w, nil
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			if v = strings.TrimSpace(v); v != "0" {
+				return " (it is traced by process " + v + ": another hotpatch at work, or a debugger)"
+			}
+		}
+	}
+	return ""
 }
 
 // tids returns the stopped threads in ascending order (the leader first).
@@ -104,6 +130,35 @@ func (w *world) tids() []int {
 	return out
 }
 
+// detachExcept lets every thread but keep go on and forgets it; keep stays
+// stopped and traced.
+func (w *world) detachExcept(keep int) {
+	w.tr.do(func() error {
+		for tid, th := range w.threads {
+			if tid == keep {
+				continue
+			}
+			w.detach(th)
+			delete(w.threads, tid)
+		}
+		return nil
+	})
+}
+
+// detach resumes one thread, handing back a signal that arrived while it
+// was stopped. On the tracer thread.
+func (w *world) detach(th *thread) {
+	if !th.stopped {
+		// Seized but never seen stopped: interrupt and wait, so detach
+		// (which needs a stopped tracee) works.
+		unix.PtraceInterrupt(th.tid)
+		if err := waitStop(th, nil); err != nil {
+			return
+		}
+	}
+	unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(th.tid), 0, uintptr(th.pending), 0, 0)
+}
+
 // release detaches from every thread, handing back any signal that arrived
 // while they were stopped, and ends the tracer. It is the only way out.
 func (w *world) release() time.Duration {
@@ -113,17 +168,9 @@ func (w *world) release() time.Duration {
 			pause = time.Since(w.paused)
 		}
 		for _, th := range w.threads {
-			if !th.stopped {
-				// Seized but never seen stopped: interrupt and wait, so
-				// detach (which needs a stopped tracee) works.
-				unix.PtraceInterrupt(th.tid)
-				if err := waitStop(th, nil); err != nil {
-					continue
-				}
-			}
 			// Detaching resumes the thread and delivers the signal that
 			// arrived while it was stopped, if any.
-			unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(th.tid), 0, uintptr(th.pending), 0, 0)
+			w.detach(th)
 		}
 		return nil
 	})
