@@ -354,6 +354,17 @@ func (t *target) mapImage(im *image, id string) error {
 				return fail(fmt.Errorf("process %d: mprotect: %w", t.pid, err))
 			}
 		}
+		// Have the kernel make the private copy of each code page a
+		// redirect will go to now, by writing back the bytes that are
+		// there, so the writes while every thread is stopped copy no
+		// page. (No other hotpatch writes code while this session holds
+		// the main thread.)
+		for _, rd := range im.record.Redirects {
+			cur := make([]byte, len(rd.Old))
+			if t.mem.ReadAt(cur, rd.Site) == nil {
+				t.mem.WriteAt(cur, rd.Site)
+			}
+		}
 		return nil
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotpatch/hotpatch/build"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -70,4 +71,53 @@ func BenchmarkApply(b *testing.B) {
 			reportPercentiles(b, "pause", pauses)
 		})
 	}
+}
+
+// BenchmarkPause is the figure of the engine issue: the pause of an apply
+// and of a revert of a 3-function patch on an 8-thread process shaped like
+// a service (a pool waiting on a condition variable, timer threads waking
+// every millisecond, an I/O thread in poll, main reading stdin). The pause
+// runs from the first thread asked to stop to the last one let go.
+func BenchmarkPause(b *testing.B) {
+	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("pause-orig", []string{"testdata/pause/orig/pause.c"}, flags...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fixed, err := fixture.Compile("pause-fixed", []string{"testdata/pause/fixed/pause.c"}, flags...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, pub := signedPatchFrom(b, orig, fixed, build.Options{ID: "pause-fix"})
+	if n := len(p.Functions); n != 3 {
+		b.Fatalf("patch has %d functions, want 3", n)
+	}
+	proc := fixture.Start(b, orig)
+	if got, err := proc.Probe("req 5"); err != nil || got != "amount=5 ok=1" {
+		b.Fatalf("first request: %q, %v", got, err)
+	}
+	if n, _ := threads(proc.Pid()); len(n) != 8 {
+		b.Fatalf("%d threads, want 8", len(n))
+	}
+	var applyT, applyP, revertP []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		res, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		applyT = append(applyT, time.Since(start))
+		applyP = append(applyP, res.Paused)
+		res, err = Revert(proc.Pid(), p.ID, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		revertP = append(revertP, res.Paused)
+	}
+	if got, err := proc.Probe("req 5"); err != nil || got != "amount=5 ok=1" {
+		b.Fatalf("last request: %q, %v", got, err)
+	}
+	reportPercentiles(b, "apply", applyT)
+	reportPercentiles(b, "apply-pause", applyP)
+	reportPercentiles(b, "revert-pause", revertP)
 }

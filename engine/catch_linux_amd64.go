@@ -87,7 +87,7 @@ func (t *target) cxxRuntime() bool {
 // thread leaves the function or the deadline passes. Either way, when it
 // returns without error every thread is stopped again (w holds them), the
 // return address is the real one again, and the record holds no hijack.
-// caught reports whether the thread left.
+// caught reports whether the thread left. On the tracer thread.
 func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Time) (caught bool, err error) {
 	hj.Stub = c.stub
 	if err := t.mem.WriteAt(returnStub(hj.Ret), hj.Stub); err != nil {
@@ -104,11 +104,7 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 	}
 	w.detachExcept(hj.TID)
 	th := w.threads[hj.TID]
-	err = w.tr.do(func() error {
-		var err error
-		caught, err = t.waitReturn(th, hj, deadline)
-		return err
-	})
+	caught, err = t.waitReturn(th, hj, deadline)
 	if errors.Is(err, errThreadGone) {
 		delete(w.threads, hj.TID) // it ended: not inside any more
 		caught, err = true, nil
@@ -120,7 +116,7 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 		c.record(nil)
 		return false, err
 	}
-	if err := w.stop(nil); err != nil {
+	if err := w.stopLocked(nil); err != nil {
 		return false, err
 	}
 	if err := c.record(nil); err != nil {

@@ -4,6 +4,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -39,22 +40,48 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 	deadline := time.Now().Add(timeout)
 	backoff := 200 * time.Microsecond
 	for {
-		w, err := stopWorld(t.pid)
-		if err != nil {
-			return err
-		}
-		busy, hj, err := t.busy(w, ranges)
-		for err == nil && busy != nil && !busy.NeverReturns && hj != nil && t.catch != nil && time.Now().Before(deadline) {
-			var caught bool
-			if caught, err = t.catchReturn(w, t.catch, hj, deadline); err != nil || !caught {
-				break
+		// The whole attempt runs on the tracer thread: no hand-off between
+		// threads (each a wake-up to wait for) while the world is stopped.
+		w := newWorld(t.pid)
+		var busy *BusyError
+		// No garbage collection while the world is stopped: on a small
+		// machine its work would compete with the tracer for the CPU.
+		// (Disabling waits for a collection in progress to finish.)
+		gc := debug.SetGCPercent(-1)
+		err := w.tr.do(func() error {
+			// The tracer thread runs at real-time priority while the
+			// world is stopped, so that neither this process's other
+			// threads nor other programs delay it (best effort).
+			if unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}, 0) == nil {
+				defer unix.SchedSetAttr(0, &unix.SchedAttr{Policy: 0 /* SCHED_OTHER */}, 0)
 			}
-			busy, hj, err = t.busy(w, ranges)
-		}
-		if err == nil && busy == nil {
-			err = fn(w)
-		}
-		t.lastPause = w.release()
+			// Attach first (slow, nothing stopped), then stop.
+			tids, err := threads(t.pid)
+			if err == nil {
+				err = w.seizeLocked(tids)
+			}
+			if err == nil {
+				err = w.stopLocked(nil)
+			}
+			var hj *Hijack
+			if err == nil {
+				busy, hj, err = t.busy(w, ranges)
+			}
+			for err == nil && busy != nil && !busy.NeverReturns && hj != nil && t.catch != nil && time.Now().Before(deadline) {
+				var caught bool
+				if caught, err = t.catchReturn(w, t.catch, hj, deadline); err != nil || !caught {
+					break
+				}
+				busy, hj, err = t.busy(w, ranges)
+			}
+			if err == nil && busy == nil {
+				err = fn(w)
+			}
+			t.lastPause = w.releaseLocked()
+			return err
+		})
+		w.tr.close()
+		debug.SetGCPercent(gc)
 		if err != nil {
 			return err
 		}
@@ -72,15 +99,10 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 // busy returns a *BusyError for the first thread found inside one of
 // ranges: its PC, or any return address on its stack. When the thread's
 // stack was unwound exactly, it also returns the return address that
-// leaves the outermost such frame, for catchReturn.
+// leaves the outermost such frame, for catchReturn. On the tracer thread.
 func (t *target) busy(w *world, ranges []codeRange) (*BusyError, *Hijack, error) {
 	for _, tid := range w.tids() {
-		var regs unix.PtraceRegs
-		err := w.tr.do(func() error {
-			var err error
-			regs, err = getRegs(tid)
-			return err
-		})
+		regs, err := getRegs(tid)
 		if err != nil {
 			return nil, nil, err
 		}

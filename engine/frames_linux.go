@@ -69,28 +69,43 @@ func (t *target) frames(r unix.PtraceRegs) (frames []unwind.Frame, ok bool) {
 // while the thread is stopped (the unwinder reads a few words per frame:
 // one system call instead of dozens), and anything else from the process.
 type stackMemory struct {
-	base uint64
-	buf  []byte
-	mem  *memory
+	base, end uint64 // the stack pointer and the end of its mapping
+	buf       []byte // the stack from base, read so far
+	mem       *memory
 }
 
 func (t *target) stackReader(sp uint64) unwind.Memory {
-	sm := &stackMemory{mem: t.mem}
+	sm := &stackMemory{mem: t.mem, base: sp}
 	for _, m := range t.maps {
 		if sp >= m.Start && sp < m.End {
-			n := min(m.End-sp, 64<<10)
-			buf := make([]byte, n)
-			if t.mem.ReadAt(buf, sp) == nil {
-				sm.base, sm.buf = sp, buf
-			}
+			sm.end = m.End
+			sm.grow(sp + 8<<10) // most unwinds need a few frames
 			break
 		}
 	}
 	return sm
 }
 
+// grow reads the stack up to at least upTo (bounded by the mapping), in
+// one system call, doubling what it holds.
+func (s *stackMemory) grow(upTo uint64) {
+	n := max(uint64(len(s.buf))*2, upTo-s.base)
+	n = min(n, s.end-s.base, 8<<20)
+	if n <= uint64(len(s.buf)) {
+		return
+	}
+	buf := make([]byte, n)
+	if s.mem.ReadAt(buf, s.base) == nil {
+		s.buf = buf
+	}
+}
+
 func (s *stackMemory) ReadAt(p []byte, addr uint64) error {
-	if addr >= s.base && addr+uint64(len(p)) <= s.base+uint64(len(s.buf)) && addr+uint64(len(p)) >= addr {
+	end := addr + uint64(len(p))
+	if addr >= s.base && end <= s.end && end >= addr && end > s.base+uint64(len(s.buf)) {
+		s.grow(end)
+	}
+	if addr >= s.base && end <= s.base+uint64(len(s.buf)) && end >= addr {
 		copy(p, s.buf[addr-s.base:])
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -20,8 +21,15 @@ type world struct {
 	pid     int
 	tr      *tracer
 	threads map[int]*thread
-	// Paused is when the last thread stopped; the pause lasts until resume.
+	// paused is when the first thread was asked to stop; the pause lasts
+	// until the last one is let go.
 	paused time.Time
+}
+
+// newWorld returns a world of pid with no thread stopped yet, and its
+// tracer thread.
+func newWorld(pid int) *world {
+	return &world{pid: pid, tr: newTracer(), threads: map[int]*thread{}}
 }
 
 // stopWorld seizes and stops every thread of pid, including threads that
@@ -31,7 +39,7 @@ func stopWorld(pid int) (*world, error) { return stopThreads(pid, nil) }
 // stopThreads seizes and stops the given threads of pid, or all of them
 // (and those created meanwhile) when only is nil.
 func stopThreads(pid int, only []int) (*world, error) {
-	w := &world{pid: pid, tr: newTracer(), threads: map[int]*thread{}}
+	w := newWorld(pid)
 	if err := w.stop(only); err != nil {
 		w.release()
 		return nil, err
@@ -43,64 +51,90 @@ func stopThreads(pid int, only []int) (*world, error) {
 // created meanwhile) when only is nil, adding them to the world; threads
 // it already holds are left as they are.
 func (w *world) stop(only []int) error {
+	return w.tr.do(func() error { return w.stopLocked(only) })
+}
+
+// stopLocked is stop, on the tracer thread. Threads seized beforehand
+// (seizeLocked) are only interrupted: the pause starts with the first
+// interrupt, not with the slower attaching.
+func (w *world) stopLocked(only []int) error {
 	pid := w.pid
-	return w.tr.do(func() error {
-		for round := 0; ; round++ {
-			tids := only
-			if tids == nil {
-				var err error
-				if tids, err = threads(pid); err != nil {
-					return err
-				}
-			}
-			var fresh []*thread
-			for _, tid := range tids {
-				if _, ok := w.threads[tid]; ok {
-					continue
-				}
-				th := &thread{tid: tid}
-				if err := ptraceSeize(tid); err != nil {
-					if errors.Is(err, unix.ESRCH) {
-						continue // exited meanwhile
-					}
-					if errors.Is(err, unix.EPERM) && round > 0 {
-						// Already ours: auto-attached as a clone child.
-						w.threads[tid] = th
-						fresh = append(fresh, th)
-						continue
-					}
-					return fmt.Errorf("attaching to thread %d of process %d: %w%s", tid, pid, err, tracedBy(pid, tid))
-				}
-				if err := unix.PtraceInterrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
-					return fmt.Errorf("stopping thread %d: %w", tid, err)
-				}
-				w.threads[tid] = th
-				fresh = append(fresh, th)
-			}
-			if len(fresh) == 0 {
-				if len(w.threads) == 0 {
-					return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
-				}
-				w.paused = time.Now()
-				return nil
-			}
-			for _, th := range fresh {
-				// A thread cloned meanwhile is auto-attached by
-				// PTRACE_O_TRACECLONE; the next round collects it.
-				err := waitStop(th, nil)
-				if errors.Is(err, errThreadGone) {
-					delete(w.threads, th.tid)
-					continue
-				}
-				if err != nil {
-					return err
-				}
-			}
-			if round > 1000 {
-				return fmt.Errorf("process %d keeps creating threads; cannot stop it", pid)
+	for round := 0; ; round++ {
+		tids := only
+		if tids == nil {
+			var err error
+			if tids, err = threads(pid); err != nil {
+				return err
 			}
 		}
-	})
+		var fresh []*thread
+		for _, th := range w.threads {
+			if !th.stopped {
+				fresh = append(fresh, th)
+			}
+		}
+		if err := w.seizeLocked(tids); err != nil {
+			return err
+		}
+		for _, th := range w.threads {
+			if !th.stopped && !slices.Contains(fresh, th) {
+				fresh = append(fresh, th)
+			}
+		}
+		if len(fresh) == 0 {
+			if len(w.threads) == 0 {
+				return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+			}
+			return nil
+		}
+		if w.paused.IsZero() {
+			w.paused = time.Now()
+		}
+		for _, th := range fresh {
+			if err := unix.PtraceInterrupt(th.tid); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("stopping thread %d: %w", th.tid, err)
+			}
+		}
+		for _, th := range fresh {
+			// A thread cloned meanwhile is auto-attached by
+			// PTRACE_O_TRACECLONE; the next round collects it.
+			err := waitStop(th, nil)
+			if errors.Is(err, errThreadGone) {
+				delete(w.threads, th.tid)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if round > 1000 {
+			return fmt.Errorf("process %d keeps creating threads; cannot stop it", pid)
+		}
+	}
+}
+
+// seizeLocked attaches to the given threads without stopping them. On the
+// tracer thread.
+func (w *world) seizeLocked(tids []int) error {
+	for _, tid := range tids {
+		if _, ok := w.threads[tid]; ok {
+			continue
+		}
+		if err := ptraceSeize(tid); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				continue // exited meanwhile
+			}
+			if errors.Is(err, unix.EPERM) && len(w.threads) > 0 {
+				// Already ours: auto-attached as a clone child (if not,
+				// waiting for it fails).
+				w.threads[tid] = &thread{tid: tid}
+				continue
+			}
+			return fmt.Errorf("attaching to thread %d of process %d: %w%s", tid, w.pid, err, tracedBy(w.pid, tid))
+		}
+		w.threads[tid] = &thread{tid: tid}
+	}
+	return nil
 }
 
 // tracedBy explains an attach refused because someone else traces the
@@ -132,17 +166,16 @@ func (w *world) tids() []int {
 
 // detachExcept lets every thread but keep go on and forgets it; keep stays
 // stopped and traced.
+// On the tracer thread.
 func (w *world) detachExcept(keep int) {
-	w.tr.do(func() error {
-		for tid, th := range w.threads {
-			if tid == keep {
-				continue
-			}
-			w.detach(th)
-			delete(w.threads, tid)
+	for tid, th := range w.threads {
+		if tid == keep {
+			continue
 		}
-		return nil
-	})
+		w.detach(th)
+		delete(w.threads, tid)
+	}
+	w.paused = time.Time{}
 }
 
 // detach resumes one thread, handing back a signal that arrived while it
@@ -164,16 +197,27 @@ func (w *world) detach(th *thread) {
 func (w *world) release() time.Duration {
 	var pause time.Duration
 	w.tr.do(func() error {
-		if !w.paused.IsZero() {
-			pause = time.Since(w.paused)
-		}
-		for _, th := range w.threads {
-			// Detaching resumes the thread and delivers the signal that
-			// arrived while it was stopped, if any.
-			w.detach(th)
-		}
+		pause = w.releaseLocked()
 		return nil
 	})
 	w.tr.close()
+	return pause
+}
+
+// releaseLocked detaches from every thread, on the tracer thread, and
+// returns how long the world was stopped: from the first stop request to
+// the last thread let go. The tracer stays for the caller to close.
+func (w *world) releaseLocked() time.Duration {
+	for tid, th := range w.threads {
+		// Detaching resumes the thread and delivers the signal that
+		// arrived while it was stopped, if any.
+		w.detach(th)
+		delete(w.threads, tid)
+	}
+	var pause time.Duration
+	if !w.paused.IsZero() {
+		pause = time.Since(w.paused)
+		w.paused = time.Time{}
+	}
 	return pause
 }
