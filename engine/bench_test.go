@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -21,21 +22,42 @@ func reportPercentiles(b *testing.B, name string, d []time.Duration) {
 }
 
 // BenchmarkStopWorld measures the pause of stopping every thread of a
-// process and letting it go, by thread count: the floor of any apply.
+// process and letting it go, by thread count: the floor of any apply. The
+// pause runs from the first thread asked to stop to the last one let go.
+// "service": every worker blocked in read() but one spinning; "cpu-bound":
+// half the workers spinning, more runnable threads than this machine has
+// CPUs, so each must wait for a time slice to take the stop.
 func BenchmarkStopWorld(b *testing.B) {
-	for _, n := range []int{1, 8, 64, 512} {
-		b.Run(fmt.Sprintf("threads=%d", n), func(b *testing.B) {
-			p := stopme(b, n-1)
-			var pauses []time.Duration
-			for b.Loop() {
-				w, err := stopWorld(p.Pid())
-				if err != nil {
-					b.Fatal(err)
+	for _, shape := range []string{"service", "cpu-bound"} {
+		for _, n := range []int{1, 8, 64, 512} {
+			b.Run(fmt.Sprintf("%s/threads=%d", shape, n), func(b *testing.B) {
+				spin := "STOPME_SPINNERS=" + strconv.Itoa(min(1, n-1))
+				if shape == "cpu-bound" {
+					spin = "STOPME_SPINNERS=" + strconv.Itoa((n-1)/2)
 				}
-				pauses = append(pauses, w.release())
-			}
-			reportPercentiles(b, "pause", pauses)
-		})
+				p := stopme(b, n-1, spin)
+				var pauses []time.Duration
+				for b.Loop() {
+					w := newWorld(p.Pid())
+					err := w.critical(func() error {
+						tids, err := threads(p.Pid())
+						if err == nil {
+							err = w.seizeLocked(tids)
+						}
+						if err == nil {
+							err = w.stopLocked(nil)
+						}
+						pauses = append(pauses, w.releaseLocked())
+						return err
+					})
+					w.tr.close()
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				reportPercentiles(b, "pause", pauses)
+			})
+		}
 	}
 }
 

@@ -4,11 +4,8 @@ package engine
 
 import (
 	"encoding/binary"
-	"runtime/debug"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/hotpatch/hotpatch/unwind"
 )
@@ -44,17 +41,7 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 		// threads (each a wake-up to wait for) while the world is stopped.
 		w := newWorld(t.pid)
 		var busy *BusyError
-		// No garbage collection while the world is stopped: on a small
-		// machine its work would compete with the tracer for the CPU.
-		// (Disabling waits for a collection in progress to finish.)
-		gc := debug.SetGCPercent(-1)
-		err := w.tr.do(func() error {
-			// The tracer thread runs at real-time priority while the
-			// world is stopped, so that neither this process's other
-			// threads nor other programs delay it (best effort).
-			if unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}, 0) == nil {
-				defer unix.SchedSetAttr(0, &unix.SchedAttr{Policy: 0 /* SCHED_OTHER */}, 0)
-			}
+		err := w.critical(func() error {
 			// Attach first (slow, nothing stopped), then stop.
 			tids, err := threads(t.pid)
 			if err == nil {
@@ -81,7 +68,6 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 			return err
 		})
 		w.tr.close()
-		debug.SetGCPercent(gc)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -30,6 +31,23 @@ type world struct {
 // tracer thread.
 func newWorld(pid int) *world {
 	return &world{pid: pid, tr: newTracer(), threads: map[int]*thread{}}
+}
+
+// critical runs fn on the tracer thread as the part of the work during
+// which threads are stopped: the tracer thread at real-time priority, so
+// that neither this process's other threads nor other programs delay it,
+// and no garbage collection, whose work would compete with it for the CPU
+// on a small machine (disabling waits for a collection in progress to
+// finish). Both are best effort.
+func (w *world) critical(fn func() error) error {
+	gc := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(gc)
+	return w.tr.do(func() error {
+		if unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}, 0) == nil {
+			defer unix.SchedSetAttr(0, &unix.SchedAttr{Policy: 0 /* SCHED_OTHER */}, 0)
+		}
+		return fn()
+	})
 }
 
 // stopWorld seizes and stops every thread of pid, including threads that

@@ -13,13 +13,13 @@ import (
 	"github.com/hotpatch/hotpatch/internal/fixture"
 )
 
-func stopme(t testing.TB, threads int) *fixture.Proc {
+func stopme(t testing.TB, threads int, env ...string) *fixture.Proc {
 	t.Helper()
 	bin, err := fixture.Compile("engine-stopme", []string{"testdata/stopme.c"}, "-O2", "-pthread")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := fixture.Start(t, bin, "STOPME_THREADS="+strconv.Itoa(threads))
+	p := fixture.Start(t, bin, append([]string{"STOPME_THREADS=" + strconv.Itoa(threads)}, env...)...)
 	if got, err := p.Probe("ping"); err != nil || got != "pong 1" {
 		t.Fatalf("first ping: %q, %v", got, err)
 	}

@@ -1,7 +1,7 @@
 /* stopme: a target for the stop-the-world tests.
- * usage: STOPME_THREADS=N stopme
- * Half the workers block in read() on a pipe nobody writes, the others spin
- * calling a function. The main thread answers lines on stdin:
+ * usage: STOPME_THREADS=N [STOPME_SPINNERS=S] stopme
+ * S of the N workers (default: half) spin calling a function, the others
+ * block in read() on a pipe nobody writes. The main thread answers lines on stdin:
  *   ping   -> "pong N" (N counts pings)
  *   eintr  -> "eintr N" (how many times a blocked read saw EINTR: must stay 0)
  *   spins  -> "spins N" (total loop iterations of the spinning workers)
@@ -45,13 +45,16 @@ int main(void)
 {
 	const char *env = getenv("STOPME_THREADS");
 	int n = env ? atoi(env) : 4;
+	const char *senv = getenv("STOPME_SPINNERS");
+	int spinners = senv ? atoi(senv) : n / 2;
 	char line[256];
 	unsigned long pings = 0;
 	if (pipe(pipefd) != 0)
 		return 1;
 	for (int i = 0; i < n; i++) {
 		pthread_t t;
-		if (pthread_create(&t, NULL, i % 2 ? spinner : reader, (void *)(long)i) != 0)
+		int spin = senv ? i < spinners : i % 2;
+		if (pthread_create(&t, NULL, spin ? spinner : reader, (void *)(long)i) != 0)
 			return 1;
 	}
 	while (fgets(line, sizeof line, stdin)) {
