@@ -282,3 +282,42 @@ func TestSeccompRefused(t *testing.T) {
 		t.Errorf("process answered %q, %v", got, err)
 	}
 }
+
+// TestBusyRecursion patches a function that a thread has on its stack six
+// times (a recursion sleeping at the bottom): the return that is caught is
+// the outermost one, after which no frame of it is left.
+func TestBusyRecursion(t *testing.T) {
+	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("recurse-orig", []string{"testdata/recurse/orig/recurse.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fixture.Compile("recurse-fixed", []string{"testdata/recurse/fixed/recurse.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "recurse-fix"})
+	proc := fixture.Start(t, orig)
+	if got, err := proc.Probe("walk"); err != nil || got != "walk 3" {
+		t.Fatalf("first walk: %q, %v", got, err)
+	}
+	start := time.Now()
+	if _, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 5 * time.Second}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	t.Logf("applied after %v", time.Since(start))
+	if got, err := proc.Probe("walk"); err != nil || got != "walk 21" {
+		t.Errorf("after the apply: %q, %v; want the fixed 'walk 21'", got, err)
+	}
+	before := probeNumber(t, proc, "calls")
+	time.Sleep(1200 * time.Millisecond)
+	if after := probeNumber(t, proc, "calls"); after <= before {
+		t.Errorf("worker completed no walk after the apply (%d -> %d)", before, after)
+	}
+	if _, err := Revert(proc.Pid(), p.ID, 5*time.Second); err != nil {
+		t.Fatalf("Revert: %v", err)
+	}
+	if got, err := proc.Probe("walk"); err != nil || got != "walk 3" {
+		t.Errorf("after the revert: %q, %v", got, err)
+	}
+}
