@@ -39,16 +39,6 @@ import (
 // while, so an exception thrown through that frame could not be unwound:
 // the engine catches returns only in processes that map no C++ runtime,
 // and polls in the others.
-const returnStubSize = 32
-
-// Hijack is a return address redirected to the stub, as recorded in the
-// patch mapping while the engine waits.
-type Hijack struct {
-	TID  int    `json:"tid"`
-	Slot uint64 `json:"slot"` // where on the stack the return address is
-	Ret  uint64 `json:"ret"`  // the real return address
-	Stub uint64 `json:"stub"`
-}
 
 // catcher is what whenQuiet needs to catch returns during an apply.
 type catcher struct {

@@ -19,3 +19,9 @@ func Status(pid int) ([]Applied, error) { return nil, ErrNotSupported }
 
 // FindProcesses is only supported on Linux x86-64.
 func FindProcesses(buildID []byte, id string) ([]int, error) { return nil, ErrNotSupported }
+
+// BuildIDCache remembers the build-ids of mapped files.
+type BuildIDCache struct{}
+
+// ProcessModules is only implemented on Linux x86-64.
+func ProcessModules(pid int, c *BuildIDCache) ([]Module, error) { return nil, ErrNotSupported }

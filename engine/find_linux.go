@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // FindProcesses returns the pids of every process on the host that maps a
@@ -60,5 +61,52 @@ func FindProcesses(buildID []byte, id string) ([]int, error) {
 		}
 	}
 	sort.Ints(out)
+	return out, nil
+}
+
+// BuildIDCache remembers the build-ids of mapped files by device and
+// inode, so that scanning many processes reads each file once. The zero
+// value is ready; it is safe for concurrent use.
+type BuildIDCache struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// ProcessModules lists the ELF files that pid maps, with their build-ids,
+// from /proc only (it attaches to nothing). Deleted is set for a file
+// replaced or removed on disk since the process mapped it.
+func ProcessModules(pid int, c *BuildIDCache) ([]Module, error) {
+	maps, err := readMaps(pid)
+	if err != nil {
+		return nil, processError(pid, err)
+	}
+	var out []Module
+	for _, m := range maps {
+		if m.Inode == 0 || m.Offset != 0 || !strings.HasPrefix(m.Path, "/") {
+			continue
+		}
+		key := m.Dev + ":" + strconv.FormatUint(m.Inode, 10)
+		c.mu.Lock()
+		id, ok := c.m[key]
+		c.mu.Unlock()
+		if !ok {
+			if mf, err := readModule("/proc/" + strconv.Itoa(pid) + "/map_files/" + strconv.FormatUint(m.Start, 16) + "-" + strconv.FormatUint(m.End, 16)); err == nil {
+				id = mf.BuildID
+			}
+			c.mu.Lock()
+			if c.m == nil {
+				c.m = map[string][]byte{}
+			}
+			c.m[key] = id
+			c.mu.Unlock()
+		}
+		if id == nil {
+			continue
+		}
+		out = append(out, Module{
+			Path: strings.TrimSuffix(m.Path, " (deleted)"), BuildID: id,
+			Deleted: strings.HasSuffix(m.Path, " (deleted)"), Start: m.Start, End: m.End,
+		})
+	}
 	return out, nil
 }

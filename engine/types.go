@@ -143,3 +143,16 @@ func (e *SeccompError) Error() string {
 	return fmt.Sprintf("process %d runs under a seccomp %s; hotpatch cannot make the system calls it needs without risking the process, so it refuses (restart the service to pick up the fix)",
 		e.PID, map[int]string{1: "strict mode", 2: "filter"}[e.Mode])
 }
+
+// returnStubSize is the room at the end of a patch's text for the stub
+// that catches a busy thread's return (see catchReturn).
+const returnStubSize = 32
+
+// Hijack is a return address redirected to the return stub, as recorded in
+// the patch mapping while the engine waits for a thread to leave.
+type Hijack struct {
+	TID  int    `json:"tid"`
+	Slot uint64 `json:"slot"` // where on the stack the return address is
+	Ret  uint64 `json:"ret"`  // the real return address
+	Stub uint64 `json:"stub"`
+}
