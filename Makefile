@@ -26,6 +26,7 @@ fuzz:
 bench:
 	$(GO) run ./bench/buildsize
 	$(GO) run ./bench/restart
+	$(GO) run ./bench/calloverhead
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./engine
 
 # Regenerate docs/cli.md from the command tree (a test checks it is current).
