@@ -19,7 +19,14 @@ func (t *target) unwindModules() []unwind.Module {
 	var out []unwind.Module
 	for _, m := range t.mods {
 		um := unwind.Module{Start: m.Start, End: m.End, Bias: m.Bias}
-		withModuleELF(t.pid, m, t.maps, func(ef *elf.File) { um.Table, _ = unwind.Load(ef) })
+		um.Table = cached(modCache.cfi, m, func() (tab *unwind.Table, ok bool) {
+			withModuleELF(t.pid, m, t.maps, func(ef *elf.File) {
+				var err error
+				tab, err = unwind.Load(ef)
+				ok = err == nil
+			})
+			return tab, ok
+		})
 		out = append(out, um)
 	}
 	// Patch mappings carry the call frame information of their code.

@@ -25,19 +25,25 @@ type resolver struct {
 func newResolver(pid int, mods []Module, maps []Mapping) *resolver {
 	r := &resolver{pid: pid}
 	for _, m := range mods {
-		var syms []elf.Symbol
-		var err error
-		if !withModuleELF(pid, m, maps, func(ef *elf.File) { syms, err = ef.DynamicSymbols() }) || err != nil {
+		byName := cached(modCache.syms, m, func() (map[string][]elf.Symbol, bool) {
+			var syms []elf.Symbol
+			var err error
+			if !withModuleELF(pid, m, maps, func(ef *elf.File) { syms, err = ef.DynamicSymbols() }) || err != nil {
+				return nil, false
+			}
+			out := map[string][]elf.Symbol{}
+			for _, s := range syms {
+				if s.Section == elf.SHN_UNDEF || elf.ST_BIND(s.Info) == elf.STB_LOCAL {
+					continue
+				}
+				out[s.Name] = append(out[s.Name], s)
+			}
+			return out, true
+		})
+		if byName == nil {
 			continue
 		}
-		t := &symbolTable{mod: m, syms: map[string][]elf.Symbol{}}
-		for _, s := range syms {
-			if s.Section == elf.SHN_UNDEF || elf.ST_BIND(s.Info) == elf.STB_LOCAL {
-				continue
-			}
-			t.syms[s.Name] = append(t.syms[s.Name], s)
-		}
-		r.tables = append(r.tables, t)
+		r.tables = append(r.tables, &symbolTable{mod: m, syms: byName})
 	}
 	return r
 }
