@@ -22,11 +22,14 @@ fuzz:
 	$(GO) test ./patch -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./patch -run '^$$' -fuzz '^FuzzDecodePayload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./unwind -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+	$(GO) test ./internal/procevents -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+	$(GO) test ./internal/kmsg -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 bench:
 	$(GO) run ./bench/buildsize
 	$(GO) run ./bench/restart
 	$(GO) run ./bench/calloverhead
+	$(GO) run ./bench/agent
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./engine
 
 # Regenerate docs/cli.md from the command tree (a test checks it is current).

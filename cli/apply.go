@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hotpatch/hotpatch/buildid"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -257,7 +259,7 @@ func newStatus() *cobra.Command {
 					}
 					return err
 				}
-				all = append(all, procStatus{PID: pid, Patches: st})
+				all = append(all, procStatus{PID: pid, Patches: st, Baseline: baseline(pid, st)})
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -276,6 +278,53 @@ func newStatus() *cobra.Command {
 type procStatus struct {
 	PID     int              `json:"pid"`
 	Patches []engine.Applied `json:"patches"`
+	// Baseline tells, for each patched module, whether the file on disk
+	// is still the one the process runs.
+	Baseline []moduleBaseline `json:"baseline,omitempty"`
+}
+
+// moduleBaseline compares a patched module as mapped with the file now on
+// disk at its path: "same"; "replaced" (a new file was installed, e.g. by
+// a package upgrade) or "changed" (same file, other build): the process
+// still runs the old build and needs a restart to pick up the one on disk;
+// "missing": the file is gone.
+type moduleBaseline struct {
+	Path    string `json:"path"`
+	OnDisk  string `json:"on_disk"`
+	Restart bool   `json:"restart_needed"`
+}
+
+// baseline compares the modules that pid's patches target with the files
+// on disk.
+func baseline(pid int, st []engine.Applied) []moduleBaseline {
+	var c engine.BuildIDCache
+	mods, err := engine.ProcessModules(pid, &c)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []moduleBaseline
+	for _, a := range st {
+		for _, m := range mods {
+			if m.Path != a.Module || seen[m.Path] {
+				continue
+			}
+			seen[m.Path] = true
+			b := moduleBaseline{Path: m.Path, OnDisk: "same"}
+			disk, err := buildid.Read(m.Path)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+				b.OnDisk = "missing"
+			case m.Deleted:
+				b.OnDisk = "replaced"
+			case err != nil || !bytes.Equal(disk, m.BuildID):
+				b.OnDisk = "changed"
+			}
+			b.Restart = b.OnDisk != "same"
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 func writeStatus(w io.Writer, all []procStatus) error {
@@ -290,6 +339,11 @@ func writeStatus(w io.Writer, all []procStatus) error {
 		for _, a := range s.Patches {
 			fmt.Fprintf(w, "pid %d: %s level %d %s since %s, %d function(s), module %s\n", s.PID, a.ID, a.Version, a.State,
 				a.AppliedAt.Format(time.RFC3339), len(a.Functions), a.Module)
+		}
+		for _, b := range s.Baseline {
+			if b.Restart {
+				fmt.Fprintf(w, "pid %d: %s %s on disk since the process started: restart it to run the build on disk\n", s.PID, b.Path, b.OnDisk)
+			}
 		}
 	}
 	return nil

@@ -218,3 +218,61 @@ func TestApplyAll(t *testing.T) {
 		t.Errorf("revert --all: %s (%v)", stdout, err)
 	}
 }
+
+// TestStatusBaseline: once the program's file on disk is replaced (a
+// package upgrade), status says the patched process runs the old build and
+// needs a restart.
+func TestStatusBaseline(t *testing.T) {
+	dir, key, pub := keygen(t)
+	file, orig := buildFixturePatch(t, "bounds_check", key, dir)
+	fx, err := fixture.Load("bounds_check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fixed := fixtureBuilds(t, fx)
+	// Run a copy, so that the test can replace it.
+	prog := filepath.Join(dir, "bounds_check")
+	copyFile(t, orig.Program, prog, 0o755)
+	proc := fixture.Start(t, prog)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(proc.Pid())
+	if code, _, stderr := run(t, "apply", "--pid", pid, "--trust", pub, file); code != 0 {
+		t.Fatalf("apply: %s", stderr)
+	}
+	status := func() procStatus {
+		code, stdout, stderr := run(t, "status", "--pid", pid, "--json")
+		var st []procStatus
+		if code != 0 || json.Unmarshal([]byte(stdout), &st) != nil || len(st) != 1 {
+			t.Fatalf("status: %d %s %s", code, stdout, stderr)
+		}
+		return st[0]
+	}
+	if b := status().Baseline; len(b) != 1 || b[0].OnDisk != "same" || b[0].Restart {
+		t.Errorf("before the upgrade: %+v", b)
+	}
+	// The upgrade installs the fixed build under the same name (a new
+	// file, renamed over the old one, as package managers do).
+	copyFile(t, fixed.Program, prog+".new", 0o755)
+	if err := os.Rename(prog+".new", prog); err != nil {
+		t.Fatal(err)
+	}
+	if b := status().Baseline; len(b) != 1 || b[0].OnDisk != "replaced" || !b[0].Restart {
+		t.Errorf("after the upgrade: %+v", b)
+	}
+	if _, stdout, _ := run(t, "status", "--pid", pid); !strings.Contains(stdout, "restart it to run the build on disk") {
+		t.Errorf("status text does not ask for a restart: %q", stdout)
+	}
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,19 +1,13 @@
-// Command hotpatchd is the on-host agent. Until the agent lands it only
-// reports its version.
+// Command hotpatchd is the on-host agent: it keeps the patches of a
+// directory applied to every matching process. See docs/agent.md.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/hotpatch/hotpatch/internal/version"
+	"github.com/hotpatch/hotpatch/cli"
 )
 
 func main() {
-	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println("hotpatchd", version.String())
-		return
-	}
-	fmt.Fprintln(os.Stderr, "hotpatchd: the agent is not implemented yet; only --version works")
-	os.Exit(2)
+	os.Exit(cli.AgentMain(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -1,0 +1,509 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hotpatch/hotpatch/engine"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// Agent keeps the patches of a directory applied. Run it with Run; all
+// its state is owned by the goroutine running Run, and the engine work
+// runs in a few worker goroutines whose results come back to it.
+type Agent struct {
+	cfg     Config
+	trusted []patch.PublicKey
+	log     *eventLog
+	st      *persisted
+	scope   string // the PID namespace the agent is limited to ("" for all)
+	self    int
+
+	desired map[string]*desiredPatch // by patch id
+	cache   engine.BuildIDCache
+	procs   map[int]*procInfo
+	// busyPIDs are processes with an engine job running: one at a time.
+	busyPIDs map[int]bool
+	jobs     chan job
+	results  chan jobResult
+	metrics  *metrics
+	// faults are the kernel's recent reports of faults, by pid, to give
+	// crash events their details (written by the kernel-log reader).
+	faultMu sync.Mutex
+	faults  map[int]fault
+	// probed brings back the results of health probes.
+	probed chan probeResult
+}
+
+type desiredPatch struct {
+	p      *patch.Patch
+	file   string
+	digest string
+}
+
+// procInfo is what the agent knows of one process in its scope.
+type procInfo struct {
+	start uint64 // start time from /proc/PID/stat, to tell a reused pid
+	exe   string
+	// retry holds, by patch id, when an apply is due again and how many
+	// times it was refused as busy.
+	retry map[string]*retryState
+	// young is set for a process that just exec'd: it is looked at again
+	// soon, as its libraries are still being loaded.
+	young    int
+	nextLook time.Time
+}
+
+type retryState struct {
+	at    time.Time
+	delay time.Duration
+	busy  int
+	// fellBack is set once the fallback ran for this process.
+	fellBack bool
+}
+
+// New checks the configuration and prepares an agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("hotpatchd must run as root: it attaches to other users' processes with ptrace and listens to the kernel's process events")
+	}
+	a := &Agent{
+		cfg: cfg, self: os.Getpid(), desired: map[string]*desiredPatch{}, procs: map[int]*procInfo{},
+		busyPIDs: map[int]bool{}, jobs: make(chan job), results: make(chan jobResult, 64),
+		faults: map[int]fault{}, probed: make(chan probeResult, 64),
+	}
+	for _, f := range cfg.Trust {
+		k, err := patch.ReadPublicKey(f)
+		if err != nil {
+			return nil, err
+		}
+		a.trusted = append(a.trusted, k)
+	}
+	sys, _ := filepath.Glob("/etc/hotpatch/trusted/*.pub")
+	for _, f := range sys {
+		if k, err := patch.ReadPublicKey(f); err == nil {
+			a.trusted = append(a.trusted, k)
+		}
+	}
+	if len(a.trusted) == 0 {
+		return nil, errors.New("no trusted key: give --trust KEY.pub (or put keys in /etc/hotpatch/trusted)")
+	}
+	if cfg.PIDNamespace != "" {
+		ns, err := os.Readlink(cfg.PIDNamespace)
+		if err != nil {
+			return nil, fmt.Errorf("pid namespace: %v", err)
+		}
+		a.scope = ns
+	}
+	if st, err := os.Stat(cfg.PatchDir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("patch directory %s: not a directory", cfg.PatchDir)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Run runs the agent until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	var out io.Writer = os.Stdout
+	if a.cfg.Quiet {
+		out = nil
+	}
+	var err error
+	if a.log, err = openEventLog(a.cfg.StateDir, out); err != nil {
+		return err
+	}
+	defer a.log.close()
+	if a.st, err = loadState(a.cfg.StateDir); err != nil {
+		return fmt.Errorf("state %s: %v", a.cfg.StateDir, err)
+	}
+	a.metrics = newMetrics(a)
+	if a.cfg.MetricsListen != "" {
+		stop, err := a.metrics.serve(a.cfg.MetricsListen)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range 4 {
+		go a.worker(ctx)
+	}
+	execs, exits, lost := a.watchProcesses(ctx)
+	a.watchFaults(ctx)
+	dirChanged := a.watchDir(ctx)
+
+	a.log.add(Event{Type: "started", Message: fmt.Sprintf("patch dir %s, %d trusted keys, scope %s", a.cfg.PatchDir, len(a.trusted), orAll(a.scope))})
+	a.syncPatchDir()
+	a.rescan()
+
+	rescan := time.NewTicker(a.cfg.Rescan.D())
+	defer rescan.Stop()
+	// wake fires when the next scheduled thing is due (a second look at
+	// a new process, a retry, a probe); the agent sleeps otherwise.
+	wake := time.NewTimer(time.Millisecond)
+	defer wake.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.drain()
+			a.log.add(Event{Type: "stopped"})
+			return nil
+		case pid := <-execs:
+			a.newProcess(pid)
+		case ev := <-exits:
+			a.exited(ev)
+		case <-lost:
+			a.log.add(Event{Type: "events_lost", Message: "the kernel dropped process events; rescanning"})
+			a.rescan()
+		case r := <-a.probed:
+			a.probeDone(r)
+		case <-dirChanged:
+			a.syncPatchDir()
+		case <-rescan.C:
+			a.syncPatchDir()
+			a.rescan()
+		case r := <-a.results:
+			a.finished(r)
+		case <-wake.C:
+		}
+		// After anything: run what is due and sleep until the next.
+		next := a.due()
+		if a.cfg.MetricsListen != "" {
+			a.metrics.render()
+			next = min(next, time.Second)
+		}
+		wake.Reset(max(next, time.Millisecond))
+	}
+}
+
+func orAll(s string) string {
+	if s == "" {
+		return "all processes"
+	}
+	return s
+}
+
+// drain waits for the engine jobs in flight, so that none is cut off by
+// the agent's own exit (a kill is handled by the engine's recovery).
+func (a *Agent) drain() {
+	for len(a.busyPIDs) > 0 {
+		a.finished(<-a.results)
+	}
+}
+
+// syncPatchDir reads the patch directory: new or changed files become
+// desired, files gone are reverted everywhere.
+func (a *Agent) syncPatchDir() {
+	ents, err := os.ReadDir(a.cfg.PatchDir)
+	if err != nil {
+		a.log.add(Event{Type: "patch_refused", File: a.cfg.PatchDir, Error: err.Error()})
+		return
+	}
+	seen := map[string]bool{}
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".hpatch") {
+			continue
+		}
+		file := filepath.Join(a.cfg.PatchDir, e.Name())
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		digest := patch.FileDigest(data)
+		if d := a.findByFile(file); d != nil && d.digest == digest {
+			seen[d.p.ID] = true
+			continue
+		}
+		p, err := patch.Load(data)
+		if err == nil {
+			err = patch.Verify(p, a.trusted)
+		}
+		if err != nil {
+			if a.refused(file, digest) {
+				a.log.add(Event{Type: "patch_refused", File: file, Error: err.Error()})
+			}
+			continue
+		}
+		if other, ok := a.desired[p.ID]; ok && other.file != file && seen[p.ID] {
+			a.log.add(Event{Type: "patch_refused", File: file, Patch: p.ID, Error: "another file in the patch directory has the same patch id: " + other.file})
+			continue
+		}
+		seen[p.ID] = true
+		a.desired[p.ID] = &desiredPatch{p: p, file: file, digest: digest}
+		if b, ok := a.st.Bad[p.ID]; ok && b.Digest != digest {
+			delete(a.st.Bad, p.ID) // a new file for a bad patch gets a new chance
+		}
+		a.st.Managed[p.ID] = managed{Version: p.Version, Digest: digest}
+		a.save()
+		a.log.add(Event{Type: "patch_loaded", File: file, Patch: p.ID, Version: p.Version,
+			Message: fmt.Sprintf("%d functions, target %s", len(p.Functions), p.Target.Name)})
+		for _, pi := range a.procs {
+			delete(pi.retry, p.ID)
+		}
+	}
+	for id, d := range a.desired {
+		if !seen[id] {
+			delete(a.desired, id)
+			a.log.add(Event{Type: "patch_removed", File: d.file, Patch: id})
+		}
+	}
+	// Revert what the agent manages but is no longer desired, also what
+	// was removed while the agent was down.
+	for id := range a.st.Managed {
+		if _, ok := a.desired[id]; ok {
+			continue
+		}
+		pids, _ := engine.FindProcesses(nil, id)
+		left := 0
+		for _, pid := range pids {
+			if !a.inScope(pid) {
+				continue
+			}
+			left++
+			a.submit(job{kind: jobRevert, pid: pid, id: id})
+		}
+		if left == 0 {
+			delete(a.st.Managed, id)
+			delete(a.st.Bad, id)
+			a.save()
+		}
+	}
+}
+
+// refused reports whether a refused file is new (so it is logged once).
+func (a *Agent) refused(file, digest string) bool {
+	key := file + "\x00" + digest
+	if a.metrics.refusedFiles[key] {
+		return false
+	}
+	a.metrics.refusedFiles[key] = true
+	return true
+}
+
+func (a *Agent) findByFile(file string) *desiredPatch {
+	for _, d := range a.desired {
+		if d.file == file {
+			return d
+		}
+	}
+	return nil
+}
+
+// rescan looks at every process in scope.
+func (a *Agent) rescan() {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	alive := map[int]bool{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == a.self {
+			continue
+		}
+		alive[pid] = true
+		a.look(pid, false)
+	}
+	for pid := range a.procs {
+		if !alive[pid] {
+			delete(a.procs, pid)
+		}
+	}
+	a.metrics.processes = len(a.procs)
+}
+
+// newProcess handles an exec: the process is looked at now and again a
+// few times while its libraries load.
+func (a *Agent) newProcess(pid int) {
+	delete(a.procs, pid) // a new program: forget what was known of the pid
+	if pi := a.look(pid, true); pi != nil {
+		pi.young = 8
+		pi.nextLook = time.Now().Add(2 * time.Millisecond)
+	}
+}
+
+// look records a process in scope and submits the applies it needs.
+func (a *Agent) look(pid int, fresh bool) *procInfo {
+	start, ok := startTime(pid)
+	if !ok {
+		return nil
+	}
+	pi := a.procs[pid]
+	if pi != nil && pi.start != start {
+		pi = nil // the pid was reused
+	}
+	if pi == nil {
+		if !a.inScope(pid) {
+			return nil
+		}
+		exe, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+		pi = &procInfo{start: start, exe: exe, retry: map[string]*retryState{}}
+		a.procs[pid] = pi
+	}
+	if len(a.desired) == 0 || a.busyPIDs[pid] {
+		return pi
+	}
+	mods, err := engine.ProcessModules(pid, &a.cache)
+	if err != nil {
+		return pi
+	}
+	var applied map[string]bool // read from the process only when needed
+	for _, id := range a.desiredIDs() {
+		d := a.desired[id]
+		if _, bad := a.st.Bad[id]; bad || !mapsBuildID(mods, d.p.Target.BuildID) {
+			continue
+		}
+		if applied == nil {
+			applied = a.appliedIDs(pid)
+		}
+		if applied[id] {
+			continue
+		}
+		if r := pi.retry[id]; r != nil && time.Now().Before(r.at) {
+			continue
+		}
+		a.submit(job{kind: jobApply, pid: pid, id: id, p: d.p, digest: d.digest})
+		return pi // one job per process at a time; the next look does the rest
+	}
+	return pi
+}
+
+func (a *Agent) desiredIDs() []string {
+	ids := make([]string, 0, len(a.desired))
+	for id := range a.desired {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func (a *Agent) appliedIDs(pid int) map[string]bool {
+	out := map[string]bool{}
+	st, _ := engine.Status(pid)
+	for _, s := range st {
+		if s.State == "applied" {
+			out[s.ID] = true
+		}
+	}
+	return out
+}
+
+func mapsBuildID(mods []engine.Module, id []byte) bool {
+	for _, m := range mods {
+		if bytes.Equal(m.BuildID, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// inScope reports whether pid is a process the agent looks after: not a
+// kernel thread, and in its PID namespace when it has one.
+func (a *Agent) inScope(pid int) bool {
+	if a.scope != "" {
+		ns, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/pid")
+		if err != nil || ns != a.scope {
+			return false
+		}
+	}
+	// Kernel threads have no memory map.
+	st, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/exe")
+	return err == nil && !st.IsDir()
+}
+
+// startTime reads field 22 of /proc/PID/stat.
+func startTime(pid int) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(f[19], 10, 64)
+	return v, err == nil
+}
+
+// due runs what is due (quick second looks at new processes, retries,
+// probes, the end of health windows) and returns how long until the next.
+func (a *Agent) due() time.Duration {
+	now := time.Now()
+	next := now.Add(time.Minute)
+	for pid, pi := range a.procs {
+		if pi.young > 0 && !now.Before(pi.nextLook) {
+			pi.young--
+			pi.nextLook = now.Add(time.Duration(9-pi.young) * 10 * time.Millisecond)
+			a.look(pid, false)
+		}
+		if pi.young > 0 && pi.nextLook.Before(next) {
+			next = pi.nextLook
+		}
+		for _, r := range pi.retry {
+			if r.at.IsZero() {
+				continue
+			}
+			if !now.Before(r.at) {
+				r.at = time.Time{}
+				a.look(pid, false)
+			} else if r.at.Before(next) {
+				next = r.at
+			}
+		}
+	}
+	if w := a.checkWatches(now); !w.IsZero() && w.Before(next) {
+		next = w
+	}
+	return time.Until(next)
+}
+
+func (a *Agent) save() {
+	if err := a.st.save(a.cfg.StateDir); err != nil {
+		a.log.add(Event{Type: "state_failed", Error: err.Error()})
+	}
+}
+
+// fileDigest is the SHA-256 of a file, as patch.FileDigest gives it.
+func fileDigest(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
+// signalName names a signal as "SIGSEGV".
+func signalName(s syscall.Signal) string {
+	n := strings.ToUpper(strings.ReplaceAll(s.String(), " ", "_"))
+	for name, sig := range map[string]syscall.Signal{"SIGSEGV": syscall.SIGSEGV, "SIGBUS": syscall.SIGBUS, "SIGILL": syscall.SIGILL,
+		"SIGFPE": syscall.SIGFPE, "SIGABRT": syscall.SIGABRT, "SIGTRAP": syscall.SIGTRAP, "SIGSYS": syscall.SIGSYS, "SIGKILL": syscall.SIGKILL, "SIGTERM": syscall.SIGTERM} {
+		if s == sig {
+			return name
+		}
+	}
+	return n
+}

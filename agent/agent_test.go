@@ -1,0 +1,344 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/internal/fixture"
+)
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+// boundsCheck builds the bounds_check fixture (a store that copied any
+// length into a 16-byte slot; the fix rejects long values).
+func boundsCheck(t *testing.T) (orig, fixed string) {
+	t.Helper()
+	fx, err := fixture.Load("bounds_check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := fx.Build(fixture.Orig, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.Program, f.Program
+}
+
+// answersFixed probes a bounds_check process: true if the fix is in.
+func answersFixed(t *testing.T, p *fixture.Proc) bool {
+	t.Helper()
+	got, err := p.Probe("set AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	if err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	return strings.Contains(got, "rejected")
+}
+
+// TestAgentKeepsPatchesApplied: a running process is patched when the
+// patch file appears, a process started later is patched within a second
+// of its start, a process outside the agent's host is never touched, and
+// removing the file reverts the patch everywhere.
+func TestAgentKeepsPatchesApplied(t *testing.T) {
+	h := newHost(t)
+	orig, fixed := boundsCheck(t)
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	p, data := signed(t, orig, fixed, "bounds-fix", key)
+	cfg := agentConfig(dir, h, pub)
+
+	before, pid1 := h.start(t, orig)
+	outside := fixture.Start(t, orig) // same program, not in the host
+	if err := outside.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 10*time.Second, "started", is("started", 0))
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, cfg.StateDir, 10*time.Second, "applied to the running process", is("applied", pid1))
+	if !answersFixed(t, before) {
+		t.Errorf("the running process does not answer as fixed")
+	}
+
+	start := time.Now()
+	later, pid2 := h.start(t, orig)
+	e := waitEvent(t, cfg.StateDir, 5*time.Second, "applied to the new process", is("applied", pid2))
+	t.Logf("new process patched %v after its start", e.Time.Sub(start))
+	if !answersFixed(t, later) {
+		t.Errorf("the new process does not answer as fixed")
+	}
+	if ids := applied(t, outside.Pid()); len(ids) != 0 || answersFixed(t, outside) {
+		t.Errorf("a process outside the agent's host was patched: %v", ids)
+	}
+
+	if err := os.Remove(filepath.Join(cfg.PatchDir, "bounds.hpatch")); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, cfg.StateDir, 10*time.Second, "reverted", is("reverted", pid1))
+	waitEvent(t, cfg.StateDir, 10*time.Second, "reverted", is("reverted", pid2))
+	for _, pr := range []*fixture.Proc{before, later} {
+		if answersFixed(t, pr) {
+			t.Errorf("process %d still answers as fixed after the file was removed", pr.Pid())
+		}
+	}
+	_ = p
+}
+
+// TestAgentKilled kills the agent with SIGKILL at random moments while it
+// patches a burst of new processes; after a restart every process carries
+// the patch exactly once and answers as fixed.
+func TestAgentKilled(t *testing.T) {
+	h := newHost(t)
+	orig, fixed := boundsCheck(t)
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "bounds-fix", key)
+	cfg := agentConfig(dir, h, pub)
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type proc struct {
+		p   *fixture.Proc
+		pid int
+	}
+	var procs []proc
+	for round := 0; round < 4; round++ {
+		a := startAgent(t, cfg)
+		for i := 0; i < 3; i++ {
+			p, pid := h.start(t, orig)
+			procs = append(procs, proc{p, pid})
+		}
+		time.Sleep(time.Duration(round*15) * time.Millisecond)
+		a.kill9()
+	}
+	startAgent(t, cfg)
+	for _, pr := range procs {
+		waitFor(t, 10*time.Second, func() bool {
+			ids := applied(t, pr.pid)
+			return len(ids) == 1 && ids[0] == "bounds-fix:applied"
+		}, "process %d patched once", pr.pid)
+		if !answersFixed(t, pr.p) {
+			t.Errorf("process %d does not answer as fixed", pr.pid)
+		}
+	}
+	if n := countEvents(cfg.StateDir, func(e Event) bool { return e.Type == "apply_failed" && !strings.Contains(e.Error, "interrupted") }); n > 0 {
+		t.Logf("%d applies failed along the way (retried)", n)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for "+format, args...)
+}
+
+// crashy builds agent/testdata/crashy: the "fix" crashes on "boom".
+func crashy(t *testing.T) (orig, fixed string) {
+	t.Helper()
+	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("crashy-orig", []string{"testdata/crashy/orig/crashy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err = fixture.Compile("crashy-fixed", []string{"testdata/crashy/fixed/crashy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orig, fixed
+}
+
+// TestAgentCrashRollback: a patched process crashes in the patch's code
+// within its health window; the agent records the crash (signal, fault
+// address, the patched function), reverts the patch from the other
+// process and keeps it off a process started afterwards.
+func TestAgentCrashRollback(t *testing.T) {
+	h := newHost(t)
+	orig, fixed := crashy(t)
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "crashy-fix", key)
+	cfg := agentConfig(dir, h, pub)
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "crashy.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, pidA := h.start(t, orig)
+	b, pidB := h.start(t, orig)
+	startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 10*time.Second, "applied", is("applied", pidA))
+	waitEvent(t, cfg.StateDir, 10*time.Second, "applied", is("applied", pidB))
+	if got, _ := b.Probe("hello"); got != "fixed hello" {
+		t.Fatalf("B answered %q before the crash", got)
+	}
+	a.Probe("boom") // A dies of SIGSEGV inside the patched handle
+	crash := waitEvent(t, cfg.StateDir, 10*time.Second, "crash", is("crash", pidA))
+	t.Logf("crash event: %s", crash)
+	if crash.Signal != "SIGSEGV" {
+		t.Errorf("crash event %+v: want SIGSEGV", crash)
+	}
+	if crash.IP != "" && (crash.Function != "handle" || crash.Fault != "0x0") {
+		t.Errorf("crash event %+v: want the fault at 0x0 in the patched handle", crash)
+	}
+	waitEvent(t, cfg.StateDir, 10*time.Second, "rolled_back", is("rolled_back", 0))
+	waitEvent(t, cfg.StateDir, 10*time.Second, "reverted", is("reverted", pidB))
+	if got, _ := b.Probe("hello"); got != "orig hello" {
+		t.Errorf("B answered %q after the rollback; want the original", got)
+	}
+	c, pidC := h.start(t, orig)
+	time.Sleep(1500 * time.Millisecond)
+	if ids := applied(t, pidC); len(ids) != 0 {
+		t.Errorf("a process started after the rollback was patched: %v", ids)
+	}
+	if got, _ := c.Probe("hello"); got != "orig hello" {
+		t.Errorf("C answered %q", got)
+	}
+}
+
+// TestAgentProbeRollback: a health probe that fails after the apply makes
+// the agent revert the patch and keep it off new processes.
+func TestAgentProbeRollback(t *testing.T) {
+	h := newHost(t)
+	orig, fixed := boundsCheck(t)
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "bounds-fix", key)
+	cfg := agentConfig(dir, h, pub)
+	marker := filepath.Join(dir, "unhealthy")
+	cfg.Health.Probes = []Probe{{Patch: "bounds-fix", Command: "test ! -e " + marker + " && kill -0 $HOTPATCH_PID", Interval: Duration(100 * time.Millisecond)}}
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, pid := h.start(t, orig)
+	startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 10*time.Second, "applied", is("applied", pid))
+	time.Sleep(300 * time.Millisecond)
+	if _, ok := findEvent(cfg.StateDir, is("probe_failed", 0)); ok {
+		t.Fatalf("the probe failed while the process was healthy")
+	}
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, cfg.StateDir, 5*time.Second, "probe_failed", is("probe_failed", pid))
+	waitEvent(t, cfg.StateDir, 5*time.Second, "reverted", is("reverted", pid))
+	if answersFixed(t, p) {
+		t.Errorf("the process still answers as fixed after the rollback")
+	}
+	_, pid2 := h.start(t, orig)
+	time.Sleep(1 * time.Second)
+	if ids := applied(t, pid2); len(ids) != 0 {
+		t.Errorf("a process started after the rollback was patched: %v", ids)
+	}
+}
+
+// TestAgentDlopen: a library loaded with dlopen after the process started
+// is patched too (found by the rescan).
+func TestAgentDlopen(t *testing.T) {
+	h := newHost(t)
+	fx, err := fixture.Load("shared_lib")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := fx.Build(fixture.Orig, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := fixture.Compile("agent-dlopen", []string{"testdata/dlopen/main.c"}, "-O2", "-ldl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, o.Lib, f.Lib, "svc-port", key)
+	cfg := agentConfig(dir, h, pub)
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "svc.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, pid := h.start(t, host)
+	startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 10*time.Second, "started", is("started", 0))
+	if got, _ := p.Probe("load " + o.Lib); got != "loaded" {
+		t.Fatalf("load: %q", got)
+	}
+	waitEvent(t, cfg.StateDir, 5*time.Second, "applied after dlopen", is("applied", pid))
+	if got, _ := p.Probe("listen 0"); got != "port -1" {
+		t.Errorf("listen 0 answered %q; want the fixed library's 'port -1'", got)
+	}
+}
+
+// TestAgentFallback: a process whose patched function never returns (main's
+// own loop) gets the configured restart command instead.
+func TestAgentFallback(t *testing.T) {
+	h := newHost(t)
+	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("mainloop-orig", []string{"../engine/testdata/mainloop/orig/mainloop.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fixture.Compile("mainloop-fixed", []string{"../engine/testdata/mainloop/fixed/mainloop.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "mainloop-fix", key)
+	cfg := agentConfig(dir, h, pub)
+	out := filepath.Join(dir, "restarted")
+	cfg.Fallback = Fallback{Command: "echo $HOTPATCH_PID $HOTPATCH_PATCH >> " + out}
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "mainloop.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, pid := h.start(t, orig)
+	startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 10*time.Second, "busy", is("busy", pid))
+	waitEvent(t, cfg.StateDir, 10*time.Second, "fallback", func(e Event) bool { return e.Type == "fallback" && e.PID == pid && strings.HasPrefix(e.Message, "ran") })
+	got, err := os.ReadFile(out)
+	if err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(pid)+" mainloop-fix" {
+		t.Errorf("the restart command wrote %q, %v", got, err)
+	}
+}
+
+// TestAgentNotRoot: started by another user, the agent refuses in one line.
+func TestAgentNotRoot(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	// A copy of this test binary that the other user can run.
+	bin := filepath.Join(dir, "agent.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestAgentHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), agentHelperEnv+`={"PatchDir":"`+dir+`","StateDir":"`+dir+`/s","Trust":["x.pub"]}`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "hotpatchd must run as root") {
+		t.Errorf("as nobody: %v\n%s", err, out)
+	}
+}

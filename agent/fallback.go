@@ -1,0 +1,35 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+)
+
+// fallback runs the configured restart command for a process that cannot
+// be patched, if there is one and the maintenance window is open; outside
+// the window it waits for the next retry.
+func (a *Agent) fallback(pid int, pi *procInfo, id string, rs *retryState, cause error) {
+	if a.cfg.Fallback.Command == "" || rs.fellBack {
+		return
+	}
+	if !inWindow(a.cfg.Fallback.Window, time.Now()) {
+		a.log.add(Event{Type: "fallback", PID: pid, Exe: pi.exe, Patch: id, Message: "waiting for the maintenance window " + a.cfg.Fallback.Window})
+		return
+	}
+	rs.fellBack = true
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.cfg.Fallback.Command)
+	cmd.Env = append(os.Environ(), "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_EXE="+pi.exe, "HOTPATCH_PATCH="+id)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		a.log.add(Event{Type: "fallback_failed", PID: pid, Exe: pi.exe, Patch: id, Error: fmt.Sprintf("%s: %v: %s", a.cfg.Fallback.Command, err, trimOutput(out))})
+		return
+	}
+	a.metrics.fallbacks++
+	a.log.add(Event{Type: "fallback", PID: pid, Exe: pi.exe, Patch: id, Message: fmt.Sprintf("ran %q (%v)", a.cfg.Fallback.Command, cause)})
+}

@@ -1,0 +1,253 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hotpatch/hotpatch/engine"
+)
+
+// fault is the kernel's report of a fault in a process (from its log).
+type fault struct {
+	PID      int
+	Kind     string
+	Addr, IP uint64
+	When     time.Time
+}
+
+// exitInfo is a process's end, as the kernel's process events report it.
+type exitInfo struct {
+	PID    int
+	Signal syscall.Signal // the fatal signal, 0 for a normal exit
+	Core   bool
+}
+
+type probeResult struct {
+	pid   int
+	patch string
+	probe string
+	err   error
+}
+
+func (a *Agent) startWatch(pid int, start uint64, id string, code []engine.FuncInfo) {
+	a.stopWatch(pid, id)
+	a.st.Watches = append(a.st.Watches, watch{PID: pid, Start: start, Patch: id, Until: time.Now().Add(a.cfg.Health.Window.D()), Code: code})
+	a.save()
+}
+
+func (a *Agent) stopWatch(pid int, id string) {
+	kept := a.st.Watches[:0]
+	for _, w := range a.st.Watches {
+		if w.PID != pid || w.Patch != id {
+			kept = append(kept, w)
+		}
+	}
+	if len(kept) != len(a.st.Watches) {
+		a.st.Watches = kept
+		a.save()
+	}
+}
+
+// fatal are the signals that mean a crash.
+var fatal = map[syscall.Signal]bool{
+	syscall.SIGSEGV: true, syscall.SIGBUS: true, syscall.SIGILL: true, syscall.SIGFPE: true,
+	syscall.SIGABRT: true, syscall.SIGTRAP: true, syscall.SIGSYS: true,
+}
+
+// exited handles the end of a process: if it was under watch and died of
+// a crash signal, every patch it was watched for is bad.
+func (a *Agent) exited(e exitInfo) {
+	delete(a.procs, e.PID)
+	var hit []watch
+	kept := a.st.Watches[:0]
+	for _, w := range a.st.Watches {
+		if w.PID == e.PID {
+			hit = append(hit, w)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	if len(hit) == 0 {
+		return
+	}
+	a.st.Watches = kept
+	a.save()
+	if !fatal[e.Signal] {
+		return
+	}
+	// The kernel logs the fault a moment before the exit event; give a
+	// late one a little time.
+	f, ok := a.fault(e.PID)
+	for i := 0; !ok && i < 20 && (e.Signal == syscall.SIGSEGV || e.Signal == syscall.SIGBUS || e.Signal == syscall.SIGILL); i++ {
+		time.Sleep(5 * time.Millisecond)
+		f, ok = a.fault(e.PID)
+	}
+	for _, w := range hit {
+		ev := Event{Type: "crash", PID: e.PID, Patch: w.Patch, Signal: signalName(e.Signal)}
+		if ok {
+			if f.Addr != 0 || f.Kind == "segfault" {
+				ev.Fault = fmt.Sprintf("%#x", f.Addr)
+			}
+			ev.IP = fmt.Sprintf("%#x", f.IP)
+			for _, fn := range w.Code {
+				if f.IP >= fn.NewAddr && f.IP < fn.NewAddr+fn.NewSize {
+					ev.Function = fn.Name
+				}
+			}
+			if ev.Function == "" {
+				ev.Message = "outside the patch's code"
+			} else {
+				ev.Message = "in the patch's code"
+			}
+		}
+		a.log.add(ev)
+		a.markBad(w.Patch, e.PID, fmt.Sprintf("process %d died of %s within the health window", e.PID, ev.Signal))
+	}
+}
+
+// fault takes the kernel's fault report for pid, if it made one.
+func (a *Agent) fault(pid int) (fault, bool) {
+	a.faultMu.Lock()
+	defer a.faultMu.Unlock()
+	f, ok := a.faults[pid]
+	delete(a.faults, pid)
+	return f, ok
+}
+
+// markBad keeps a patch off this host: it is reverted from every process
+// that has it and no longer applied to new ones, until its file changes.
+func (a *Agent) markBad(id string, pid int, reason string) {
+	if _, already := a.st.Bad[id]; already {
+		return
+	}
+	digest := ""
+	if d := a.desired[id]; d != nil {
+		digest = d.digest
+	}
+	a.st.Bad[id] = badPatch{Digest: digest, Reason: reason, PID: pid, Time: time.Now()}
+	a.save()
+	pids, _ := engine.FindProcesses(nil, id)
+	n := 0
+	for _, p := range pids {
+		if a.inScope(p) && p != pid {
+			n++
+			a.submit(job{kind: jobRevert, pid: p, id: id, why: "rollback: " + reason})
+		}
+	}
+	a.metrics.rollbacks++
+	a.log.add(Event{Type: "rolled_back", Patch: id, PID: pid, Message: fmt.Sprintf("%s; reverting it from %d other processes and keeping it off new ones", reason, n)})
+}
+
+// checkWatches ends the health windows that are over and starts the
+// probes that are due; it returns when it has work next.
+func (a *Agent) checkWatches(now time.Time) (next time.Time) {
+	changed := false
+	kept := a.st.Watches[:0]
+	for i := range a.st.Watches {
+		w := &a.st.Watches[i]
+		if now.After(w.Until) {
+			changed = true
+			continue
+		}
+		if start, ok := startTime(w.PID); !ok || start != w.Start {
+			changed = true // gone without an exit event we saw (or reused)
+			continue
+		}
+		if now.After(w.nextProbe) {
+			a.runProbes(w)
+			w.nextProbe = now.Add(a.probeInterval(w.Patch))
+		}
+		for _, t := range []time.Time{w.nextProbe, w.Until} {
+			if next.IsZero() || t.Before(next) {
+				next = t
+			}
+		}
+		kept = append(kept, *w)
+	}
+	a.st.Watches = kept
+	if changed {
+		a.save()
+	}
+	return next
+}
+
+func (a *Agent) probeInterval(id string) time.Duration {
+	d := time.Hour
+	for _, p := range a.cfg.Health.Probes {
+		if p.Patch == "" || p.Patch == "*" || p.Patch == id {
+			d = min(d, p.Interval.D())
+		}
+	}
+	return d
+}
+
+// runProbes starts, each in its own goroutine, the probes that apply to a
+// watched process; failures come back through a.probed.
+func (a *Agent) runProbes(w *watch) {
+	for _, p := range a.cfg.Health.Probes {
+		if p.Patch != "" && p.Patch != "*" && p.Patch != w.Patch {
+			continue
+		}
+		pid, id := w.PID, w.Patch
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), p.Timeout.D())
+			defer cancel()
+			r := probeResult{pid: pid, patch: id}
+			if p.Command != "" {
+				r.probe = p.Command
+				cmd := exec.CommandContext(ctx, "/bin/sh", "-c", p.Command)
+				cmd.Env = append(os.Environ(), "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_PATCH="+id)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					r.err = fmt.Errorf("%v: %s", err, trimOutput(out))
+				}
+			} else {
+				r.probe = p.URL
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					r.err = err
+				} else {
+					resp.Body.Close()
+					if resp.StatusCode/100 != 2 {
+						r.err = fmt.Errorf("HTTP %s", resp.Status)
+					}
+				}
+			}
+			a.probed <- r
+		}()
+	}
+}
+
+func trimOutput(b []byte) string {
+	s := string(b)
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// probeDone takes a probe's result: a failure for a process still under
+// watch marks the patch bad.
+func (a *Agent) probeDone(r probeResult) {
+	if r.err == nil {
+		return
+	}
+	for _, w := range a.st.Watches {
+		if w.PID == r.pid && w.Patch == r.patch {
+			a.metrics.probeFailures++
+			a.log.add(Event{Type: "probe_failed", PID: r.pid, Patch: r.patch, Message: r.probe, Error: r.err.Error()})
+			a.submit(job{kind: jobRevert, pid: r.pid, id: r.patch, why: "rollback: its health probe failed"})
+			a.markBad(r.patch, r.pid, fmt.Sprintf("the health probe of process %d failed", r.pid))
+			return
+		}
+	}
+}
