@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -60,6 +63,7 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 	p, data := signed(t, orig, fixed, "bounds-fix", key)
 	cfg := agentConfig(dir, h, pub)
 
+	cfg.MetricsListen = freeLoopbackAddr(t)
 	before, pid1 := h.start(t, orig)
 	outside := fixture.Start(t, orig) // same program, not in the host
 	if err := outside.WaitIdle(); err != nil {
@@ -85,6 +89,11 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 	if ids := applied(t, outside.Pid()); len(ids) != 0 || answersFixed(t, outside) {
 		t.Errorf("a process outside the agent's host was patched: %v", ids)
 	}
+
+	waitFor(t, 5*time.Second, func() bool {
+		m := metricsText(cfg.MetricsListen)
+		return strings.Contains(m, `hotpatchd_events_total{type="applied"} 2`) && strings.Contains(m, "hotpatchd_patches_desired 1")
+	}, "metrics counting two applies:\n%s", metricsText(cfg.MetricsListen))
 
 	if err := os.Remove(filepath.Join(cfg.PatchDir, "bounds.hpatch")); err != nil {
 		t.Fatal(err)
@@ -139,6 +148,27 @@ func TestAgentKilled(t *testing.T) {
 	if n := countEvents(cfg.StateDir, func(e Event) bool { return e.Type == "apply_failed" && !strings.Contains(e.Error, "interrupted") }); n > 0 {
 		t.Logf("%d applies failed along the way (retried)", n)
 	}
+}
+
+// freeLoopbackAddr returns a loopback address with a port free a moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func metricsText(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {

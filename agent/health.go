@@ -156,7 +156,19 @@ func (a *Agent) checkWatches(now time.Time) (next time.Time) {
 			continue
 		}
 		if start, ok := startTime(w.PID); !ok || start != w.Start {
-			changed = true // gone without an exit event we saw (or reused)
+			// Gone: its exit event, which tells a crash, may still be on
+			// its way; drop the watch only if none came.
+			if w.goneAt.IsZero() {
+				w.goneAt = now
+			}
+			if now.Sub(w.goneAt) > 5*time.Second {
+				changed = true
+				continue
+			}
+			kept = append(kept, *w)
+			if t := w.goneAt.Add(5 * time.Second); next.IsZero() || t.Before(next) {
+				next = t
+			}
 			continue
 		}
 		if now.After(w.nextProbe) {

@@ -166,7 +166,12 @@ func startAgent(t *testing.T, cfg Config) *agentProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.stop() })
+	t.Cleanup(func() {
+		a.stop()
+		if t.Failed() {
+			t.Logf("agent output:\n%s", a.out.String())
+		}
+	})
 	return a
 }
 

@@ -49,6 +49,9 @@ type watch struct {
 	// nextProbe is when the probes run next (not persisted: a restart
 	// probes at once).
 	nextProbe time.Time
+	// goneAt is when the process was first seen gone, its exit event not
+	// read yet.
+	goneAt time.Time
 }
 
 const stateFile = "state.json"
