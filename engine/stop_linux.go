@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,14 +41,40 @@ func newWorld(pid int) *world {
 // on a small machine (disabling waits for a collection in progress to
 // finish). Both are best effort.
 func (w *world) critical(fn func() error) error {
-	gc := debug.SetGCPercent(-1)
-	defer debug.SetGCPercent(gc)
+	defer holdGC()()
 	return w.tr.do(func() error {
 		if unix.SchedSetAttr(0, &unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: 1}, 0) == nil {
 			defer unix.SchedSetAttr(0, &unix.SchedAttr{Policy: 0 /* SCHED_OTHER */}, 0)
 		}
 		return fn()
 	})
+}
+
+// gcHold counts the critical sections in progress (the agent runs several
+// at once, on different processes): garbage collection is off while any
+// is, and the setting from before the first comes back after the last.
+var gcHold struct {
+	sync.Mutex
+	n       int
+	percent int
+}
+
+// holdGC turns garbage collection off until the returned function is
+// called.
+func holdGC() (release func()) {
+	gcHold.Lock()
+	if gcHold.n == 0 {
+		gcHold.percent = debug.SetGCPercent(-1)
+	}
+	gcHold.n++
+	gcHold.Unlock()
+	return func() {
+		gcHold.Lock()
+		if gcHold.n--; gcHold.n == 0 {
+			debug.SetGCPercent(gcHold.percent)
+		}
+		gcHold.Unlock()
+	}
 }
 
 // stopWorld seizes and stops every thread of pid, including threads that

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -197,4 +198,22 @@ func TestRemoteCall(t *testing.T) {
 		t.Errorf("ping count %d, want 2", got)
 	}
 	checkNoLeftovers(t, pid)
+}
+
+// TestHoldGC: overlapping critical sections (the agent patches several
+// processes at once) leave garbage collection as it was when the last one
+// ends, whatever the order they end in.
+func TestHoldGC(t *testing.T) {
+	before := debug.SetGCPercent(77)
+	defer debug.SetGCPercent(before)
+	a := holdGC()
+	b := holdGC()
+	a()
+	if p := debug.SetGCPercent(-1); p != -1 {
+		t.Errorf("GC back on (%d) while a section is still held", p)
+	}
+	b()
+	if p := debug.SetGCPercent(77); p != 77 {
+		t.Errorf("after both sections GC percent is %d, want 77", p)
+	}
 }
