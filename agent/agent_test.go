@@ -70,18 +70,18 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	startAgent(t, cfg)
-	waitEvent(t, cfg.StateDir, 10*time.Second, "started", is("started", 0))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "started", is("started", 0))
 	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(t, cfg.StateDir, 10*time.Second, "applied to the running process", is("applied", pid1))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "applied to the running process", is("applied", pid1))
 	if !answersFixed(t, before) {
 		t.Errorf("the running process does not answer as fixed")
 	}
 
 	start := time.Now()
 	later, pid2 := h.start(t, orig)
-	e := waitEvent(t, cfg.StateDir, 5*time.Second, "applied to the new process", is("applied", pid2))
+	e := waitEvent(t, cfg.StateDir, 30*time.Second, "applied to the new process", is("applied", pid2))
 	t.Logf("new process patched %v after its start", e.Time.Sub(start))
 	if !answersFixed(t, later) {
 		t.Errorf("the new process does not answer as fixed")
@@ -90,7 +90,7 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 		t.Errorf("a process outside the agent's host was patched: %v", ids)
 	}
 
-	waitFor(t, 5*time.Second, func() bool {
+	waitFor(t, 30*time.Second, func() bool {
 		m := metricsText(cfg.MetricsListen)
 		return strings.Contains(m, `hotpatchd_events_total{type="applied"} 2`) && strings.Contains(m, "hotpatchd_patches_desired 1")
 	}, "metrics counting two applies:\n%s", metricsText(cfg.MetricsListen))
@@ -98,8 +98,8 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 	if err := os.Remove(filepath.Join(cfg.PatchDir, "bounds.hpatch")); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(t, cfg.StateDir, 10*time.Second, "reverted", is("reverted", pid1))
-	waitEvent(t, cfg.StateDir, 10*time.Second, "reverted", is("reverted", pid2))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "reverted", is("reverted", pid1))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "reverted", is("reverted", pid2))
 	for _, pr := range []*fixture.Proc{before, later} {
 		if answersFixed(t, pr) {
 			t.Errorf("process %d still answers as fixed after the file was removed", pr.Pid())
@@ -137,7 +137,7 @@ func TestAgentKilled(t *testing.T) {
 	}
 	startAgent(t, cfg)
 	for _, pr := range procs {
-		waitFor(t, 10*time.Second, func() bool {
+		waitFor(t, 30*time.Second, func() bool {
 			ids := applied(t, pr.pid)
 			return len(ids) == 1 && ids[0] == "bounds-fix:applied"
 		}, "process %d patched once", pr.pid)
@@ -213,13 +213,13 @@ func TestAgentCrashRollback(t *testing.T) {
 	a, pidA := h.start(t, orig)
 	b, pidB := h.start(t, orig)
 	startAgent(t, cfg)
-	waitEvent(t, cfg.StateDir, 10*time.Second, "applied", is("applied", pidA))
-	waitEvent(t, cfg.StateDir, 10*time.Second, "applied", is("applied", pidB))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pidA))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pidB))
 	if got, _ := b.Probe("hello"); got != "fixed hello" {
 		t.Fatalf("B answered %q before the crash", got)
 	}
 	a.Probe("boom") // A dies of SIGSEGV inside the patched handle
-	crash := waitEvent(t, cfg.StateDir, 10*time.Second, "crash", is("crash", pidA))
+	crash := waitEvent(t, cfg.StateDir, 30*time.Second, "crash", is("crash", pidA))
 	t.Logf("crash event: %s", crash)
 	if crash.Signal != "SIGSEGV" {
 		t.Errorf("crash event %+v: want SIGSEGV", crash)
@@ -227,8 +227,8 @@ func TestAgentCrashRollback(t *testing.T) {
 	if crash.IP != "" && (crash.Function != "handle" || crash.Fault != "0x0") {
 		t.Errorf("crash event %+v: want the fault at 0x0 in the patched handle", crash)
 	}
-	waitEvent(t, cfg.StateDir, 10*time.Second, "rolled_back", is("rolled_back", 0))
-	waitEvent(t, cfg.StateDir, 10*time.Second, "reverted", is("reverted", pidB))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "rolled_back", is("rolled_back", 0))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "reverted", is("reverted", pidB))
 	if got, _ := b.Probe("hello"); got != "orig hello" {
 		t.Errorf("B answered %q after the rollback; want the original", got)
 	}
@@ -258,7 +258,7 @@ func TestAgentProbeRollback(t *testing.T) {
 	}
 	p, pid := h.start(t, orig)
 	startAgent(t, cfg)
-	waitEvent(t, cfg.StateDir, 10*time.Second, "applied", is("applied", pid))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pid))
 	time.Sleep(300 * time.Millisecond)
 	if _, ok := findEvent(cfg.StateDir, is("probe_failed", 0)); ok {
 		t.Fatalf("the probe failed while the process was healthy")
@@ -266,8 +266,8 @@ func TestAgentProbeRollback(t *testing.T) {
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(t, cfg.StateDir, 5*time.Second, "probe_failed", is("probe_failed", pid))
-	waitEvent(t, cfg.StateDir, 5*time.Second, "reverted", is("reverted", pid))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "probe_failed", is("probe_failed", pid))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "reverted", is("reverted", pid))
 	if answersFixed(t, p) {
 		t.Errorf("the process still answers as fixed after the rollback")
 	}
@@ -307,11 +307,11 @@ func TestAgentDlopen(t *testing.T) {
 	}
 	p, pid := h.start(t, host)
 	startAgent(t, cfg)
-	waitEvent(t, cfg.StateDir, 10*time.Second, "started", is("started", 0))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "started", is("started", 0))
 	if got, _ := p.Probe("load " + o.Lib); got != "loaded" {
 		t.Fatalf("load: %q", got)
 	}
-	waitEvent(t, cfg.StateDir, 5*time.Second, "applied after dlopen", is("applied", pid))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "applied after dlopen", is("applied", pid))
 	if got, _ := p.Probe("listen 0"); got != "port -1" {
 		t.Errorf("listen 0 answered %q; want the fixed library's 'port -1'", got)
 	}
@@ -341,8 +341,8 @@ func TestAgentFallback(t *testing.T) {
 	}
 	_, pid := h.start(t, orig)
 	startAgent(t, cfg)
-	waitEvent(t, cfg.StateDir, 10*time.Second, "busy", is("busy", pid))
-	waitEvent(t, cfg.StateDir, 10*time.Second, "fallback", func(e Event) bool { return e.Type == "fallback" && e.PID == pid && strings.HasPrefix(e.Message, "ran") })
+	waitEvent(t, cfg.StateDir, 30*time.Second, "busy", is("busy", pid))
+	waitEvent(t, cfg.StateDir, 30*time.Second, "fallback", func(e Event) bool { return e.Type == "fallback" && e.PID == pid && strings.HasPrefix(e.Message, "ran") })
 	got, err := os.ReadFile(out)
 	if err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(pid)+" mainloop-fix" {
 		t.Errorf("the restart command wrote %q, %v", got, err)

@@ -528,9 +528,14 @@ func TestUnwindVDSO(t *testing.T) {
 	waitReading(t, p.Pid(), 1) // the reader thread
 	inVDSO, inPLT := 0, 0
 	for attempt := 0; attempt < 500 && inVDSO < 3; attempt++ {
-		stacks, _ := unwindAll(t, p.Pid(), []int{p.Pid()})
+		stacks, imgs := unwindAll(t, p.Pid(), []int{p.Pid()})
 		s := stacks[0]
 		if s.err != nil {
+			for _, im := range imgs {
+				if pc := s.frames[0].PC; pc >= im.mod.Start && pc < im.mod.End {
+					t.Logf("frame 0 at %s+%#x (module %#x-%#x, bias %#x)", im.path, pc-im.mod.Bias, im.mod.Start, im.mod.End, im.mod.Bias)
+				}
+			}
 			t.Fatalf("Unwind: %v\n%v", s.err, s)
 		}
 		own := s.own(filepath.Base(exe))
