@@ -5,12 +5,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -278,6 +280,44 @@ func TestAgentProbeRollback(t *testing.T) {
 	}
 }
 
+// TestAgentProbeURL: the same with an HTTP probe that starts answering
+// 503 (a service's health endpoint on 127.0.0.1).
+func TestAgentProbeURL(t *testing.T) {
+	h := newHost(t)
+	orig, fixed := boundsCheck(t)
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "bounds-fix", key)
+	cfg := agentConfig(dir, h, pub)
+	var unhealthy atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if unhealthy.Load() {
+			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	cfg.Health.Probes = []Probe{{URL: srv.URL + "/healthz", Interval: Duration(100 * time.Millisecond)}}
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, pid := h.start(t, orig)
+	startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pid))
+	time.Sleep(300 * time.Millisecond)
+	if _, ok := findEvent(cfg.StateDir, is("probe_failed", 0)); ok {
+		t.Fatalf("the probe failed while the service was healthy")
+	}
+	unhealthy.Store(true)
+	failed := waitEvent(t, cfg.StateDir, 30*time.Second, "probe_failed", is("probe_failed", pid))
+	if !strings.Contains(failed.Error, "503") {
+		t.Errorf("probe_failed says %q; want the HTTP status", failed.Error)
+	}
+	waitEvent(t, cfg.StateDir, 30*time.Second, "reverted", is("reverted", pid))
+	if answersFixed(t, p) {
+		t.Errorf("the process still answers as fixed after the rollback")
+	}
+}
+
 // TestAgentDlopen: a library loaded with dlopen after the process started
 // is patched too (found by the rescan).
 func TestAgentDlopen(t *testing.T) {
@@ -346,6 +386,47 @@ func TestAgentFallback(t *testing.T) {
 	got, err := os.ReadFile(out)
 	if err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(pid)+" mainloop-fix" {
 		t.Errorf("the restart command wrote %q, %v", got, err)
+	}
+}
+
+// TestAgentFallbackSandboxed: a process the engine refuses to touch (its
+// seccomp filter forbids the system calls an apply makes) gets the restart
+// command at once, and the agent says why.
+func TestAgentFallbackSandboxed(t *testing.T) {
+	h := newHost(t)
+	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("sandboxed-orig", []string{"testdata/sandboxed/orig/sandboxed.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fixture.Compile("sandboxed-fixed", []string{"testdata/sandboxed/fixed/sandboxed.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "sandboxed-fix", key)
+	cfg := agentConfig(dir, h, pub)
+	out := filepath.Join(dir, "restarted")
+	cfg.Fallback = Fallback{Command: "echo $HOTPATCH_PID >> " + out}
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "sandboxed.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, pid := h.start(t, orig)
+	if got, _ := p.Probe("hello"); got != "orig hello" {
+		t.Fatalf("first answer %q", got)
+	}
+	startAgent(t, cfg)
+	failed := waitEvent(t, cfg.StateDir, 30*time.Second, "apply_failed", is("apply_failed", pid))
+	if !strings.Contains(failed.Error, "seccomp") {
+		t.Errorf("apply_failed says %q; want the seccomp filter named", failed.Error)
+	}
+	waitEvent(t, cfg.StateDir, 30*time.Second, "fallback", func(e Event) bool { return e.Type == "fallback" && e.PID == pid && strings.HasPrefix(e.Message, "ran") })
+	if got, err := os.ReadFile(out); err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(pid) {
+		t.Errorf("the restart command wrote %q, %v", got, err)
+	}
+	if got, _ := p.Probe("hello"); got != "orig hello" {
+		t.Errorf("the refused process answered %q; it must be untouched", got)
 	}
 }
 

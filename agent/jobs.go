@@ -115,7 +115,7 @@ func (a *Agent) finished(r jobResult) {
 					a.fallback(r.pid, pi, r.id, rs, r.err)
 				}
 			}
-		case pi != nil && pi.young > 0:
+		case pi != nil && pi.young > 0 && !refusedForGood(r.err):
 			// A program that just started may not have loaded what the
 			// patch needs yet (the target library, libc): the next quick
 			// look tries again.
@@ -124,7 +124,11 @@ func (a *Agent) finished(r jobResult) {
 			ev.Type, ev.Error = "apply_failed", r.err.Error()
 			a.log.add(ev)
 			if pi != nil {
-				a.retryLater(pi, r.id)
+				rs := a.retryLater(pi, r.id)
+				rs.busy++
+				if refusedForGood(r.err) || rs.busy >= a.cfg.Fallback.After {
+					a.fallback(r.pid, pi, r.id, rs, r.err)
+				}
 			}
 		}
 	case jobRevert:
@@ -140,6 +144,14 @@ func (a *Agent) finished(r jobResult) {
 			a.log.add(ev)
 		}
 	}
+}
+
+// refusedForGood tells the engine's refusals that no retry will change:
+// the process's seccomp filter, its code not being the patch's original.
+func refusedForGood(err error) bool {
+	var sec *engine.SeccompError
+	var mis *engine.MismatchError
+	return errors.As(err, &sec) || errors.As(err, &mis)
 }
 
 // retryLater schedules the next attempt of a patch on a process, the
