@@ -530,6 +530,13 @@ func TestUnwindVDSO(t *testing.T) {
 	for attempt := 0; attempt < 500 && inVDSO < 3; attempt++ {
 		stacks, imgs := unwindAll(t, p.Pid(), []int{p.Pid()})
 		s := stacks[0]
+		var nocfi *NoCFIError
+		if errors.As(s.err, &nocfi) && len(s.frames) == 1 && s.frames[0].Exact {
+			// Caught at an instruction that has no CFI on purpose (glibc's
+			// clone3 right after the system call, before the main thread
+			// is back from creating the reader under load): sample again.
+			continue
+		}
 		if s.err != nil {
 			for _, im := range imgs {
 				if pc := s.frames[0].PC; pc >= im.mod.Start && pc < im.mod.End {
