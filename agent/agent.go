@@ -33,6 +33,8 @@ type Agent struct {
 	self    int
 
 	desired map[string]*desiredPatch // by patch id
+	// gen counts the changes of the desired patches.
+	gen int
 	cache   engine.BuildIDCache
 	procs   map[int]*procInfo
 	// busyPIDs are processes with an engine job running: one at a time.
@@ -58,6 +60,11 @@ type desiredPatch struct {
 type procInfo struct {
 	start uint64 // start time from /proc/PID/stat, to tell a reused pid
 	exe   string
+	// seen is the process's address-space size and the agent's desired
+	// generation when its modules were last read: a rescan reads them
+	// again only if either changed (a dlopen maps more).
+	seenVsize uint64
+	seenGen   int
 	// retry holds, by patch id, when an apply is due again and how many
 	// times it was refused as busy.
 	retry map[string]*retryState
@@ -249,6 +256,7 @@ func (a *Agent) syncPatchDir() {
 		}
 		seen[p.ID] = true
 		a.desired[p.ID] = &desiredPatch{p: p, file: file, digest: digest}
+		a.gen++
 		if b, ok := a.st.Bad[p.ID]; ok && b.Digest != digest {
 			delete(a.st.Bad, p.ID) // a new file for a bad patch gets a new chance
 		}
@@ -263,6 +271,7 @@ func (a *Agent) syncPatchDir() {
 	for id, d := range a.desired {
 		if !seen[id] {
 			delete(a.desired, id)
+			a.gen++
 			a.log.add(Event{Type: "patch_removed", File: d.file, Patch: id})
 		}
 	}
@@ -341,9 +350,11 @@ func (a *Agent) newProcess(pid int) {
 	}
 }
 
-// look records a process in scope and submits the applies it needs.
-func (a *Agent) look(pid int, fresh bool) *procInfo {
-	start, ok := startTime(pid)
+// look records a process in scope and submits the applies it needs. A
+// process whose address space and the desired patches have not changed
+// since the last look is skipped, unless force.
+func (a *Agent) look(pid int, force bool) *procInfo {
+	start, vsize, ok := procStat(pid)
 	if !ok {
 		return nil
 	}
@@ -362,6 +373,10 @@ func (a *Agent) look(pid int, fresh bool) *procInfo {
 	if len(a.desired) == 0 || a.busyPIDs[pid] {
 		return pi
 	}
+	if !force && pi.seenVsize == vsize && pi.seenGen == a.gen {
+		return pi
+	}
+	pi.seenVsize, pi.seenGen = vsize, a.gen
 	mods, err := engine.ProcessModules(pid, &a.cache)
 	if err != nil {
 		return pi
@@ -430,22 +445,30 @@ func (a *Agent) inScope(pid int) bool {
 	return err == nil && !st.IsDir()
 }
 
-// startTime reads field 22 of /proc/PID/stat.
+// startTime reads a process's start time (field 22 of /proc/PID/stat).
 func startTime(pid int) (uint64, bool) {
+	start, _, ok := procStat(pid)
+	return start, ok
+}
+
+// procStat reads a process's start time and address-space size (fields 22
+// and 23 of /proc/PID/stat).
+func procStat(pid int) (start, vsize uint64, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, false
+		return 0, 0, false
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, false
+	if len(f) < 21 {
+		return 0, 0, false
 	}
-	v, err := strconv.ParseUint(f[19], 10, 64)
-	return v, err == nil
+	start, err1 := strconv.ParseUint(f[19], 10, 64)
+	vsize, err2 := strconv.ParseUint(f[20], 10, 64)
+	return start, vsize, err1 == nil && err2 == nil
 }
 
 // due runs what is due (quick second looks at new processes, retries,
@@ -457,7 +480,7 @@ func (a *Agent) due() time.Duration {
 		if pi.young > 0 && !now.Before(pi.nextLook) {
 			pi.young--
 			pi.nextLook = now.Add(time.Duration(9-pi.young) * 10 * time.Millisecond)
-			a.look(pid, false)
+			a.look(pid, true)
 		}
 		if pi.young > 0 && pi.nextLook.Before(next) {
 			next = pi.nextLook
@@ -468,7 +491,7 @@ func (a *Agent) due() time.Duration {
 			}
 			if !now.Before(r.at) {
 				r.at = time.Time{}
-				a.look(pid, false)
+				a.look(pid, true)
 			} else if r.at.Before(next) {
 				next = r.at
 			}
