@@ -82,6 +82,12 @@ func (t *target) module(p *patch.Patch) (Module, error) {
 // Apply applies a verified patch to process pid. On any error the process
 // is left as it was.
 func Apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
+	existed := alive(pid)
+	res, err := apply(pid, p, opts)
+	return res, exitedDuring(pid, existed, "apply", err)
+}
+
+func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 	if err := patch.Verify(p, opts.Trusted); err != nil {
 		return nil, err
 	}

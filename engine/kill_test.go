@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -333,4 +334,43 @@ func checkNoLeftovers(t *testing.T, pid int) {
 			t.Errorf("trampoline slack at %#x not put back", a.addr)
 		}
 	}
+}
+
+// TestProcessExitsDuringApply kills the target (a process the test
+// started) at random moments of an apply: Apply returns promptly with a
+// one-line error or success, never hangs, and leaves the engine usable.
+func TestProcessExitsDuringApply(t *testing.T) {
+	fx, err := fixture.Load("multithreaded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, pub, orig := signedPatch(t, fx, fx.DefaultFlags())
+	outcomes := map[string]int{}
+	for i := 0; i < 20; i++ {
+		proc := fixture.Start(t, orig.Program)
+		if err := proc.WaitIdle(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: time.Second})
+			done <- err
+		}()
+		time.Sleep(time.Duration(rand.Int64N(int64(8 * time.Millisecond))))
+		proc.Kill()
+		select {
+		case err := <-done:
+			switch {
+			case err == nil:
+				outcomes["applied before the exit"]++
+			case !errors.Is(err, ErrNoProcess) || !strings.Contains(err.Error(), "exited during the apply") || strings.Contains(err.Error(), "\n"):
+				t.Errorf("Apply on a process killed meanwhile: %q; want one line saying it exited", err)
+			default:
+				outcomes["refused: exited during the apply"]++
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("Apply did not return after its target was killed")
+		}
+	}
+	t.Logf("outcomes: %v", outcomes)
 }

@@ -91,3 +91,23 @@ func seccompMode(pid int) (int, error) {
 	}
 	return 0, nil
 }
+
+// exitedDuring turns the error of an apply or revert whose process ended
+// meanwhile (each step then fails its own way) into one plain message.
+// existed tells whether the process was there when the work began.
+func exitedDuring(pid int, existed bool, what string, err error) error {
+	if err == nil || !existed || alive(pid) {
+		return err
+	}
+	return fmt.Errorf("process %d exited during the %s: %w", pid, what, ErrNoProcess)
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}

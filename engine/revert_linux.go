@@ -48,6 +48,12 @@ func Status(pid int) ([]Applied, error) {
 // its redirects replaced, once no thread runs patch code, and unmaps the
 // patch. A patch that another patch was stacked on is refused.
 func Revert(pid int, id string, timeout time.Duration) (*Result, error) {
+	existed := alive(pid)
+	res, err := revertID(pid, id, timeout)
+	return res, exitedDuring(pid, existed, "revert", err)
+}
+
+func revertID(pid int, id string, timeout time.Duration) (*Result, error) {
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
