@@ -5,10 +5,14 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // readMaps parses /proc/PID/maps.
@@ -96,8 +100,17 @@ func seccompMode(pid int) (int, error) {
 // meanwhile (each step then fails its own way) into one plain message.
 // existed tells whether the process was there when the work began.
 func exitedDuring(pid int, existed bool, what string, err error) error {
-	if err == nil || !existed || alive(pid) {
+	if err == nil || !existed {
 		return err
+	}
+	// A process being killed fails ptrace with ESRCH a moment before
+	// /proc shows it dead: give it that moment.
+	dying := errors.Is(err, unix.ESRCH) || errors.Is(err, ErrNoProcess) || errors.Is(err, errThreadGone)
+	for i := 0; alive(pid); i++ {
+		if !dying || i == 100 {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	return fmt.Errorf("process %d exited during the %s: %w", pid, what, ErrNoProcess)
 }
