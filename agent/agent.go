@@ -34,14 +34,16 @@ type Agent struct {
 
 	desired map[string]*desiredPatch // by patch id
 	// gen counts the changes of the desired patches.
-	gen int
-	cache   engine.BuildIDCache
-	procs   map[int]*procInfo
+	gen   int
+	cache engine.BuildIDCache
+	procs map[int]*procInfo
 	// busyPIDs are processes with an engine job running: one at a time.
 	busyPIDs map[int]bool
 	jobs     chan job
 	results  chan jobResult
-	metrics  *metrics
+	// stop is closed when the agent stops: workers take no new job.
+	stop    chan struct{}
+	metrics *metrics
 	// faults are the kernel's recent reports of faults, by pid, to give
 	// crash events their details (written by the kernel-log reader).
 	faultMu sync.Mutex
@@ -92,7 +94,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, self: os.Getpid(), desired: map[string]*desiredPatch{}, procs: map[int]*procInfo{},
-		busyPIDs: map[int]bool{}, jobs: make(chan job), results: make(chan jobResult, 64),
+		busyPIDs: map[int]bool{}, jobs: make(chan job), results: make(chan jobResult, 64), stop: make(chan struct{}),
 		faults: map[int]fault{}, probed: make(chan probeResult, 64),
 	}
 	for _, f := range cfg.Trust {
@@ -152,7 +154,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for range 4 {
-		go a.worker(ctx)
+		go a.worker()
 	}
 	execs, exits, lost := a.watchProcesses(ctx)
 	a.watchFaults(ctx)
@@ -209,9 +211,11 @@ func orAll(s string) string {
 	return s
 }
 
-// drain waits for the engine jobs in flight, so that none is cut off by
-// the agent's own exit (a kill is handled by the engine's recovery).
+// drain stops the workers and waits for the engine jobs in flight, so
+// that none is cut off by the agent's own exit (a kill is handled by the
+// engine's recovery); jobs not started yet are dropped.
 func (a *Agent) drain() {
+	close(a.stop)
 	for len(a.busyPIDs) > 0 {
 		a.finished(<-a.results)
 	}

@@ -430,6 +430,53 @@ func TestAgentFallbackSandboxed(t *testing.T) {
 	}
 }
 
+// TestAgentStops: SIGTERM while applies wait for busy functions (more
+// processes than workers, so some jobs are still queued) stops the agent
+// promptly and cleanly: the jobs in flight finish, the queued ones are
+// dropped, "stopped" is recorded, and no process is left half patched.
+func TestAgentStops(t *testing.T) {
+	h := newHost(t)
+	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
+	orig, err := fixture.Compile("busy-orig", []string{"../engine/testdata/busy/orig/busy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fixture.Compile("busy-fixed", []string{"../engine/testdata/busy/fixed/busy.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "busy-fix", key)
+	cfg := agentConfig(dir, h, pub)
+	cfg.Timeout = Duration(3 * time.Second)
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "busy.hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for i := 0; i < 6; i++ {
+		_, pid := h.start(t, orig)
+		pids = append(pids, pid)
+	}
+	a := startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 30*time.Second, "started", is("started", 0))
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	a.stop() // SIGTERM, then SIGKILL after 10 s: a hang shows as an unclean exit
+	t.Logf("stopped in %v", time.Since(start))
+	if a.cmd.ProcessState == nil || !a.cmd.ProcessState.Success() {
+		t.Errorf("the agent did not exit cleanly: %v\n%s", a.cmd.ProcessState, a.out)
+	}
+	waitEvent(t, cfg.StateDir, time.Second, "stopped", is("stopped", 0))
+	for _, pid := range pids {
+		for _, s := range applied(t, pid) {
+			if !strings.HasSuffix(s, ":applied") {
+				t.Errorf("process %d left with %s", pid, s)
+			}
+		}
+	}
+}
+
 // TestAgentNotRoot: started by another user, the agent refuses in one line.
 func TestAgentNotRoot(t *testing.T) {
 	needRoot(t)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"time"
 
@@ -29,17 +28,20 @@ type job struct {
 
 type jobResult struct {
 	job
-	res    *engine.Result
-	code   []engine.FuncInfo // where the patch's functions landed
-	err    error
-	took   time.Duration
-	closed bool
+	res  *engine.Result
+	code []engine.FuncInfo // where the patch's functions landed
+	err  error
+	took time.Duration
+	// abandoned: the agent stopped before a worker took the job.
+	abandoned bool
 }
 
-func (a *Agent) worker(ctx context.Context) {
+// worker runs engine jobs until the agent stops; a job it has started is
+// always finished (and its result delivered) first.
+func (a *Agent) worker() {
 	for {
 		select {
-		case <-ctx.Done():
+		case <-a.stop:
 			return
 		case j := <-a.jobs:
 			r := jobResult{job: j}
@@ -71,12 +73,21 @@ func (a *Agent) submit(j job) {
 		return
 	}
 	a.busyPIDs[j.pid] = true
-	go func() { a.jobs <- j }()
+	go func() {
+		select {
+		case a.jobs <- j:
+		case <-a.stop:
+			a.results <- jobResult{job: j, abandoned: true}
+		}
+	}()
 }
 
 // finished takes a job's result: events, retries, health watches.
 func (a *Agent) finished(r jobResult) {
 	delete(a.busyPIDs, r.pid)
+	if r.abandoned {
+		return
+	}
 	pi := a.procs[r.pid]
 	exe := ""
 	if pi != nil {
