@@ -24,6 +24,7 @@ fuzz:
 	$(GO) test ./unwind -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./internal/procevents -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./internal/kmsg -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+	$(GO) test ./server/pki -run '^$$' -fuzz '^FuzzIssue$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 bench:
 	$(GO) run ./bench/buildsize
