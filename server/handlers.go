@@ -1,0 +1,338 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/server/api"
+	"github.com/hotpatch/hotpatch/server/pki"
+	"github.com/hotpatch/hotpatch/server/store"
+)
+
+// httpError is an error with its HTTP status.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errorf(status int, format string, args ...any) error {
+	return &httpError{status, fmt.Sprintf(format, args...)}
+}
+
+// handler is an API handler: it returns the value to send as JSON, or an
+// error (an *httpError for its status; anything else is a 500).
+type handler func(r *http.Request, who identity) (any, error)
+
+// identity is who made a request: an admin token's role and name, or a
+// device.
+type identity struct {
+	role   string
+	name   string
+	device store.Device
+}
+
+func (i identity) actor() string {
+	if i.device.ID != "" {
+		return "device:" + i.device.ID
+	}
+	return "token:" + i.name
+}
+
+var roleRank = map[string]int{api.RoleViewer: 1, api.RoleOperator: 2, api.RoleAdmin: 3}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathHealth, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.Handle("POST "+api.PathEnroll, s.api("", s.enroll))
+	mux.Handle("GET "+api.PathDeviceSync, s.api("device", s.sync))
+	mux.Handle("GET "+api.PathDevicePatch+"{sha}", s.api("device", s.patchFile))
+	mux.Handle("POST "+api.PathDeviceReport, s.api("device", s.inventory))
+	mux.Handle("POST "+api.PathDeviceEvents, s.api("device", s.deviceEvents))
+	mux.Handle("POST "+api.PathPatches, s.api(api.RoleOperator, s.publish))
+	mux.Handle("GET "+api.PathPatches, s.api(api.RoleViewer, s.patches))
+	mux.Handle("POST "+api.PathRollouts, s.api(api.RoleOperator, s.startRollout))
+	mux.Handle("GET "+api.PathRollouts, s.api(api.RoleViewer, s.rollouts))
+	mux.Handle("GET "+api.PathRollout+"{id}", s.api(api.RoleViewer, s.rollout))
+	mux.Handle("POST "+api.PathRollout+"{id}/{action}", s.api(api.RoleOperator, s.rolloutAction))
+	mux.Handle("GET "+api.PathDevices, s.api(api.RoleViewer, s.devices))
+	mux.Handle("POST "+api.PathDevice+"{id}/revoke", s.api(api.RoleAdmin, s.revoke))
+	mux.Handle("GET "+api.PathReport, s.api(api.RoleViewer, s.report))
+	mux.Handle("GET "+api.PathEvents, s.api(api.RoleViewer, s.events))
+	mux.Handle("GET "+api.PathMetrics, s.api(api.RoleViewer, s.metricsText))
+	return mux
+}
+
+// api wraps a handler with authentication: need is "" (the handler checks
+// the enrollment token itself), "device" (a valid, unrevoked client
+// certificate), or the least admin role.
+func (s *Server) api(need string, h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who, err := s.authenticate(r, need)
+		var v any
+		if err == nil {
+			v, err = h(r, who)
+		}
+		if err != nil {
+			var he *httpError
+			status := http.StatusInternalServerError
+			if errors.As(err, &he) {
+				status = he.status
+			} else if errors.Is(err, store.ErrNotFound) {
+				status = http.StatusNotFound
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(api.Error{Error: strings.ReplaceAll(err.Error(), "\n", " ")})
+			return
+		}
+		switch v := v.(type) {
+		case nil:
+			w.WriteHeader(http.StatusNoContent)
+		case rawBody:
+			w.Header().Set("Content-Type", v.contentType)
+			w.Write(v.data)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(v)
+		}
+	})
+}
+
+// rawBody is a non-JSON answer.
+type rawBody struct {
+	contentType string
+	data        []byte
+}
+
+func (s *Server) authenticate(r *http.Request, need string) (identity, error) {
+	switch need {
+	case "":
+		return identity{}, nil
+	case "device":
+		id, serial, err := pki.DeviceID(r.TLS)
+		if err != nil {
+			return identity{}, errorf(http.StatusUnauthorized, "a device certificate is needed (enroll first)")
+		}
+		d, err := s.st.Device(r.Context(), id)
+		if err != nil || d.Serial != serial {
+			return identity{}, errorf(http.StatusUnauthorized, "device %s is not enrolled here", id)
+		}
+		if !d.Revoked.IsZero() {
+			return identity{}, errorf(http.StatusForbidden, "device %s was revoked on %s", id, d.Revoked.Format(time.RFC3339))
+		}
+		return identity{device: d}, nil
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get(api.HeaderAuthorization), "Bearer ")
+	if !ok || tok == "" {
+		return identity{}, errorf(http.StatusUnauthorized, "a bearer token is needed (HOTPATCH_TOKEN)")
+	}
+	t, err := s.st.TokenByHash(r.Context(), pki.TokenHash(tok))
+	if err != nil || roleRank[t.Role] == 0 {
+		return identity{}, errorf(http.StatusUnauthorized, "unknown token")
+	}
+	if roleRank[t.Role] < roleRank[need] {
+		return identity{}, errorf(http.StatusForbidden, "token %s has role %s; this needs %s", t.Name, t.Role, need)
+	}
+	return identity{role: t.Role, name: t.Name}, nil
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 16<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(http.StatusBadRequest, "bad request body: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) audit(ctx context.Context, e api.AuditEvent) {
+	s.st.AddEvent(ctx, e)
+}
+
+func (s *Server) enroll(r *http.Request, _ identity) (any, error) {
+	var req api.EnrollRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	t, err := s.st.TokenByHash(r.Context(), pki.TokenHash(req.Token))
+	if err != nil || t.Role != roleEnroll {
+		return nil, errorf(http.StatusUnauthorized, "bad enrollment token")
+	}
+	id := newID("dev-")
+	cert, serial, err := s.ca.Issue([]byte(req.CSR), id)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "%v", err)
+	}
+	name := req.Name
+	if name == "" {
+		name = req.Hostname
+	}
+	d := store.Device{Serial: serial}
+	d.ID, d.Name, d.Hostname, d.Kernel, d.Labels, d.Enrolled = id, name, req.Hostname, req.Kernel, req.Labels, time.Now()
+	if err := s.st.AddDevice(r.Context(), d); err != nil {
+		return nil, err
+	}
+	s.audit(r.Context(), api.AuditEvent{Actor: "device:" + id, Type: "enrolled", Device: id, Message: fmt.Sprintf("%s (%s) labels %v", name, req.Hostname, req.Labels)})
+	return api.EnrollResponse{DeviceID: id, Cert: string(cert), CA: string(s.ca.CertPEM())}, nil
+}
+
+// sync is the long-poll: it answers at once when the desired state
+// changed since the device's cursor, or when it changes within wait.
+func (s *Server) sync(r *http.Request, who identity) (any, error) {
+	cursor, _ := strconv.ParseInt(r.URL.Query().Get("cursor"), 10, 64)
+	wait, err := time.ParseDuration(r.URL.Query().Get("wait"))
+	if err != nil || wait <= 0 || wait > 5*time.Minute {
+		wait = 30 * time.Second
+	}
+	s.st.Seen(r.Context(), who.device.ID, time.Now())
+	s.metrics.longPolls.Add(1)
+	defer s.metrics.longPolls.Add(-1)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		seq, ch := s.seq, s.changed
+		s.mu.Unlock()
+		if seq != cursor {
+			return s.desired(r.Context(), who.device, seq, true)
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return s.desired(r.Context(), who.device, seq, false)
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		case <-s.stop:
+			return s.desired(r.Context(), who.device, seq, false)
+		}
+	}
+}
+
+func (s *Server) patchFile(r *http.Request, _ identity) (any, error) {
+	sha := r.PathValue("sha")
+	if _, err := hex.DecodeString(sha); err != nil || len(sha) != 64 {
+		return nil, errorf(http.StatusBadRequest, "%q is not a SHA-256", sha)
+	}
+	data, err := s.st.PatchData(r.Context(), sha)
+	if err != nil {
+		return nil, err
+	}
+	return rawBody{"application/octet-stream", data}, nil
+}
+
+func (s *Server) inventory(r *http.Request, who identity) (any, error) {
+	var inv api.Inventory
+	if err := decode(r, &inv); err != nil {
+		return nil, err
+	}
+	if err := s.st.SetInventory(r.Context(), who.device.ID, inv, time.Now()); err != nil {
+		return nil, err
+	}
+	s.kick()
+	return nil, nil
+}
+
+func (s *Server) deviceEvents(r *http.Request, who identity) (any, error) {
+	var evs api.DeviceEvents
+	if err := decode(r, &evs); err != nil {
+		return nil, err
+	}
+	for _, e := range evs.Events {
+		msg := e.Message
+		for _, part := range []string{e.Signal, e.Function, e.Error} {
+			if part != "" {
+				msg = strings.TrimPrefix(msg+"; "+part, "; ")
+			}
+		}
+		if e.PID != 0 {
+			msg = fmt.Sprintf("pid %d: %s", e.PID, msg)
+		}
+		s.st.AddEvent(r.Context(), api.AuditEvent{Time: e.Time, Actor: who.actor(), Type: e.Type, Device: who.device.ID, Patch: e.Patch, Message: msg})
+	}
+	s.kick()
+	return nil, nil
+}
+
+func (s *Server) publish(r *http.Request, who identity) (any, error) {
+	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 64<<20))
+	if err != nil {
+		return nil, errorf(http.StatusRequestEntityTooLarge, "patch file: %v", err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "%v", err)
+	}
+	if len(s.publishers) > 0 {
+		if err := patch.Verify(p, s.publishers); err != nil {
+			return nil, errorf(http.StatusForbidden, "%v", err)
+		}
+	}
+	info := api.PatchInfo{
+		SHA256: patch.FileDigest(data), ID: p.ID, Version: p.Version, CVEs: p.CVEs, Severity: string(p.Severity),
+		Description: p.Description, TargetName: p.Target.Name, TargetBuildID: hex.EncodeToString(p.Target.BuildID),
+		Signer: patch.KeyID(p.Signer), Size: len(data), Published: time.Now().UTC(),
+	}
+	for _, f := range p.Functions {
+		info.Functions = append(info.Functions, f.Name)
+	}
+	if old, err := s.st.Patch(r.Context(), info.SHA256); err == nil {
+		return old, nil // the same file again
+	}
+	if err := s.st.AddPatch(r.Context(), info, data); err != nil {
+		return nil, err
+	}
+	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "published", Patch: p.ID, Message: fmt.Sprintf("%s level %d, %s, sha256 %s", p.ID, p.Version, strings.Join(p.CVEs, " "), info.SHA256)})
+	return info, nil
+}
+
+func (s *Server) patches(r *http.Request, _ identity) (any, error) {
+	ps, err := s.st.Patches(r.Context())
+	if ps == nil {
+		ps = []api.PatchInfo{}
+	}
+	return ps, err
+}
+
+func (s *Server) devices(r *http.Request, _ identity) (any, error) {
+	ds, err := s.st.Devices(r.Context())
+	out := []api.Device{}
+	for _, d := range ds {
+		out = append(out, d.Device)
+	}
+	return out, err
+}
+
+func (s *Server) revoke(r *http.Request, who identity) (any, error) {
+	id := r.PathValue("id")
+	if err := s.st.Revoke(r.Context(), id, time.Now()); err != nil {
+		return nil, err
+	}
+	d, err := s.st.Device(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "revoked", Device: id, Message: d.Name})
+	s.kick()
+	return d.Device, nil
+}
+
+func (s *Server) events(r *http.Request, _ identity) (any, error) {
+	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	evs, err := s.st.Events(r.Context(), after, limit)
+	if evs == nil {
+		evs = []api.AuditEvent{}
+	}
+	return evs, err
+}

@@ -1,0 +1,431 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hotpatch/hotpatch/server/api"
+	"github.com/hotpatch/hotpatch/server/store"
+)
+
+// failureTypes are the device events that count as a failure of a patch
+// on a device (against its ring's budget).
+var failureTypes = []string{"apply_failed", "rolled_back", "crash", "probe_failed"}
+
+func (s *Server) startRollout(r *http.Request, who identity) (any, error) {
+	var req api.RolloutRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	info, err := s.st.Patch(r.Context(), req.Patch)
+	if err != nil {
+		return nil, errorf(http.StatusNotFound, "no published patch %q", req.Patch)
+	}
+	if len(req.Rings) == 0 {
+		return nil, errorf(http.StatusBadRequest, "give at least one ring (--rings canary,broad, or all)")
+	}
+	for ring, w := range req.Windows {
+		if !slices.Contains(req.Rings, ring) {
+			return nil, errorf(http.StatusBadRequest, "a window for ring %q, which the rollout does not have", ring)
+		}
+		if _, _, err := parseWindow(w); err != nil {
+			return nil, errorf(http.StatusBadRequest, "window of ring %s: %v", ring, err)
+		}
+	}
+	now := time.Now().UTC()
+	ro := store.Rollout{Windows: req.Windows, Members: map[string][]string{}}
+	ro.ID, ro.Patch, ro.State, ro.Soak, ro.MaxFailures, ro.Critical, ro.Created, ro.Updated =
+		newID("ro-"), info, api.StateRunning, req.Soak, req.MaxFailures, req.Critical, now, now
+	for _, name := range req.Rings {
+		ro.Rings = append(ro.Rings, api.Ring{Name: name, State: api.RingPending, Window: req.Windows[name]})
+	}
+	if err := s.st.PutRollout(r.Context(), ro); err != nil {
+		return nil, err
+	}
+	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "rollout_started", Rollout: ro.ID, Patch: info.ID,
+		Message: fmt.Sprintf("rings %s, soak %v, max failures %d", strings.Join(req.Rings, ","), req.Soak, req.MaxFailures)})
+	s.kick()
+	return s.advance(r.Context(), ro.ID)
+}
+
+func (s *Server) rollouts(r *http.Request, _ identity) (any, error) {
+	ros, err := s.st.Rollouts(r.Context())
+	out := []api.Rollout{}
+	for _, ro := range ros {
+		out = append(out, ro.Rollout)
+	}
+	return out, err
+}
+
+func (s *Server) rollout(r *http.Request, _ identity) (any, error) {
+	ro, err := s.st.Rollout(r.Context(), r.PathValue("id"))
+	return ro.Rollout, err
+}
+
+func (s *Server) rolloutAction(r *http.Request, who identity) (any, error) {
+	s.driving.Lock()
+	defer s.driving.Unlock()
+	ctx := r.Context()
+	ro, err := s.st.Rollout(ctx, r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	action := r.PathValue("action")
+	switch action {
+	case "halt":
+		if ro.State != api.StateRunning {
+			return nil, errorf(http.StatusConflict, "rollout %s is %s, not running", ro.ID, ro.State)
+		}
+		ro.State, ro.Reason = api.StateHalted, "halted by "+who.actor()
+	case "resume":
+		if ro.State != api.StateHalted || ro.Revert {
+			return nil, errorf(http.StatusConflict, "rollout %s is %s; only a rollout halted by hand resumes", ro.ID, ro.State)
+		}
+		ro.State, ro.Reason = api.StateRunning, ""
+	case "rollback":
+		if ro.State == api.StateRolledBack {
+			return nil, errorf(http.StatusConflict, "rollout %s is already rolled back", ro.ID)
+		}
+		ro.State, ro.Revert, ro.Reason = api.StateRolledBack, true, "rolled back by "+who.actor()
+	default:
+		return nil, errorf(http.StatusNotFound, "no action %q: halt, resume or rollback", action)
+	}
+	ro.Updated = time.Now().UTC()
+	if err := s.st.PutRollout(ctx, ro); err != nil {
+		return nil, err
+	}
+	s.audit(ctx, api.AuditEvent{Actor: who.actor(), Type: "rollout_" + action, Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
+	s.notify()
+	return ro.Rollout, nil
+}
+
+// kick asks the rollout engine to look now (a device reported).
+func (s *Server) kick() {
+	select {
+	case s.kicks <- struct{}{}:
+	default:
+	}
+}
+
+// drive runs the rollout engine: on a ticker and when devices report.
+func (s *Server) drive() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.kicks:
+		}
+		ros, err := s.st.Rollouts(context.Background())
+		if err != nil {
+			continue
+		}
+		for _, ro := range ros {
+			if ro.State == api.StateRunning {
+				s.advance(context.Background(), ro.ID)
+			}
+		}
+	}
+}
+
+// advance moves a running rollout on as far as it can go now, and
+// returns it.
+func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
+	s.driving.Lock()
+	defer s.driving.Unlock()
+	ro, err := s.st.Rollout(ctx, id)
+	if err != nil || ro.State != api.StateRunning {
+		return ro.Rollout, err
+	}
+	devices, err := s.st.Devices(ctx)
+	if err != nil {
+		return ro.Rollout, err
+	}
+	now := time.Now().UTC()
+	changed, notify := false, false
+	for i := range ro.Rings {
+		ring := &ro.Rings[i]
+		if ring.State == api.RingDone {
+			continue
+		}
+		if ring.State == api.RingPending || ring.State == api.RingWaiting {
+			if !ro.Critical && !inWindow(ring.Window, time.Now()) {
+				if ring.State != api.RingWaiting {
+					ring.State, changed = api.RingWaiting, true
+				}
+				break
+			}
+			var members []string
+			for _, d := range devices {
+				if d.Revoked.IsZero() && (ring.Name == "all" || d.Labels["ring"] == ring.Name) {
+					members = append(members, d.ID)
+				}
+			}
+			ro.Members[ring.Name] = members
+			ring.State, ring.Started, ring.Devices = api.RingActive, now, len(members)
+			changed, notify = true, true
+			s.audit(ctx, api.AuditEvent{Actor: "server", Type: "ring_started", Rollout: ro.ID, Patch: ro.Patch.ID, Message: fmt.Sprintf("ring %s: %d devices", ring.Name, len(members))})
+		}
+		s.count(ctx, &ro, ring, devices)
+		if ring.Failed > ro.MaxFailures {
+			ring.State = api.RingHalted
+			ro.State, ro.Revert = api.StateHalted, true
+			ro.Reason = fmt.Sprintf("ring %s: %d devices failed, more than the budget of %d; reverting where it landed", ring.Name, ring.Failed, ro.MaxFailures)
+			s.audit(ctx, api.AuditEvent{Actor: "server", Type: "rollout_halted", Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
+			changed, notify = true, true
+			break
+		}
+		if ring.State == api.RingActive && ring.Pending == 0 {
+			ring.State, ring.SoakUntil, changed = api.RingSoaking, now.Add(ro.Soak), true
+		}
+		if ring.State == api.RingSoaking && !now.Before(ring.SoakUntil) {
+			ring.State, changed = api.RingDone, true
+			s.audit(ctx, api.AuditEvent{Actor: "server", Type: "ring_done", Rollout: ro.ID, Patch: ro.Patch.ID,
+				Message: fmt.Sprintf("ring %s: %d applied, %d not needed, %d failed", ring.Name, ring.Applied, ring.NotNeeded, ring.Failed)})
+			continue // the next ring may start now
+		}
+		break
+	}
+	if ro.State == api.StateRunning && ro.Rings[len(ro.Rings)-1].State == api.RingDone {
+		ro.State, changed = api.StateDone, true
+		s.audit(ctx, api.AuditEvent{Actor: "server", Type: "rollout_done", Rollout: ro.ID, Patch: ro.Patch.ID})
+	}
+	if changed {
+		ro.Updated = now
+		if err := s.st.PutRollout(ctx, ro); err != nil {
+			return ro.Rollout, err
+		}
+	}
+	if notify {
+		s.notify()
+	}
+	return ro.Rollout, nil
+}
+
+// count fills a ring's counters from its devices' inventories and events.
+func (s *Server) count(ctx context.Context, ro *store.Rollout, ring *api.Ring, devices []store.Device) {
+	byID := map[string]store.Device{}
+	for _, d := range devices {
+		byID[d.ID] = d
+	}
+	ring.Applied, ring.NotNeeded, ring.Failed, ring.Pending = 0, 0, 0, 0
+	for _, id := range ro.Members[ring.Name] {
+		d := byID[id]
+		if evs, _ := s.st.DeviceEvents(ctx, id, ro.Patch.ID, ring.Started, failureTypes); len(evs) > 0 {
+			ring.Failed++
+			continue
+		}
+		switch state, _ := exposure(d, ro.Patch); {
+		case d.InventoryAt.Before(ring.Started):
+			ring.Pending++ // not heard from since the ring started
+		case state == "protected":
+			ring.Applied++
+		case state == "":
+			ring.NotNeeded++
+		default:
+			ring.Pending++
+		}
+	}
+}
+
+// exposure tells, from a device's inventory, where it stands against one
+// patch: "" (no process runs the target build), "protected" (every such
+// process carries it), "vulnerable"; and whether the target module
+// changed on disk since (fixed on disk once restarted).
+func exposure(d store.Device, p api.PatchInfo) (state string, changedOnDisk bool) {
+	mapped, patched := 0, 0
+	for _, proc := range d.Inventory.Processes {
+		runs := false
+		for _, m := range proc.Modules {
+			if m.BuildID == p.TargetBuildID {
+				runs = true
+				changedOnDisk = changedOnDisk || m.Changed
+			}
+		}
+		if !runs {
+			continue
+		}
+		mapped++
+		for _, a := range proc.Patches {
+			if a.ID == p.ID && a.State == "applied" {
+				patched++
+				break
+			}
+		}
+	}
+	switch {
+	case mapped == 0:
+		return "", false
+	case patched == mapped:
+		return "protected", changedOnDisk
+	}
+	return "vulnerable", changedOnDisk
+}
+
+// desired is a device's desired state: for every rollout whose started
+// rings include it, apply (or revert, after a rollback or a halt on
+// failures). The newest rollout of a patch id decides.
+func (s *Server) desired(ctx context.Context, d store.Device, seq int64, changed bool) (any, error) {
+	ros, err := s.st.Rollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := api.SyncResponse{Cursor: seq, Changed: changed, Patches: []api.DesiredPatch{}, Resync: s.cfg.Resync}
+	byID := map[string]int{}
+	for _, ro := range ros { // oldest first: a newer rollout of the same id replaces
+		in := false
+		for _, ring := range ro.Rings {
+			if ring.State != api.RingPending && ring.State != api.RingWaiting && slices.Contains(ro.Members[ring.Name], d.ID) {
+				in = true
+			}
+		}
+		if !in {
+			continue
+		}
+		action := api.ActionApply
+		if ro.Revert {
+			action = api.ActionRevert
+		}
+		dp := api.DesiredPatch{ID: ro.Patch.ID, Version: ro.Patch.Version, SHA256: ro.Patch.SHA256, Action: action, Rollout: ro.ID, TargetBuildID: ro.Patch.TargetBuildID}
+		if i, ok := byID[dp.ID]; ok {
+			resp.Patches[i] = dp
+			continue
+		}
+		byID[dp.ID] = len(resp.Patches)
+		resp.Patches = append(resp.Patches, dp)
+	}
+	return resp, nil
+}
+
+// report is the per-CVE view of the fleet.
+func (s *Server) report(r *http.Request, _ identity) (any, error) {
+	ctx := r.Context()
+	want := r.URL.Query().Get("cve")
+	patches, err := s.st.Patches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	devices, err := s.st.Devices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byCVE := map[string][]api.PatchInfo{}
+	for _, p := range patches {
+		for _, c := range p.CVEs {
+			if want == "" || strings.EqualFold(c, want) {
+				byCVE[c] = append(byCVE[c], p)
+			}
+		}
+	}
+	rep := api.Report{CVEs: []api.CVEReport{}}
+	cves := make([]string, 0, len(byCVE))
+	for c := range byCVE {
+		cves = append(cves, c)
+	}
+	sort.Strings(cves)
+	for _, c := range cves {
+		cr := api.CVEReport{CVE: c}
+		for _, p := range byCVE[c] {
+			cr.Patches = append(cr.Patches, p.ID)
+		}
+		for _, d := range devices {
+			if !d.Revoked.IsZero() {
+				continue
+			}
+			worst, fixed := "", false
+			for _, p := range byCVE[c] {
+				st, ch := exposure(d, p)
+				fixed = fixed || ch
+				if st == "vulnerable" || (st == "protected" && worst == "") {
+					worst = st
+				}
+			}
+			if worst == "" {
+				continue // the device runs nothing the CVE is about
+			}
+			state := worst
+			if fixed {
+				state = "fixed_on_disk"
+				cr.FixedOnDisk++
+			}
+			switch worst {
+			case "vulnerable":
+				cr.Vulnerable++
+			case "protected":
+				cr.Protected++
+			}
+			cr.Devices = append(cr.Devices, api.DeviceExposure{Device: d.ID, Name: d.Name, State: state})
+		}
+		rep.CVEs = append(rep.CVEs, cr)
+	}
+	ros, err := s.st.Rollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, ro := range ros {
+		for _, ring := range ro.Rings {
+			rep.Rings = append(rep.Rings, api.RingReport{Rollout: ro.ID, Ring: ring.Name, State: ring.State, Applied: ring.Applied, Devices: ring.Devices})
+		}
+	}
+	return rep, nil
+}
+
+// parseWindow reads "HH:MM-HH:MM" into minutes of the day.
+func parseWindow(w string) (from, to int, err error) {
+	if w == "" {
+		return 0, 24 * 60, nil
+	}
+	var h1, m1, h2, m2 int
+	if n, _ := fmt.Sscanf(w, "%d:%d-%d:%d", &h1, &m1, &h2, &m2); n != 4 || h1 > 24 || h2 > 24 || m1 > 59 || m2 > 59 || h1 < 0 || h2 < 0 || m1 < 0 || m2 < 0 {
+		return 0, 0, fmt.Errorf("%q is not HH:MM-HH:MM", w)
+	}
+	return h1*60 + m1, h2*60 + m2, nil
+}
+
+// inWindow reports whether t falls in the daily window w (local time; it
+// may wrap past midnight; "" is always).
+func inWindow(w string, t time.Time) bool {
+	from, to, err := parseWindow(w)
+	if err != nil {
+		return false
+	}
+	m := t.Hour()*60 + t.Minute()
+	if from <= to {
+		return m >= from && m < to
+	}
+	return m >= from || m < to
+}
+
+// metrics are the server's Prometheus series.
+type metrics struct {
+	longPolls atomic.Int64
+}
+
+func (s *Server) metricsText(r *http.Request, _ identity) (any, error) {
+	ctx := r.Context()
+	devices, _ := s.st.Devices(ctx)
+	ros, _ := s.st.Rollouts(ctx)
+	patches, _ := s.st.Patches(ctx)
+	states := map[string]int{}
+	for _, ro := range ros {
+		states[ro.State]++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# HELP hotpatch_server_long_polls Device long-polls held open.\n# TYPE hotpatch_server_long_polls gauge\nhotpatch_server_long_polls %d\n", s.metrics.longPolls.Load())
+	fmt.Fprintf(&b, "# HELP hotpatch_server_devices Enrolled devices.\n# TYPE hotpatch_server_devices gauge\nhotpatch_server_devices %d\n", len(devices))
+	fmt.Fprintf(&b, "# HELP hotpatch_server_patches Published patches.\n# TYPE hotpatch_server_patches gauge\nhotpatch_server_patches %d\n", len(patches))
+	fmt.Fprintf(&b, "# HELP hotpatch_server_rollouts Rollouts by state.\n# TYPE hotpatch_server_rollouts gauge\n")
+	for _, st := range []string{api.StateRunning, api.StateHalted, api.StateDone, api.StateRolledBack} {
+		fmt.Fprintf(&b, "hotpatch_server_rollouts{state=%q} %d\n", st, states[st])
+	}
+	return rawBody{"text/plain; version=0.0.4", []byte(b.String())}, nil
+}

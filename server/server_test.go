@@ -1,0 +1,329 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/server/api"
+	"github.com/hotpatch/hotpatch/server/pki"
+)
+
+// caller speaks the API over real TLS: as an admin (token) or a device
+// (client certificate).
+type caller struct {
+	t     *testing.T
+	base  string
+	http  *http.Client
+	token string
+}
+
+func newCaller(t *testing.T, s *Server, token string, certPEM, keyPEM []byte) *caller {
+	t.Helper()
+	cfg, err := pki.ClientTLS(s.CA(), certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &caller{t: t, base: s.URL(), token: token, http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 60 * time.Second}}
+}
+
+// do sends a request and decodes a JSON answer into out; it returns the
+// status.
+func (c *caller) do(method, path string, body, out any) int {
+	c.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		data, _ := json.Marshal(b)
+		r = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, c.base+path, r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if c.token != "" {
+		req.Header.Set(api.HeaderAuthorization, "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 == 2 && out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			c.t.Fatalf("%s %s: %v: %s", method, path, err, data)
+		}
+	}
+	if resp.StatusCode/100 != 2 {
+		var e api.Error
+		if json.Unmarshal(data, &e) != nil || e.Error == "" || strings.Contains(e.Error, "\n") {
+			c.t.Errorf("%s %s: HTTP %d without a one-line error: %s", method, path, resp.StatusCode, data)
+		}
+	}
+	return resp.StatusCode
+}
+
+func startServer(t *testing.T, dir string) *Server {
+	t.Helper()
+	s, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// enroll enrolls a device with labels and returns a caller for it.
+func enroll(t *testing.T, s *Server, name string, labels map[string]string) (*caller, string) {
+	t.Helper()
+	key, keyPEM, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.CSR(key, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp api.EnrollResponse
+	anon := newCaller(t, s, "", nil, nil)
+	if st := anon.do("POST", api.PathEnroll, api.EnrollRequest{Token: s.EnrollToken(), Name: name, Hostname: name, Kernel: "6.18", Labels: labels, CSR: string(csr)}, &resp); st != 200 {
+		t.Fatalf("enroll %s: HTTP %d", name, st)
+	}
+	return newCaller(t, s, "", []byte(resp.Cert), keyPEM), resp.DeviceID
+}
+
+// testPatch builds and signs the bounds_check fixture's patch.
+func testPatch(t *testing.T) ([]byte, *patch.Patch) {
+	t.Helper()
+	fx, err := fixture.Load("bounds_check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := fx.Build(fixture.Orig, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := build.Build(o.Program, f.Program, build.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(u, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, p
+}
+
+func inventory(buildID string, patched bool) api.Inventory {
+	proc := api.Process{PID: 100, Exe: "/usr/bin/bounds", Modules: []api.Module{{Path: "/usr/bin/bounds", BuildID: buildID}}}
+	if patched {
+		proc.Patches = []api.Applied{{ID: "bounds-fix", Version: 1, State: "applied"}}
+	}
+	return api.Inventory{Hostname: "h", Kernel: "6.18", Processes: []api.Process{proc}}
+}
+
+func syncAs(t *testing.T, dev *caller, cursor int64, wait time.Duration) api.SyncResponse {
+	t.Helper()
+	var r api.SyncResponse
+	if st := dev.do("GET", fmt.Sprintf("%s?cursor=%d&wait=%s", api.PathDeviceSync, cursor, wait), nil, &r); st != 200 {
+		t.Fatalf("sync: HTTP %d", st)
+	}
+	return r
+}
+
+func waitRollout(t *testing.T, admin *caller, id string, what string, ok func(api.Rollout) bool) api.Rollout {
+	t.Helper()
+	var ro api.Rollout
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		admin.do("GET", api.PathRollout+id, nil, &ro)
+		if ok(ro) {
+			return ro
+		}
+	}
+	t.Fatalf("rollout never %s: %+v", what, ro)
+	return ro
+}
+
+// TestRollout drives a rollout through two rings with devices speaking
+// the real protocol: canary applies it, broad starts, a failure on broad
+// exceeds the budget, the rollout halts and every device that got it is
+// told to revert; a server restart loses nothing; a revoked device and a
+// viewer token are refused; the CVE report counts the devices.
+func TestRollout(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	data, p := testPatch(t)
+	buildID := fmt.Sprintf("%x", p.Target.BuildID)
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	viewerTok, err := s.NewToken(api.RoleViewer, "auditor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer := newCaller(t, s, viewerTok, nil, nil)
+
+	var info api.PatchInfo
+	if st := admin.do("POST", api.PathPatches, data, &info); st != 200 || info.ID != "bounds-fix" || info.TargetBuildID != buildID {
+		t.Fatalf("publish: HTTP %d %+v", st, info)
+	}
+	if st := viewer.do("POST", api.PathPatches, data, nil); st != 403 {
+		t.Errorf("viewer publish: HTTP %d, want 403", st)
+	}
+	if st := newCaller(t, s, "nope", nil, nil).do("GET", api.PathPatches, nil, nil); st != 401 {
+		t.Errorf("bad token: HTTP %d, want 401", st)
+	}
+	canary, canaryID := enroll(t, s, "canary-1", map[string]string{"ring": "canary"})
+	broad, broadID := enroll(t, s, "broad-1", map[string]string{"ring": "broad"})
+	first := syncAs(t, canary, 0, time.Second)
+	if !first.Changed || len(first.Patches) != 0 {
+		t.Fatalf("first sync: %+v", first)
+	}
+	canary.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	broad.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+
+	// A long-poll held with the current cursor returns when the rollout
+	// starts.
+	held := make(chan api.SyncResponse, 1)
+	go func() { held <- syncAs(t, canary, first.Cursor, 30*time.Second) }()
+	time.Sleep(100 * time.Millisecond)
+	req := api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary", "broad"}, MaxFailures: 0}
+	if st := viewer.do("POST", api.PathRollouts, req, nil); st != 403 {
+		t.Errorf("viewer rollout start: HTTP %d, want 403", st)
+	}
+	var ro api.Rollout
+	if st := admin.do("POST", api.PathRollouts, req, &ro); st != 200 || ro.State != api.StateRunning {
+		t.Fatalf("rollout start: HTTP %d %+v", st, ro)
+	}
+	select {
+	case got := <-held:
+		if !got.Changed || len(got.Patches) != 1 || got.Patches[0].Action != api.ActionApply || got.Patches[0].SHA256 != info.SHA256 {
+			t.Errorf("long-poll answer: %+v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the long-poll did not return when the rollout started")
+	}
+	if got := syncAs(t, broad, 0, time.Second); len(got.Patches) != 0 {
+		t.Errorf("broad got %+v before its ring started", got.Patches)
+	}
+	var file []byte
+	req2, _ := http.NewRequest("GET", s.URL()+api.PathDevicePatch+info.SHA256, nil)
+	if resp, err := canary.http.Do(req2); err == nil {
+		file, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if !bytes.Equal(file, data) {
+		t.Errorf("the device downloaded %d bytes, not the published file", len(file))
+	}
+
+	// Canary applies it: the ring completes, broad starts.
+	canary.do("POST", api.PathDeviceReport, inventory(buildID, true), nil)
+	waitRollout(t, admin, ro.ID, "reached broad", func(r api.Rollout) bool { return r.Rings[1].State == api.RingActive })
+	if got := syncAs(t, broad, 0, time.Second); len(got.Patches) != 1 || got.Patches[0].Action != api.ActionApply {
+		t.Errorf("broad after its ring started: %+v", got.Patches)
+	}
+	var rep api.Report
+	admin.do("GET", api.PathReport+"?cve=CVE-2026-0001", nil, &rep)
+	if len(rep.CVEs) != 1 || rep.CVEs[0].Protected != 1 || rep.CVEs[0].Vulnerable != 1 {
+		t.Errorf("report: %+v", rep)
+	}
+
+	// A failure on broad exceeds the budget: halted, reverted where it landed.
+	broad.do("POST", api.PathDeviceEvents, api.DeviceEvents{Events: []api.DeviceEvent{{Time: time.Now(), Type: "rolled_back", Patch: "bounds-fix", Signal: "SIGSEGV"}}}, nil)
+	halted := waitRollout(t, admin, ro.ID, "halted", func(r api.Rollout) bool { return r.State == api.StateHalted })
+	if !strings.Contains(halted.Reason, "budget") {
+		t.Errorf("halt reason %q", halted.Reason)
+	}
+	for _, dev := range []*caller{canary, broad} {
+		if got := syncAs(t, dev, 0, time.Second); len(got.Patches) != 1 || got.Patches[0].Action != api.ActionRevert {
+			t.Errorf("after the halt: %+v, want revert", got.Patches)
+		}
+	}
+
+	// A restart loses nothing.
+	s.Close()
+	s = startServer(t, dir)
+	defer s.Close()
+	admin = newCaller(t, s, s.AdminToken(), nil, nil)
+	admin.do("GET", api.PathRollout+ro.ID, nil, &ro)
+	if ro.State != api.StateHalted || ro.Rings[0].State != api.RingDone {
+		t.Errorf("after a restart: %+v", ro)
+	}
+	canary.base, broad.base = s.URL(), s.URL()
+	if got := syncAs(t, canary, first.Cursor, time.Second); !got.Changed || len(got.Patches) != 1 || got.Patches[0].Action != api.ActionRevert {
+		t.Errorf("after a restart the device got %+v", got)
+	}
+
+	// A revoked device is refused.
+	if st := admin.do("POST", api.PathDevice+broadID+"/revoke", nil, nil); st != 200 {
+		t.Errorf("revoke: HTTP %d", st)
+	}
+	if st := broad.do("GET", api.PathDeviceSync+"?cursor=0&wait=1s", nil, nil); st != 403 {
+		t.Errorf("revoked device: HTTP %d, want 403", st)
+	}
+	var devs []api.Device
+	admin.do("GET", api.PathDevices, nil, &devs)
+	if len(devs) != 2 || devs[0].ID != canaryID || devs[1].Revoked.IsZero() {
+		t.Errorf("devices: %+v", devs)
+	}
+	var evs []api.AuditEvent
+	admin.do("GET", api.PathEvents, nil, &evs)
+	types := map[string]bool{}
+	for _, e := range evs {
+		types[e.Type] = true
+	}
+	for _, want := range []string{"enrolled", "published", "rollout_started", "ring_started", "ring_done", "rolled_back", "rollout_halted", "revoked"} {
+		if !types[want] {
+			t.Errorf("no %s in the audit log", want)
+		}
+	}
+}
+
+// TestFirstStart: the data directory gets the CA, the tokens (0600) and the
+// database; a bad enrollment token is refused.
+func TestFirstStart(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	defer s.Close()
+	for _, f := range []string{"ca.pem", "ca.key", AdminTokenFile, EnrollTokenFile, DBFile} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if strings.HasSuffix(f, ".token") && st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v", f, st.Mode().Perm())
+		}
+	}
+	key, _, _ := pki.NewKey()
+	csr, _ := pki.CSR(key, "x")
+	if st := newCaller(t, s, "", nil, nil).do("POST", api.PathEnroll, api.EnrollRequest{Token: s.AdminToken(), CSR: string(csr)}, nil); st != 401 {
+		t.Errorf("enrolling with the admin token: HTTP %d, want 401", st)
+	}
+}

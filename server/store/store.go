@@ -1,0 +1,442 @@
+// Package store keeps hotpatch-server's state: tokens, devices and their
+// inventories, the patch catalog, rollouts and the audit log. One
+// interface-free type over database/sql; the schema is embedded and
+// migrated at open. SQLite (modernc.org/sqlite, pure Go) is the embedded
+// default; the SQL is kept to what PostgreSQL accepts too (see
+// docs/server.md), which is the next step.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/hotpatch/hotpatch/server/api"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrNotFound is returned for a missing device, patch, rollout or token.
+var ErrNotFound = errors.New("not found")
+
+// Store is the server's state in a database.
+type Store struct {
+	db *sql.DB
+}
+
+// OpenSQLite opens (creating it if needed) the SQLite database at path
+// and brings its schema up to date.
+func OpenSQLite(path string) (*Store, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)")
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1) // one writer; SQLite serialises anyway
+	s := &Store{db: db}
+	if err := s.migrate(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// migrate applies the embedded migrations not applied yet, each in a
+// transaction, recording the schema version.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var v int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v); err != nil {
+		return err
+	}
+	ents, err := migrations.ReadDir("migrations")
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		n, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with its number", name)
+		}
+		if n <= v {
+			continue
+		}
+		body, err := migrations.ReadFile("migrations/" + name)
+		if err != nil {
+			return err
+		}
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, stmt := range strings.Split(string(body), ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("migration %s: %w", name, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, n); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnix(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// Token is an admin token, by the SHA-256 of its value.
+type Token struct {
+	Hash, Role, Name string
+}
+
+// AddToken stores a token's hash.
+func (s *Store) AddToken(ctx context.Context, t Token) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens (hash, role, name, created) VALUES ($1, $2, $3, $4)`, t.Hash, t.Role, t.Name, unix(time.Now()))
+	return err
+}
+
+// TokenByHash returns the token with that hash.
+func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
+	t := Token{Hash: hash}
+	err := s.db.QueryRowContext(ctx, `SELECT role, name FROM tokens WHERE hash = $1`, hash).Scan(&t.Role, &t.Name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, ErrNotFound
+	}
+	return t, err
+}
+
+// Meta reads a value of the meta table ("" if absent).
+func (s *Store) Meta(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = $1`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+// SetMeta writes a value of the meta table.
+func (s *Store) SetMeta(ctx context.Context, key, value string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	return err
+}
+
+// Device is an enrolled device with its last inventory.
+type Device struct {
+	api.Device
+	Serial      string
+	Inventory   api.Inventory
+	InventoryAt time.Time
+}
+
+// AddDevice stores a newly enrolled device.
+func (s *Store) AddDevice(ctx context.Context, d Device) error {
+	labels, _ := json.Marshal(d.Labels)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, '{}', 0)`, d.ID, d.Name, d.Hostname, d.Kernel, string(labels), d.Serial, unix(d.Enrolled))
+	return err
+}
+
+const deviceColumns = `id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at`
+
+func scanDevice(row interface{ Scan(...any) error }) (Device, error) {
+	var d Device
+	var labels, inv string
+	var enrolled, seen, revoked, invAt int64
+	if err := row.Scan(&d.ID, &d.Name, &d.Hostname, &d.Kernel, &labels, &d.Serial, &enrolled, &seen, &revoked, &inv, &invAt); err != nil {
+		return d, err
+	}
+	json.Unmarshal([]byte(labels), &d.Labels)
+	json.Unmarshal([]byte(inv), &d.Inventory)
+	d.Enrolled, d.LastSeen, d.Revoked, d.InventoryAt = fromUnix(enrolled), fromUnix(seen), fromUnix(revoked), fromUnix(invAt)
+	d.Processes = len(d.Inventory.Processes)
+	seenIDs := map[string]bool{}
+	for _, p := range d.Inventory.Processes {
+		for _, a := range p.Patches {
+			if a.State == "applied" && !seenIDs[a.ID] {
+				seenIDs[a.ID] = true
+				d.Applied = append(d.Applied, a.ID)
+			}
+		}
+	}
+	sort.Strings(d.Applied)
+	return d, nil
+}
+
+// Device returns one device.
+func (s *Store) Device(ctx context.Context, id string) (Device, error) {
+	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, ErrNotFound
+	}
+	return d, err
+}
+
+// Devices returns every device, by enrollment.
+func (s *Store) Devices(ctx context.Context) ([]Device, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices ORDER BY enrolled, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Seen records that a device was heard from.
+func (s *Store) Seen(ctx context.Context, id string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE devices SET last_seen = $1 WHERE id = $2`, unix(at), id)
+	return err
+}
+
+// SetInventory stores a device's inventory.
+func (s *Store) SetInventory(ctx context.Context, id string, inv api.Inventory, at time.Time) error {
+	data, err := json.Marshal(inv)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `UPDATE devices SET inventory = $1, inventory_at = $2, hostname = $3, kernel = $4, last_seen = $2 WHERE id = $5`,
+		string(data), unix(at), inv.Hostname, inv.Kernel, id)
+	return err
+}
+
+// Revoke marks a device revoked.
+func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE devices SET revoked = $1 WHERE id = $2 AND revoked = 0`, unix(at), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.Device(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddPatch stores a published patch (a second publish of the same file
+// changes nothing).
+func (s *Store) AddPatch(ctx context.Context, info api.PatchInfo, data []byte) error {
+	raw, _ := json.Marshal(info)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO patches (sha256, id, version, info, data, published) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (sha256) DO NOTHING`, info.SHA256, info.ID, info.Version, string(raw), data, unix(info.Published))
+	return err
+}
+
+// Patches returns the catalog, newest first.
+func (s *Store) Patches(ctx context.Context) ([]api.PatchInfo, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT info FROM patches ORDER BY published DESC, sha256`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []api.PatchInfo
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return nil, err
+		}
+		var p api.PatchInfo
+		if err := json.Unmarshal([]byte(raw), &p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// Patch returns a patch's description by SHA-256, or the newest version
+// of a patch id.
+func (s *Store) Patch(ctx context.Context, ref string) (api.PatchInfo, error) {
+	var raw string
+	err := s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE sha256 = $1 OR id = $1 ORDER BY (sha256 = $1) DESC, version DESC, published DESC LIMIT 1`, ref).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return api.PatchInfo{}, ErrNotFound
+	}
+	var p api.PatchInfo
+	if err == nil {
+		err = json.Unmarshal([]byte(raw), &p)
+	}
+	return p, err
+}
+
+// PatchData returns a patch file by SHA-256.
+func (s *Store) PatchData(ctx context.Context, sha string) ([]byte, error) {
+	var data []byte
+	err := s.db.QueryRowContext(ctx, `SELECT data FROM patches WHERE sha256 = $1`, sha).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return data, err
+}
+
+// Rollout is a rollout as stored: the API view plus, per ring, the
+// devices it was fixed to when it started.
+type Rollout struct {
+	api.Rollout
+	Windows map[string]string   `json:"windows,omitempty"`
+	Members map[string][]string `json:"members,omitempty"` // ring → device ids
+	// Revert: the devices where it landed must take it off (a rollback,
+	// or a halt on exceeded failures).
+	Revert bool `json:"revert,omitempty"`
+}
+
+// PutRollout creates or updates a rollout.
+func (s *Store) PutRollout(ctx context.Context, r Rollout) error {
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO rollouts (id, patch_sha, state, body, created, updated) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated = excluded.updated`,
+		r.ID, r.Patch.SHA256, r.State, string(raw), unix(r.Created), unix(r.Updated))
+	return err
+}
+
+// Rollouts returns every rollout, oldest first.
+func (s *Store) Rollouts(ctx context.Context) ([]Rollout, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT body FROM rollouts ORDER BY created, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Rollout
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return nil, err
+		}
+		var r Rollout
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Rollout returns one rollout.
+func (s *Store) Rollout(ctx context.Context, id string) (Rollout, error) {
+	var raw string
+	err := s.db.QueryRowContext(ctx, `SELECT body FROM rollouts WHERE id = $1`, id).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Rollout{}, ErrNotFound
+	}
+	var r Rollout
+	if err == nil {
+		err = json.Unmarshal([]byte(raw), &r)
+	}
+	if r.Members == nil {
+		r.Members = map[string][]string{}
+	}
+	return r, err
+}
+
+// AddEvent appends to the audit log and returns its sequence number.
+func (s *Store) AddEvent(ctx context.Context, e api.AuditEvent) (int64, error) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	var seq int64
+	err := s.db.QueryRowContext(ctx, `INSERT INTO events (time, actor, type, device, rollout, patch, message) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`,
+		unix(e.Time), e.Actor, e.Type, e.Device, e.Rollout, e.Patch, e.Message).Scan(&seq)
+	return seq, err
+}
+
+// Events returns audit events after seq, oldest first, at most limit.
+func (s *Store) Events(ctx context.Context, after int64, limit int) ([]api.AuditEvent, error) {
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, actor, type, device, rollout, patch, message FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []api.AuditEvent
+	for rows.Next() {
+		var e api.AuditEvent
+		var t int64
+		if err := rows.Scan(&e.Seq, &t, &e.Actor, &e.Type, &e.Device, &e.Rollout, &e.Patch, &e.Message); err != nil {
+			return nil, err
+		}
+		e.Time = fromUnix(t)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// DeviceEvents returns a device's events of the given types for a patch
+// after a time (the rollout engine counts failures with it).
+func (s *Store) DeviceEvents(ctx context.Context, device, patch string, after time.Time, types []string) ([]api.AuditEvent, error) {
+	q := `SELECT seq, time, actor, type, device, rollout, patch, message FROM events WHERE device = $1 AND patch = $2 AND time > $3 AND type IN (`
+	args := []any{device, patch, unix(after)}
+	for i, t := range types {
+		if i > 0 {
+			q += ", "
+		}
+		q += "$" + strconv.Itoa(i+4)
+		args = append(args, t)
+	}
+	rows, err := s.db.QueryContext(ctx, q+") ORDER BY seq", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []api.AuditEvent
+	for rows.Next() {
+		var e api.AuditEvent
+		var t int64
+		if err := rows.Scan(&e.Seq, &t, &e.Actor, &e.Type, &e.Device, &e.Rollout, &e.Patch, &e.Message); err != nil {
+			return nil, err
+		}
+		e.Time = fromUnix(t)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
