@@ -9,6 +9,18 @@ for tool in go gcc; do
 	command -v "$tool" >/dev/null || { echo "test.sh: $tool is required but not installed" >&2; exit 1; }
 done
 
+# The server's store is tested against a real PostgreSQL: Debian's package,
+# installed when missing (the tests start their own throwaway cluster).
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+	echo "test.sh: installing PostgreSQL (Debian's postgresql package) for the store tests"
+	if [ "$(id -u)" = 0 ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+	else
+		sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+	fi
+fi
+export HOTPATCH_REQUIRE_POSTGRES=1
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*'))
 if [ -n "$unformatted" ]; then
 	echo "test.sh: gofmt would change: $unformatted" >&2

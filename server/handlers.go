@@ -200,6 +200,9 @@ func (s *Server) sync(r *http.Request, who identity) (any, error) {
 	defer s.metrics.longPolls.Add(-1)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	if n, err := s.st.Change(r.Context()); err == nil {
+		s.wake(n) // a change made on another replica a moment ago
+	}
 	for {
 		s.mu.Lock()
 		seq, ch := s.seq, s.changed

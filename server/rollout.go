@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -45,7 +46,7 @@ func (s *Server) startRollout(r *http.Request, who identity) (any, error) {
 	for _, name := range req.Rings {
 		ro.Rings = append(ro.Rings, api.Ring{Name: name, State: api.RingPending, Window: req.Windows[name]})
 	}
-	if err := s.st.PutRollout(r.Context(), ro); err != nil {
+	if err := s.st.AddRollout(r.Context(), ro); err != nil {
 		return nil, err
 	}
 	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "rollout_started", Rollout: ro.ID, Patch: info.ID,
@@ -96,8 +97,11 @@ func (s *Server) rolloutAction(r *http.Request, who identity) (any, error) {
 	default:
 		return nil, errorf(http.StatusNotFound, "no action %q: halt, resume or rollback", action)
 	}
+	prev := ro.Updated
 	ro.Updated = time.Now().UTC()
-	if err := s.st.PutRollout(ctx, ro); err != nil {
+	if err := s.st.UpdateRollout(ctx, ro, prev); errors.Is(err, store.ErrConflict) {
+		return nil, errorf(http.StatusConflict, "rollout %s changed meanwhile; try again", ro.ID)
+	} else if err != nil {
 		return nil, err
 	}
 	s.audit(ctx, api.AuditEvent{Actor: who.actor(), Type: "rollout_" + action, Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
@@ -151,7 +155,12 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 		return ro.Rollout, err
 	}
 	now := time.Now().UTC()
+	prev := ro.Updated
 	changed, notify := false, false
+	// The audit events of the transitions, written once they are stored
+	// (another replica may win the race for this rollout).
+	var audits []api.AuditEvent
+	audit := func(e api.AuditEvent) { audits = append(audits, e) }
 	for i := range ro.Rings {
 		ring := &ro.Rings[i]
 		if ring.State == api.RingDone {
@@ -173,14 +182,14 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 			ro.Members[ring.Name] = members
 			ring.State, ring.Started, ring.Devices = api.RingActive, now, len(members)
 			changed, notify = true, true
-			s.audit(ctx, api.AuditEvent{Actor: "server", Type: "ring_started", Rollout: ro.ID, Patch: ro.Patch.ID, Message: fmt.Sprintf("ring %s: %d devices", ring.Name, len(members))})
+			audit(api.AuditEvent{Actor: "server", Type: "ring_started", Rollout: ro.ID, Patch: ro.Patch.ID, Message: fmt.Sprintf("ring %s: %d devices", ring.Name, len(members))})
 		}
 		s.count(ctx, &ro, ring, devices)
 		if ring.Failed > ro.MaxFailures {
 			ring.State = api.RingHalted
 			ro.State, ro.Revert = api.StateHalted, true
 			ro.Reason = fmt.Sprintf("ring %s: %d devices failed, more than the budget of %d; reverting where it landed", ring.Name, ring.Failed, ro.MaxFailures)
-			s.audit(ctx, api.AuditEvent{Actor: "server", Type: "rollout_halted", Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
+			audit(api.AuditEvent{Actor: "server", Type: "rollout_halted", Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
 			changed, notify = true, true
 			break
 		}
@@ -189,7 +198,7 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 		}
 		if ring.State == api.RingSoaking && !now.Before(ring.SoakUntil) {
 			ring.State, changed = api.RingDone, true
-			s.audit(ctx, api.AuditEvent{Actor: "server", Type: "ring_done", Rollout: ro.ID, Patch: ro.Patch.ID,
+			audit(api.AuditEvent{Actor: "server", Type: "ring_done", Rollout: ro.ID, Patch: ro.Patch.ID,
 				Message: fmt.Sprintf("ring %s: %d applied, %d not needed, %d failed", ring.Name, ring.Applied, ring.NotNeeded, ring.Failed)})
 			continue // the next ring may start now
 		}
@@ -197,12 +206,21 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 	}
 	if ro.State == api.StateRunning && ro.Rings[len(ro.Rings)-1].State == api.RingDone {
 		ro.State, changed = api.StateDone, true
-		s.audit(ctx, api.AuditEvent{Actor: "server", Type: "rollout_done", Rollout: ro.ID, Patch: ro.Patch.ID})
+		audit(api.AuditEvent{Actor: "server", Type: "rollout_done", Rollout: ro.ID, Patch: ro.Patch.ID})
 	}
 	if changed {
 		ro.Updated = now
-		if err := s.st.PutRollout(ctx, ro); err != nil {
+		if now.Equal(prev) {
+			ro.Updated = now.Add(time.Nanosecond)
+		}
+		if err := s.st.UpdateRollout(ctx, ro, prev); errors.Is(err, store.ErrConflict) {
+			cur, err := s.st.Rollout(ctx, id) // another replica moved it on
+			return cur.Rollout, err
+		} else if err != nil {
 			return ro.Rollout, err
+		}
+		for _, e := range audits {
+			s.audit(ctx, e)
 		}
 	}
 	if notify {

@@ -30,6 +30,10 @@ type Config struct {
 	DataDir string
 	// Listen is the address to listen on (default 127.0.0.1:8443).
 	Listen string
+	// DB is a PostgreSQL URL (postgres://…); empty: SQLite in DataDir.
+	// Several servers with the same DB (and copies of the same DataDir
+	// for the CA) serve one fleet.
+	DB string
 	// Hosts are extra names for the server certificate.
 	Hosts []string
 	// Publishers are public key files a published patch must be signed
@@ -54,11 +58,11 @@ type Server struct {
 	http       *http.Server
 	url        string
 
-	// changed is closed and replaced whenever the desired state of
-	// devices may have changed: it wakes every long-poll.
+	// changed is closed and replaced whenever the store's change counter
+	// moves (here or on another replica): it wakes every long-poll.
 	mu      sync.Mutex
 	changed chan struct{}
-	seq     int64 // the change counter long-polls compare against
+	seq     int64 // the store's change counter as last seen
 
 	// driving serialises the rollout engine; kicks wake it.
 	driving sync.Mutex
@@ -96,14 +100,20 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, DBFile))
+	dbURL := cfg.DB
+	if dbURL == "" {
+		dbURL = filepath.Join(cfg.DataDir, DBFile)
+	}
+	st, err := store.Open(dbURL)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, ca: ca, st: st, changed: make(chan struct{}), kicks: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{}),
-		// A cursor of an earlier life of the server never matches.
-		seq: time.Now().UnixNano()}
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if s.seq, err = st.Change(context.Background()); err != nil {
+		st.Close()
+		return nil, err
+	}
 	ctx := context.Background()
 	if s.adminToken, err = s.firstToken(ctx, AdminTokenFile, api.RoleAdmin, "admin"); err != nil {
 		st.Close()
@@ -182,7 +192,38 @@ func (s *Server) Start() error {
 	}
 	go s.http.ServeTLS(ln, "", "")
 	go s.drive()
+	go s.watchChanges()
 	return nil
+}
+
+// watchChanges wakes the long-polls when another replica moved the
+// change counter (with SQLite there is no other, and it costs one small
+// query a tick).
+func (s *Server) watchChanges() {
+	t := time.NewTicker(min(s.cfg.Tick, 500*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if n, err := s.st.Change(context.Background()); err == nil {
+			s.wake(n)
+		}
+	}
+}
+
+// wake records the change counter and, if it moved, wakes the long-polls.
+func (s *Server) wake(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n == s.seq {
+		return
+	}
+	s.seq = n
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // URL is where the server listens, https://HOST:PORT.
@@ -209,13 +250,13 @@ func (s *Server) Close() error {
 	return s.st.Close()
 }
 
-// notify wakes the long-polls: devices' desired state may have changed.
+// notify moves the change counter (devices' desired state may have
+// changed) and wakes the long-polls here; other replicas see it within
+// a tick.
 func (s *Server) notify() {
-	s.mu.Lock()
-	s.seq++
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
+	if n, err := s.st.BumpChange(context.Background()); err == nil {
+		s.wake(n)
+	}
 }
 
 func newID(prefix string) string {

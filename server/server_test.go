@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotpatch/hotpatch/build"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/pgtest"
 	"github.com/hotpatch/hotpatch/patch"
 	"github.com/hotpatch/hotpatch/server/api"
 	"github.com/hotpatch/hotpatch/server/pki"
@@ -79,7 +80,12 @@ func (c *caller) do(method, path string, body, out any) int {
 
 func startServer(t *testing.T, dir string) *Server {
 	t.Helper()
-	s, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond})
+	return startServerDB(t, dir, "")
+}
+
+func startServerDB(t *testing.T, dir, db string) *Server {
+	t.Helper()
+	s, err := New(Config{DataDir: dir, DB: db, Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,9 +183,11 @@ func waitRollout(t *testing.T, admin *caller, id string, what string, ok func(ap
 // exceeds the budget, the rollout halts and every device that got it is
 // told to revert; a server restart loses nothing; a revoked device and a
 // viewer token are refused; the CVE report counts the devices.
-func TestRollout(t *testing.T) {
+func TestRollout(t *testing.T) { testRollout(t, "") }
+
+func testRollout(t *testing.T, db string) {
 	dir := t.TempDir()
-	s := startServer(t, dir)
+	s := startServerDB(t, dir, db)
 	data, p := testPatch(t)
 	buildID := fmt.Sprintf("%x", p.Target.BuildID)
 	admin := newCaller(t, s, s.AdminToken(), nil, nil)
@@ -268,7 +276,7 @@ func TestRollout(t *testing.T) {
 
 	// A restart loses nothing.
 	s.Close()
-	s = startServer(t, dir)
+	s = startServerDB(t, dir, db)
 	defer s.Close()
 	admin = newCaller(t, s, s.AdminToken(), nil, nil)
 	admin.do("GET", api.PathRollout+ro.ID, nil, &ro)
@@ -325,5 +333,65 @@ func TestFirstStart(t *testing.T) {
 	csr, _ := pki.CSR(key, "x")
 	if st := newCaller(t, s, "", nil, nil).do("POST", api.PathEnroll, api.EnrollRequest{Token: s.AdminToken(), CSR: string(csr)}, nil); st != 401 {
 		t.Errorf("enrolling with the admin token: HTTP %d, want 401", st)
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Stop()
+	os.Exit(code)
+}
+
+// TestRolloutPostgres runs the rollout test on PostgreSQL.
+func TestRolloutPostgres(t *testing.T) {
+	testRollout(t, pgtest.URL(t))
+}
+
+// TestTwoReplicas: two servers on one PostgreSQL database serve one fleet:
+// a device enrolled and long-polling on one replica gets a rollout
+// started on the other within a tick, and both drive the same rollout
+// without doing its steps twice.
+func TestTwoReplicas(t *testing.T) {
+	url := pgtest.URL(t)
+	dir := t.TempDir()
+	a := startServerDB(t, dir, url)
+	defer a.Close()
+	b := startServerDB(t, dir, url) // the same CA and tokens: a copy of the data directory would do
+	defer b.Close()
+	data, p := testPatch(t)
+	buildID := fmt.Sprintf("%x", p.Target.BuildID)
+	dev, _ := enroll(t, a, "replica-dev", map[string]string{"ring": "canary"})
+	first := syncAs(t, dev, 0, time.Second)
+	dev.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	adminB := newCaller(t, b, b.AdminToken(), nil, nil)
+	if st := adminB.do("POST", api.PathPatches, data, nil); st != 200 {
+		t.Fatalf("publish on b: HTTP %d", st)
+	}
+	held := make(chan api.SyncResponse, 1)
+	go func() { held <- syncAs(t, dev, first.Cursor, 30*time.Second) }()
+	time.Sleep(100 * time.Millisecond)
+	var ro api.Rollout
+	if st := adminB.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}}, &ro); st != 200 {
+		t.Fatalf("rollout on b: HTTP %d", st)
+	}
+	select {
+	case got := <-held:
+		if len(got.Patches) != 1 || got.Patches[0].Action != api.ActionApply {
+			t.Errorf("the device on a got %+v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a long-poll on replica a missed a rollout started on replica b")
+	}
+	dev.do("POST", api.PathDeviceReport, inventory(buildID, true), nil)
+	adminA := newCaller(t, a, a.AdminToken(), nil, nil)
+	waitRollout(t, adminA, ro.ID, "done", func(r api.Rollout) bool { return r.State == api.StateDone })
+	var evs []api.AuditEvent
+	adminA.do("GET", api.PathEvents, nil, &evs)
+	n := map[string]int{}
+	for _, e := range evs {
+		n[e.Type]++
+	}
+	if n["ring_started"] != 1 || n["ring_done"] != 1 || n["rollout_done"] != 1 {
+		t.Errorf("steps recorded %v; each once", n)
 	}
 }

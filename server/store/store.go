@@ -1,9 +1,9 @@
 // Package store keeps hotpatch-server's state: tokens, devices and their
-// inventories, the patch catalog, rollouts and the audit log. One
-// interface-free type over database/sql; the schema is embedded and
-// migrated at open. SQLite (modernc.org/sqlite, pure Go) is the embedded
-// default; the SQL is kept to what PostgreSQL accepts too (see
-// docs/server.md), which is the next step.
+// inventories, the patch catalog, rollouts, the audit log and a change
+// counter. One type over database/sql and two databases: SQLite
+// (modernc.org/sqlite, pure Go, the embedded default) and PostgreSQL (pgx),
+// with the same SQL (both take $1 parameters, ON CONFLICT and RETURNING);
+// only the migrations differ (migrations/sqlite, migrations/postgres).
 package store
 
 import (
@@ -18,20 +18,60 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
 
 	"github.com/hotpatch/hotpatch/server/api"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations
 var migrations embed.FS
 
 // ErrNotFound is returned for a missing device, patch, rollout or token.
 var ErrNotFound = errors.New("not found")
 
+// ErrConflict is returned when a rollout changed since it was read (two
+// server replicas drove it at once): read it again.
+var ErrConflict = errors.New("changed meanwhile")
+
 // Store is the server's state in a database.
 type Store struct {
-	db *sql.DB
+	db      *sql.DB
+	dialect string // "sqlite" or "postgres"
+}
+
+// Dialect is "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.dialect }
+
+// Open opens the PostgreSQL database at url (postgres://…) or, for any
+// other string, the SQLite file at that path.
+func Open(url string) (*Store, error) {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		return OpenPostgres(url)
+	}
+	return OpenSQLite(url)
+}
+
+// OpenPostgres connects to a PostgreSQL database and brings its schema up
+// to date. Several servers may share it.
+func OpenPostgres(url string) (*Store, error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(16)
+	s := &Store{db: db, dialect: "postgres"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return s, nil
 }
 
 // OpenSQLite opens (creating it if needed) the SQLite database at path
@@ -42,7 +82,7 @@ func OpenSQLite(path string) (*Store, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1) // one writer; SQLite serialises anyway
-	s := &Store{db: db}
+	s := &Store{db: db, dialect: "sqlite"}
 	if err := s.migrate(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store %s: %w", path, err)
@@ -56,6 +96,18 @@ func (s *Store) Close() error { return s.db.Close() }
 // migrate applies the embedded migrations not applied yet, each in a
 // transaction, recording the schema version.
 func (s *Store) migrate(ctx context.Context) error {
+	if s.dialect == "postgres" {
+		// Two servers starting at once: one migrates, the other waits.
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(8443)`); err != nil {
+			return err
+		}
+		defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(8443)`)
+	}
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 		return err
 	}
@@ -63,7 +115,8 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v); err != nil {
 		return err
 	}
-	ents, err := migrations.ReadDir("migrations")
+	dir := "migrations/" + s.dialect
+	ents, err := migrations.ReadDir(dir)
 	if err != nil {
 		return err
 	}
@@ -80,7 +133,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if n <= v {
 			continue
 		}
-		body, err := migrations.ReadFile("migrations/" + name)
+		body, err := migrations.ReadFile(dir + "/" + name)
 		if err != nil {
 			return err
 		}
@@ -326,16 +379,48 @@ type Rollout struct {
 	Revert bool `json:"revert,omitempty"`
 }
 
-// PutRollout creates or updates a rollout.
-func (s *Store) PutRollout(ctx context.Context, r Rollout) error {
+// AddRollout stores a new rollout.
+func (s *Store) AddRollout(ctx context.Context, r Rollout) error {
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO rollouts (id, patch_sha, state, body, created, updated) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated = excluded.updated`,
+	_, err = s.db.ExecContext(ctx, `INSERT INTO rollouts (id, patch_sha, state, body, created, updated) VALUES ($1, $2, $3, $4, $5, $6)`,
 		r.ID, r.Patch.SHA256, r.State, string(raw), unix(r.Created), unix(r.Updated))
 	return err
+}
+
+// UpdateRollout stores a changed rollout if it is still as it was when
+// read (its Updated time was prev); otherwise ErrConflict.
+func (s *Store) UpdateRollout(ctx context.Context, r Rollout, prev time.Time) error {
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE rollouts SET state = $1, body = $2, updated = $3 WHERE id = $4 AND updated = $5`,
+		r.State, string(raw), unix(r.Updated), r.ID, unix(prev))
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrConflict
+	}
+	return nil
+}
+
+// Change returns the change counter: it grows whenever some device's
+// desired state may have changed (the long-poll cursor).
+func (s *Store) Change(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT n FROM change WHERE id = 1`).Scan(&n)
+	return n, err
+}
+
+// BumpChange adds one to the change counter and returns it.
+func (s *Store) BumpChange(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `UPDATE change SET n = n + 1 WHERE id = 1 RETURNING n`).Scan(&n)
+	return n, err
 }
 
 // Rollouts returns every rollout, oldest first.

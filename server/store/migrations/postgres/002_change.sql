@@ -1,0 +1,5 @@
+CREATE TABLE change (
+	id INTEGER PRIMARY KEY,
+	n BIGINT NOT NULL
+);
+INSERT INTO change (id, n) VALUES (1, 1)
