@@ -38,12 +38,24 @@ func (t *target) records() ([]appliedPatch, error) {
 		if n > 16<<20 {
 			continue
 		}
-		raw := make([]byte, n)
+		// The record is rewritten JSON first, length second: after a kill
+		// between the two, the length is stale but the JSON complete. So
+		// read the whole header region and decode the first JSON value.
+		region := uint64(n)
+		for _, mm := range t.maps {
+			if mm.Start == m.Start {
+				region = max(region, mm.Size()-recordOffset)
+			}
+		}
+		raw := make([]byte, min(region, 16<<20))
 		if err := t.mem.ReadAt(raw, m.Start+recordOffset); err != nil {
 			return nil, err
 		}
 		a := appliedPatch{base: m.Start, state: binary.LittleEndian.Uint32(hdr[stateOffset:])}
-		if err := json.Unmarshal(raw, &a.rec); err != nil {
+		if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&a.rec); err != nil {
+			if !executableMapping(t.maps, m) {
+				continue // a killed hotpatch's half-written mapping: the next session removes it
+			}
 			return nil, fmt.Errorf("process %d: unreadable patch record at %#x: %v", t.pid, m.Start, err)
 		}
 		a.size = a.rec.Size
@@ -51,6 +63,17 @@ func (t *target) records() ([]appliedPatch, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].rec.AppliedAt < out[j].rec.AppliedAt })
 	return out, nil
+}
+
+// executableMapping reports whether any part of the patch mapping that
+// starts like m is executable (it was filled and made live).
+func executableMapping(maps []Mapping, m Mapping) bool {
+	for _, mm := range maps {
+		if mm.Dev == m.Dev && mm.Inode == m.Inode && strings.Contains(mm.Perms, "x") {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *target) setState(base uint64, state uint32) error {
