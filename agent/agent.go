@@ -23,9 +23,15 @@ import (
 
 // Agent keeps the patches of a directory applied. Run it with Run; all
 // its state is owned by the goroutine running Run, and the engine work
-// runs in a few worker goroutines whose results come back to it.
+// runs in a few worker goroutines whose results come back to it. Enrolled
+// with a server, a serverLink (server.go) keeps a second patch directory,
+// STATE/server/, and tells Run when it changed.
 type Agent struct {
-	cfg     Config
+	cfg Config
+	// serverDir is STATE/server/ when enrolled ("" offline).
+	serverDir string
+	// id is the identity of an enrolled agent (nil before enrollment).
+	id      *identity
 	trusted []patch.PublicKey
 	log     *eventLog
 	st      *persisted
@@ -120,11 +126,32 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.scope = ns
 	}
-	if st, err := os.Stat(cfg.PatchDir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("patch directory %s: not a directory", cfg.PatchDir)
+	if cfg.PatchDir != "" {
+		if st, err := os.Stat(cfg.PatchDir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("patch directory %s: not a directory", cfg.PatchDir)
+		}
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
+	}
+	if cfg.Server != "" {
+		var err error
+		if a.id, err = loadIdentity(cfg.StateDir); err != nil {
+			return nil, err
+		}
+		if a.id == nil && (cfg.EnrollToken == "" || cfg.CA == "") {
+			return nil, fmt.Errorf("not enrolled yet (no identity in %s): give --enroll-token and --ca (the server's ca.pem) for the first start",
+				filepath.Join(cfg.StateDir, identityDir))
+		}
+		if cfg.CA != "" {
+			if _, err := os.Stat(cfg.CA); err != nil {
+				return nil, fmt.Errorf("server CA: %v", err)
+			}
+		}
+		a.serverDir = filepath.Join(cfg.StateDir, serverDirName)
+		if err := os.MkdirAll(a.serverDir, 0o700); err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -143,6 +170,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.st, err = loadState(a.cfg.StateDir); err != nil {
 		return fmt.Errorf("state %s: %v", a.cfg.StateDir, err)
 	}
+	var link *serverLink
+	if a.cfg.Server != "" {
+		link = newServerLink(a)
+		a.log.forward = link.out.push
+	}
 	a.metrics = newMetrics(a)
 	if a.cfg.MetricsListen != "" {
 		stop, err := a.metrics.serve(a.cfg.MetricsListen)
@@ -159,8 +191,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	execs, exits, lost := a.watchProcesses(ctx)
 	a.watchFaults(ctx)
 	dirChanged := a.watchDir(ctx)
+	// serverChanged stays nil offline (never ready).
+	var serverChanged <-chan struct{}
+	if link != nil {
+		serverChanged = link.changed
+		// The link outlives the loop a little, to send the last events
+		// (stopped).
+		linkCtx, stopLink := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { link.run(linkCtx); close(done) }()
+		defer func() { stopLink(); <-done }()
+	}
 
-	a.log.add(Event{Type: "started", Message: fmt.Sprintf("patch dir %s, %d trusted keys, scope %s", a.cfg.PatchDir, len(a.trusted), orAll(a.scope))})
+	msg := fmt.Sprintf("patch dir %s, %d trusted keys, scope %s", orNone(a.cfg.PatchDir), len(a.trusted), orAll(a.scope))
+	if a.cfg.Server != "" {
+		device := "not enrolled yet"
+		if a.id != nil {
+			device = "device " + a.id.DeviceID
+		}
+		msg += fmt.Sprintf(", server %s (%s)", a.cfg.Server, device)
+	}
+	a.log.add(Event{Type: "started", Message: msg})
 	a.syncPatchDir()
 	a.rescan()
 
@@ -187,6 +238,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.probeDone(r)
 		case <-dirChanged:
 			a.syncPatchDir()
+		case <-serverChanged:
+			a.syncPatchDir()
+			a.rescan()
 		case <-rescan.C:
 			a.syncPatchDir()
 			a.rescan()
@@ -202,6 +256,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		wake.Reset(max(next, time.Millisecond))
 	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func orAll(s string) string {
@@ -221,20 +282,40 @@ func (a *Agent) drain() {
 	}
 }
 
-// syncPatchDir reads the patch directory: new or changed files become
-// desired, files gone are reverted everywhere.
+// syncPatchDir reads the patch directories (the local one, then the
+// server's STATE/server/ when enrolled): new or changed files become
+// desired, files gone are reverted everywhere. A local patch wins over a
+// server patch with the same id.
 func (a *Agent) syncPatchDir() {
-	ents, err := os.ReadDir(a.cfg.PatchDir)
-	if err != nil {
-		a.log.add(Event{Type: "patch_refused", File: a.cfg.PatchDir, Error: err.Error()})
-		return
+	type entry struct {
+		file   string
+		server bool
 	}
-	seen := map[string]bool{}
-	for _, e := range ents {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".hpatch") {
+	var files []entry
+	ok := true
+	for _, dir := range []string{a.cfg.PatchDir, a.serverDir} {
+		if dir == "" {
 			continue
 		}
-		file := filepath.Join(a.cfg.PatchDir, e.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			a.log.add(Event{Type: "patch_refused", File: dir, Error: err.Error()})
+			ok = false
+			continue
+		}
+		for _, e := range ents {
+			if !e.IsDir() && strings.HasSuffix(e.Name(), ".hpatch") {
+				files = append(files, entry{filepath.Join(dir, e.Name()), dir == a.serverDir})
+			}
+		}
+	}
+	if !ok {
+		return // an unreadable directory is not an empty one
+	}
+	seen := map[string]bool{}
+	local := map[string]string{} // patch id → local file
+	for _, f := range files {
+		file := f.file
 		data, err := os.ReadFile(file)
 		if err != nil {
 			continue // removed meanwhile
@@ -242,6 +323,9 @@ func (a *Agent) syncPatchDir() {
 		digest := patch.FileDigest(data)
 		if d := a.findByFile(file); d != nil && d.digest == digest {
 			seen[d.p.ID] = true
+			if !f.server {
+				local[d.p.ID] = file
+			}
 			continue
 		}
 		p, err := patch.Load(data)
@@ -254,11 +338,21 @@ func (a *Agent) syncPatchDir() {
 			}
 			continue
 		}
+		if f.server && local[p.ID] != "" {
+			if a.refused(file, digest) {
+				a.log.add(Event{Type: "patch_overridden", File: file, Patch: p.ID, Version: p.Version,
+					Message: "the server's patch is not applied: the local patch directory has one with the same id, " + local[p.ID]})
+			}
+			continue
+		}
 		if other, ok := a.desired[p.ID]; ok && other.file != file && seen[p.ID] {
 			a.log.add(Event{Type: "patch_refused", File: file, Patch: p.ID, Error: "another file in the patch directory has the same patch id: " + other.file})
 			continue
 		}
 		seen[p.ID] = true
+		if !f.server {
+			local[p.ID] = file
+		}
 		a.desired[p.ID] = &desiredPatch{p: p, file: file, digest: digest}
 		a.gen++
 		if b, ok := a.st.Bad[p.ID]; ok && b.Digest != digest {
@@ -348,17 +442,21 @@ func (a *Agent) rescan() {
 // few times while its libraries load.
 func (a *Agent) newProcess(pid int) {
 	delete(a.procs, pid) // a new program: forget what was known of the pid
-	if pi := a.look(pid, true); pi != nil {
+	if pi := a.track(pid); pi != nil {
+		// The first look a moment after the exec: the dynamic linker is
+		// still loading and relocating the libraries at the exec event.
 		pi.young = 8
-		pi.nextLook = time.Now().Add(2 * time.Millisecond)
+		pi.nextLook = time.Now().Add(youngDelay)
 	}
 }
 
-// look records a process in scope and submits the applies it needs. A
-// process whose address space and the desired patches have not changed
-// since the last look is skipped, unless force.
-func (a *Agent) look(pid int, force bool) *procInfo {
-	start, vsize, ok := procStat(pid)
+// youngDelay is how long after its exec a new program is first looked at.
+const youngDelay = 20 * time.Millisecond
+
+// track returns what the agent knows of a process in its scope, making
+// the record if needed (nil if the process is gone or out of scope).
+func (a *Agent) track(pid int) *procInfo {
+	start, _, ok := procStat(pid)
 	if !ok {
 		return nil
 	}
@@ -374,6 +472,18 @@ func (a *Agent) look(pid int, force bool) *procInfo {
 		pi = &procInfo{start: start, exe: exe, retry: map[string]*retryState{}}
 		a.procs[pid] = pi
 	}
+	return pi
+}
+
+// look records a process in scope and submits the applies it needs. A
+// process whose address space and the desired patches have not changed
+// since the last look is skipped, unless force.
+func (a *Agent) look(pid int, force bool) *procInfo {
+	pi := a.track(pid)
+	if pi == nil {
+		return nil
+	}
+	_, vsize, _ := procStat(pid)
 	if len(a.desired) == 0 || a.busyPIDs[pid] {
 		return pi
 	}

@@ -21,7 +21,7 @@ import (
 // packaging/hotpatchd.yaml), overridden by flags.
 type Config struct {
 	// PatchDir holds the desired state: every *.hpatch file in it is kept
-	// applied; removing one reverts it.
+	// applied; removing one reverts it. Optional when Server is set.
 	PatchDir string `yaml:"patch_dir"`
 	// StateDir keeps the agent's own state (bad patches, copies of the
 	// patches it manages, health watches) and the event log.
@@ -49,6 +49,24 @@ type Config struct {
 	// Quiet stops the agent from printing events to stdout (they always
 	// go to the event log).
 	Quiet bool `yaml:"quiet"`
+
+	// Server, if set (https://HOST:PORT), enrolls the agent with
+	// hotpatch-server: the patches the server wants on this host are
+	// downloaded into STATE/server/, a second patch directory, and the
+	// agent reports its inventory and events. Patches are still verified
+	// against Trust. Empty: offline mode, the patch directory only.
+	Server string `yaml:"server"`
+	// CA is the server's CA certificate (its ca.pem), needed to enroll;
+	// once enrolled the agent keeps a copy in STATE/identity/.
+	CA string `yaml:"ca"`
+	// EnrollToken is the server's enrollment token, needed only for the
+	// first start (the identity is then kept in STATE/identity/).
+	EnrollToken string `yaml:"enroll_token"`
+	// Name is the device's name on the server (default: the host name).
+	Name string `yaml:"name"`
+	// Labels are sent at enrollment; ring=NAME puts the device in a
+	// rollout ring.
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Health configures the watch that follows every apply.
@@ -121,8 +139,8 @@ func LoadConfig(path string) (*Config, error) {
 
 // setDefaults fills what the config leaves out and checks the rest.
 func (c *Config) setDefaults() error {
-	if c.PatchDir == "" {
-		return errors.New("no patch directory: give --patch-dir or patch_dir in the config")
+	if c.PatchDir == "" && c.Server == "" {
+		return errors.New("no patch directory: give --patch-dir or patch_dir in the config (or --server to enroll with hotpatch-server)")
 	}
 	if c.StateDir == "" {
 		return errors.New("no state directory: give --state or state_dir in the config")

@@ -13,6 +13,9 @@ import (
 // tick reads it too, in case inotify is not available.
 func (a *Agent) watchDir(ctx context.Context) <-chan struct{} {
 	c := make(chan struct{}, 1)
+	if a.cfg.PatchDir == "" {
+		return c // enrolled without a local directory
+	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
 	if err != nil {
 		return c

@@ -19,7 +19,8 @@ type Event struct {
 	// Type names the step: started, stopped, patch_loaded, patch_refused,
 	// patch_removed, applied, apply_failed, busy, reverted, revert_failed,
 	// crash, probe_failed, rolled_back, fallback, fallback_failed,
-	// events_lost.
+	// events_lost; enrolled: enrolled, server_refused, download_failed,
+	// patch_overridden.
 	Type     string `json:"type"`
 	PID      int    `json:"pid,omitempty"`
 	Exe      string `json:"exe,omitempty"`
@@ -83,6 +84,9 @@ type eventLog struct {
 	f      *os.File
 	stdout io.Writer
 	count  map[string]int // events by type, for the metrics
+	// forward, if set, gets every event too (the enrolled agent's
+	// outbox, sent to the server); it must not block.
+	forward func(Event)
 }
 
 func openEventLog(stateDir string, stdout io.Writer) (*eventLog, error) {
@@ -105,6 +109,9 @@ func (l *eventLog) add(e Event) {
 	l.f.Sync()
 	if l.stdout != nil {
 		fmt.Fprintln(l.stdout, string(line))
+	}
+	if l.forward != nil {
+		l.forward(e)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,9 +26,10 @@ func NewAgentRoot(stdout, stderr io.Writer) *cobra.Command {
 		timeout    time.Duration
 		rescan     time.Duration
 		window     time.Duration
+		labels     []string
 	)
 	cmd := &cobra.Command{
-		Use:   "hotpatchd [--config FILE] [--patch-dir DIR] [--state DIR] [--trust KEY.pub]…",
+		Use:   "hotpatchd [--config FILE] [--patch-dir DIR] [--state DIR] [--trust KEY.pub]… [--server URL --ca CA.pem --enroll-token T]",
 		Short: "Keep the patches of a directory applied to every matching process",
 		Long: `hotpatchd is the on-host agent. The patch directory is the desired state:
 every signed patch in it is applied to every process that maps its target
@@ -36,6 +38,15 @@ the file reverts it. After each apply the process is watched for a while:
 a crash or a failed health probe marks the patch bad on this host, reverts
 it everywhere and keeps it off new processes. Every step is an event in
 STATE/events.jsonl (read it with "hotpatch events"). Runs as root.
+
+With --server the agent enrolls with hotpatch-server (the first start needs
+--enroll-token and --ca; the identity is then kept in STATE/identity/): the
+patches the server wants on this host are downloaded into STATE/server/, a
+second patch directory that works like --patch-dir (a local patch with the
+same id wins), and the agent reports its processes, patches and events.
+Patches from the server are verified against --trust like any other. If the
+server cannot be reached or refuses the device, the agent keeps running with
+the patches it has.
 
 Flags override the config file (see packaging/hotpatchd.yaml).`,
 		Version:       version.String(),
@@ -84,6 +95,28 @@ Flags override the config file (see packaging/hotpatchd.yaml).`,
 			if f.Changed("quiet") {
 				cfg.Quiet = flags.Quiet
 			}
+			if f.Changed("server") {
+				cfg.Server = flags.Server
+			}
+			if f.Changed("ca") {
+				cfg.CA = flags.CA
+			}
+			if f.Changed("enroll-token") {
+				cfg.EnrollToken = flags.EnrollToken
+			}
+			if f.Changed("name") {
+				cfg.Name = flags.Name
+			}
+			if f.Changed("label") {
+				cfg.Labels = map[string]string{}
+				for _, l := range labels {
+					k, v, ok := strings.Cut(l, "=")
+					if !ok || k == "" {
+						return usageError{fmt.Errorf("--label %q: give KEY=VALUE, e.g. ring=canary", l)}
+					}
+					cfg.Labels[k] = v
+				}
+			}
 			a, err := agent.New(*cfg)
 			if err != nil {
 				return err
@@ -109,6 +142,11 @@ Flags override the config file (see packaging/hotpatchd.yaml).`,
 	f.StringVar(&flags.Fallback.Command, "fallback-command", "", "restart command for a process that cannot be patched (sh -c; $HOTPATCH_PID, $HOTPATCH_EXE, $HOTPATCH_PATCH)")
 	f.StringVar(&flags.Fallback.Window, "fallback-window", "", "daily maintenance window for the fallback, HH:MM-HH:MM")
 	f.BoolVar(&flags.Quiet, "quiet", false, "do not print events to stdout (they still go to the event log)")
+	f.StringVar(&flags.Server, "server", "", "enroll with hotpatch-server at this URL (https://HOST:PORT) and keep its patches applied too")
+	f.StringVar(&flags.CA, "ca", "", "the server's CA certificate (its ca.pem), to enroll")
+	f.StringVar(&flags.EnrollToken, "enroll-token", "", "the server's enrollment token (first start only)")
+	f.StringVar(&flags.Name, "name", "", "the device's name on the server (default: the host name)")
+	f.StringArrayVar(&labels, "label", nil, "a label sent at enrollment, KEY=VALUE (repeatable; ring=NAME puts the device in a rollout ring)")
 	return cmd
 }
 

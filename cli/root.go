@@ -32,7 +32,7 @@ connections, same state.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeygen(), newBuild(), newInspect(), newApply(), newRevert(), newStatus(), newEvents())
+	root.AddCommand(newKeygen(), newBuild(), newInspect(), newApply(), newRevert(), newStatus(), newEvents(), newFleet())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -61,7 +61,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	name := "hotpatch"
 	if cmd != nil && cmd != root {
-		name += " " + cmd.Name()
+		name = cmd.CommandPath()
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(err.Error()))
 	var ue usageError

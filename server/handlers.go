@@ -124,13 +124,15 @@ func (s *Server) authenticate(r *http.Request, need string) (identity, error) {
 		if err != nil {
 			return identity{}, errorf(http.StatusUnauthorized, "a device certificate is needed (enroll first)")
 		}
-		d, err := s.st.Device(r.Context(), id)
-		if err != nil || d.Serial != serial {
+		known, revoked, err := s.st.DeviceAuth(r.Context(), id)
+		if err != nil || known != serial {
 			return identity{}, errorf(http.StatusUnauthorized, "device %s is not enrolled here", id)
 		}
-		if !d.Revoked.IsZero() {
-			return identity{}, errorf(http.StatusForbidden, "device %s was revoked on %s", id, d.Revoked.Format(time.RFC3339))
+		if !revoked.IsZero() {
+			return identity{}, errorf(http.StatusForbidden, "device %s was revoked on %s", id, revoked.Format(time.RFC3339))
 		}
+		var d store.Device
+		d.ID = id
 		return identity{device: d}, nil
 	}
 	tok, ok := strings.CutPrefix(r.Header.Get(api.HeaderAuthorization), "Bearer ")

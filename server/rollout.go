@@ -236,9 +236,10 @@ func (s *Server) count(ctx context.Context, ro *store.Rollout, ring *api.Ring, d
 		byID[d.ID] = d
 	}
 	ring.Applied, ring.NotNeeded, ring.Failed, ring.Pending = 0, 0, 0, 0
+	failed, _ := s.st.DevicesWithEvents(ctx, ro.Patch.ID, ring.Started, failureTypes)
 	for _, id := range ro.Members[ring.Name] {
 		d := byID[id]
-		if evs, _ := s.st.DeviceEvents(ctx, id, ro.Patch.ID, ring.Started, failureTypes); len(evs) > 0 {
+		if failed[id] {
 			ring.Failed++
 			continue
 		}

@@ -1,19 +1,12 @@
-// Command hotpatch-server is the control plane. Until the server lands it
-// only reports its version.
+// Command hotpatch-server is the fleet control plane. See docs/server.md.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/hotpatch/hotpatch/internal/version"
+	"github.com/hotpatch/hotpatch/cli"
 )
 
 func main() {
-	if len(os.Args) == 2 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Println("hotpatch-server", version.String())
-		return
-	}
-	fmt.Fprintln(os.Stderr, "hotpatch-server: the server is not implemented yet; only --version works")
-	os.Exit(2)
+	os.Exit(cli.ServerMain(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package pgtest starts a throwaway PostgreSQL server for tests: a new
 // cluster in a temporary directory, on a free port of 127.0.0.1, owned by
 // the test and stopped with it. It uses the PostgreSQL binaries of the
@@ -53,26 +55,36 @@ func Stop() {
 }
 
 // URL returns the URL of a new, empty database on the package's server,
-// started on first use (it lives as long as the test binary).
+// started on first use (it lives until Stop, or the test binary).
 func URL(t testing.TB) string {
 	t.Helper()
+	url, err := NewDatabase()
+	if err != nil {
+		if os.Getenv(RequireEnv) == "1" {
+			t.Fatalf("PostgreSQL: %v", err)
+		}
+		t.Skipf("PostgreSQL not available: %v", err)
+	}
+	return url
+}
+
+// NewDatabase is URL for programs (bench/): the URL of a new, empty
+// database, or why there is none.
+func NewDatabase() (string, error) {
 	once.Do(func() { baseURL, setupErr = start() })
 	if setupErr != nil {
-		if os.Getenv(RequireEnv) == "1" {
-			t.Fatalf("PostgreSQL: %v", setupErr)
-		}
-		t.Skipf("PostgreSQL not available: %v", setupErr)
+		return "", setupErr
 	}
 	db, err := sql.Open("pgx", baseURL+"/postgres?sslmode=disable")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer db.Close()
 	name := fmt.Sprintf("t%d_%d", time.Now().UnixNano(), os.Getpid())
 	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
-		t.Fatalf("create database: %v", err)
+		return "", fmt.Errorf("create database: %v", err)
 	}
-	return baseURL + "/" + name + "?sslmode=disable"
+	return baseURL + "/" + name + "?sslmode=disable", nil
 }
 
 func binDir() (string, error) {

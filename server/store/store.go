@@ -263,6 +263,17 @@ func (s *Store) Device(ctx context.Context, id string) (Device, error) {
 	return d, err
 }
 
+// DeviceAuth returns what authenticating a device request needs: its
+// certificate serial and when it was revoked (zero if not).
+func (s *Store) DeviceAuth(ctx context.Context, id string) (serial string, revoked time.Time, err error) {
+	var r int64
+	err = s.db.QueryRowContext(ctx, `SELECT serial, revoked FROM devices WHERE id = $1`, id).Scan(&serial, &r)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", time.Time{}, ErrNotFound
+	}
+	return serial, fromUnix(r), err
+}
+
 // Devices returns every device, by enrollment.
 func (s *Store) Devices(ctx context.Context) ([]Device, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices ORDER BY enrolled, id`)
@@ -492,6 +503,35 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) ([]api.Audit
 		}
 		e.Time = fromUnix(t)
 		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// DevicesWithEvents returns the devices that reported an event of one of
+// the types for a patch after a time (the rollout engine's failures), in
+// one query.
+func (s *Store) DevicesWithEvents(ctx context.Context, patch string, after time.Time, types []string) (map[string]bool, error) {
+	q := `SELECT DISTINCT device FROM events WHERE patch = $1 AND time > $2 AND device <> '' AND type IN (`
+	args := []any{patch, unix(after)}
+	for i, t := range types {
+		if i > 0 {
+			q += ", "
+		}
+		q += "$" + strconv.Itoa(i+3)
+		args = append(args, t)
+	}
+	rows, err := s.db.QueryContext(ctx, q+")", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out[d] = true
 	}
 	return out, rows.Err()
 }
