@@ -36,6 +36,7 @@ bench:
 # Regenerate docs/cli.md from the command tree (a test checks it is current).
 docs:
 	$(GO) run ./cli/gendoc > docs/cli.md
+	$(GO) run ./cli/gendoc -openapi > docs/openapi.json
 
 clean:
 	rm -rf bin

@@ -51,25 +51,41 @@ func (i identity) actor() string {
 
 var roleRank = map[string]int{api.RoleViewer: 1, api.RoleOperator: 2, api.RoleAdmin: 3}
 
+// route is one endpoint: how it is served and how docs/openapi.json
+// describes it (both come from this table, so they cannot drift apart).
+type route struct {
+	method, path string
+	auth         string // "", "device" or the least admin role
+	summary      string
+	req, resp    any // JSON types (nil: none); []byte: a file; string: text
+	h            func(s *Server) handler
+}
+
+var routeTable = []route{
+	{"POST", api.PathEnroll, "", "Enroll a device with the enrollment token and a CSR", api.EnrollRequest{}, api.EnrollResponse{}, func(s *Server) handler { return s.enroll }},
+	{"GET", api.PathDeviceSync, "device", "Long-poll the device's desired state (?cursor=N&wait=30s)", nil, api.SyncResponse{}, func(s *Server) handler { return s.sync }},
+	{"GET", api.PathDevicePatch + "{sha}", "device", "Download a patch file by SHA-256", nil, []byte{}, func(s *Server) handler { return s.patchFile }},
+	{"POST", api.PathDeviceReport, "device", "Report the device's inventory", api.Inventory{}, nil, func(s *Server) handler { return s.inventory }},
+	{"POST", api.PathDeviceEvents, "device", "Send the agent's events", api.DeviceEvents{}, nil, func(s *Server) handler { return s.deviceEvents }},
+	{"POST", api.PathPatches, api.RoleOperator, "Publish a signed patch file", []byte{}, api.PatchInfo{}, func(s *Server) handler { return s.publish }},
+	{"GET", api.PathPatches, api.RoleViewer, "List the catalog", nil, []api.PatchInfo{}, func(s *Server) handler { return s.patches }},
+	{"POST", api.PathRollouts, api.RoleOperator, "Start a rollout", api.RolloutRequest{}, api.Rollout{}, func(s *Server) handler { return s.startRollout }},
+	{"GET", api.PathRollouts, api.RoleViewer, "List the rollouts", nil, []api.Rollout{}, func(s *Server) handler { return s.rollouts }},
+	{"GET", api.PathRollout + "{id}", api.RoleViewer, "A rollout and its progress per ring", nil, api.Rollout{}, func(s *Server) handler { return s.rollout }},
+	{"POST", api.PathRollout + "{id}/{action}", api.RoleOperator, "halt, resume or rollback a rollout", nil, api.Rollout{}, func(s *Server) handler { return s.rolloutAction }},
+	{"GET", api.PathDevices, api.RoleViewer, "List the devices", nil, []api.Device{}, func(s *Server) handler { return s.devices }},
+	{"POST", api.PathDevice + "{id}/revoke", api.RoleAdmin, "Revoke a device", nil, api.Device{}, func(s *Server) handler { return s.revoke }},
+	{"GET", api.PathReport, api.RoleViewer, "Per-CVE report (?cve=ID)", nil, api.Report{}, func(s *Server) handler { return s.report }},
+	{"GET", api.PathEvents, api.RoleViewer, "The audit log (?after=SEQ&limit=N)", nil, []api.AuditEvent{}, func(s *Server) handler { return s.events }},
+	{"GET", api.PathMetrics, api.RoleViewer, "Prometheus metrics", nil, "", func(s *Server) handler { return s.metricsText }},
+}
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathHealth, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.Handle("POST "+api.PathEnroll, s.api("", s.enroll))
-	mux.Handle("GET "+api.PathDeviceSync, s.api("device", s.sync))
-	mux.Handle("GET "+api.PathDevicePatch+"{sha}", s.api("device", s.patchFile))
-	mux.Handle("POST "+api.PathDeviceReport, s.api("device", s.inventory))
-	mux.Handle("POST "+api.PathDeviceEvents, s.api("device", s.deviceEvents))
-	mux.Handle("POST "+api.PathPatches, s.api(api.RoleOperator, s.publish))
-	mux.Handle("GET "+api.PathPatches, s.api(api.RoleViewer, s.patches))
-	mux.Handle("POST "+api.PathRollouts, s.api(api.RoleOperator, s.startRollout))
-	mux.Handle("GET "+api.PathRollouts, s.api(api.RoleViewer, s.rollouts))
-	mux.Handle("GET "+api.PathRollout+"{id}", s.api(api.RoleViewer, s.rollout))
-	mux.Handle("POST "+api.PathRollout+"{id}/{action}", s.api(api.RoleOperator, s.rolloutAction))
-	mux.Handle("GET "+api.PathDevices, s.api(api.RoleViewer, s.devices))
-	mux.Handle("POST "+api.PathDevice+"{id}/revoke", s.api(api.RoleAdmin, s.revoke))
-	mux.Handle("GET "+api.PathReport, s.api(api.RoleViewer, s.report))
-	mux.Handle("GET "+api.PathEvents, s.api(api.RoleViewer, s.events))
-	mux.Handle("GET "+api.PathMetrics, s.api(api.RoleViewer, s.metricsText))
+	for _, rt := range routeTable {
+		mux.Handle(rt.method+" "+rt.path, s.api(rt.auth, rt.h(s)))
+	}
 	return mux
 }
 

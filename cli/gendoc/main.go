@@ -1,15 +1,29 @@
 // Command gendoc prints the command-line reference (docs/cli.md) from the
-// hotpatch command tree. `make docs` runs it; a test fails when the
-// committed file is stale.
+// hotpatch command trees, or with -openapi the server's OpenAPI document
+// (docs/openapi.json). `make docs` runs both; tests fail when a committed
+// file is stale.
 package main
 
 import (
+	"flag"
 	"os"
 
 	"github.com/hotpatch/hotpatch/cli"
+	"github.com/hotpatch/hotpatch/server"
 )
 
 func main() {
+	openapi := flag.Bool("openapi", false, "print the server's OpenAPI document instead")
+	flag.Parse()
+	if *openapi {
+		doc, err := server.OpenAPI()
+		if err != nil {
+			os.Stderr.WriteString("gendoc: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Stdout.Write(append(doc, '\n'))
+		return
+	}
 	if err := cli.WriteReference(os.Stdout); err != nil {
 		os.Stderr.WriteString("gendoc: " + err.Error() + "\n")
 		os.Exit(1)
