@@ -294,20 +294,14 @@ func exposure(d store.Device, p api.PatchInfo) (state string, changedOnDisk bool
 // rings include it, apply (or revert, after a rollback or a halt on
 // failures). The newest rollout of a patch id decides.
 func (s *Server) desired(ctx context.Context, d store.Device, seq int64, changed bool) (any, error) {
-	ros, err := s.st.Rollouts(ctx)
+	rc, err := s.rolloutsAt(ctx, seq)
 	if err != nil {
 		return nil, err
 	}
 	resp := api.SyncResponse{Cursor: seq, Changed: changed, Patches: []api.DesiredPatch{}, Resync: s.cfg.Resync}
 	byID := map[string]int{}
-	for _, ro := range ros { // oldest first: a newer rollout of the same id replaces
-		in := false
-		for _, ring := range ro.Rings {
-			if ring.State != api.RingPending && ring.State != api.RingWaiting && slices.Contains(ro.Members[ring.Name], d.ID) {
-				in = true
-			}
-		}
-		if !in {
+	for i, ro := range rc.ros { // oldest first: a newer rollout of the same id replaces
+		if !rc.members[i][d.ID] {
 			continue
 		}
 		action := api.ActionApply
@@ -315,14 +309,50 @@ func (s *Server) desired(ctx context.Context, d store.Device, seq int64, changed
 			action = api.ActionRevert
 		}
 		dp := api.DesiredPatch{ID: ro.Patch.ID, Version: ro.Patch.Version, SHA256: ro.Patch.SHA256, Action: action, Rollout: ro.ID, TargetBuildID: ro.Patch.TargetBuildID}
-		if i, ok := byID[dp.ID]; ok {
-			resp.Patches[i] = dp
+		if j, ok := byID[dp.ID]; ok {
+			resp.Patches[j] = dp
 			continue
 		}
 		byID[dp.ID] = len(resp.Patches)
 		resp.Patches = append(resp.Patches, dp)
 	}
 	return resp, nil
+}
+
+// rolloutCache is the rollouts as of one value of the change counter,
+// with the devices of their started rings: what every sync answer needs,
+// read once per change rather than once per device (a change wakes every
+// long-poll of the fleet at once).
+type rolloutCache struct {
+	seq     int64
+	ros     []store.Rollout
+	members []map[string]bool
+}
+
+func (s *Server) rolloutsAt(ctx context.Context, seq int64) (*rolloutCache, error) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if s.cache != nil && s.cache.seq == seq {
+		return s.cache, nil
+	}
+	ros, err := s.st.Rollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rc := &rolloutCache{seq: seq, ros: ros}
+	for _, ro := range ros {
+		m := map[string]bool{}
+		for _, ring := range ro.Rings {
+			if ring.State != api.RingPending && ring.State != api.RingWaiting {
+				for _, id := range ro.Members[ring.Name] {
+					m[id] = true
+				}
+			}
+		}
+		rc.members = append(rc.members, m)
+	}
+	s.cache = rc
+	return rc, nil
 }
 
 // report is the per-CVE view of the fleet.

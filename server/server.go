@@ -64,6 +64,10 @@ type Server struct {
 	changed chan struct{}
 	seq     int64 // the store's change counter as last seen
 
+	// cache holds the rollouts as of one change (see rolloutsAt).
+	cacheMu sync.Mutex
+	cache   *rolloutCache
+
 	// driving serialises the rollout engine; kicks wake it.
 	driving sync.Mutex
 	kicks   chan struct{}
