@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # The hotpatch demo: build a sample service twice (with and without a fix),
-# make a signed patch from the two builds, inspect it, and show that a
-# tampered patch is refused. Needs only Go and gcc.
+# make a signed patch from the two builds, inspect it, show that a tampered
+# patch is refused, fix a running process by hand, then roll the fix out to
+# two simulated hosts (PID namespaces, each with its own hotpatchd enrolled
+# with a hotpatch-server) ring by ring. Needs Go and gcc; runs as root
+# (ptrace, PID namespaces). Everything it starts, it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOTPATCH=${HOTPATCH:-bin/hotpatch}
-[ -x "$HOTPATCH" ] || { echo "demo: $HOTPATCH missing; run 'make demo' (it builds it)" >&2; exit 1; }
+HOTPATCHD=${HOTPATCHD:-bin/hotpatchd}
+SERVER=${SERVER:-bin/hotpatch-server}
+for b in "$HOTPATCH" "$HOTPATCHD" "$SERVER"; do
+	[ -x "$b" ] || { echo "demo: $b missing; run 'make demo' (it builds it)" >&2; exit 1; }
+done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hotpatch-demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+children=()
+nsinits=()
+cleanup() {
+	# The first process of a PID namespace takes every process of it along.
+	for p in "${nsinits[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	for p in "${children[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
 CFLAGS="-O2 -ffunction-sections -fdata-sections -Wl,--emit-relocs"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -73,4 +89,60 @@ ask "memo this-memo-is-far-too-long-for-sixteen-bytes"
 exec {LEDGER[1]}>&-
 wait "$pid" 2>/dev/null || true
 
-step "Done: a $(stat -c %s "$work/ledger-memo.hpatch")-byte signed patch fixed a running service without a restart."
+step "10. The fleet: a hotpatch-server, and two hosts (PID namespaces) each running the service and an enrolled hotpatchd"
+"$SERVER" --data "$work/server" --listen 127.0.0.1:0 --tick 200ms >"$work/server.out" 2>&1 &
+children+=($!)
+for _ in $(seq 100); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.1; done
+url=$(awk '/listening on/ {print $4}' "$work/server.out")
+echo "  server at $url"
+export HOTPATCH_SERVER=$url HOTPATCH_CA=$work/server/ca.pem HOTPATCH_TOKEN=$(cat "$work/server/admin.token")
+declare -A hostpid svcpid
+for host in canary broad; do
+	unshare --pid --fork --mount-proc sleep infinity 2>/dev/null &
+	children+=($!)
+	for _ in $(seq 100); do init=$(cat /proc/$!/task/$!/children 2>/dev/null | awk '{print $1}'); [ -n "$init" ] && break; sleep 0.05; done
+	hostpid[$host]=$init
+	nsinits+=("$init")
+	mkfifo "$work/$host.in" "$work/$host.out"
+	nsenter --target "$init" --pid --mount -- "$work/orig/ledger" <"$work/$host.in" >"$work/$host.out" 2>/dev/null &
+	children+=($!)
+	exec {in}>"$work/$host.in" {out}<"$work/$host.out"
+	eval "in_$host=$in out_$host=$out"
+	for _ in $(seq 100); do svc=$(cat /proc/$!/task/$!/children 2>/dev/null | awk '{print $1}'); [ -n "$svc" ] && break; sleep 0.05; done
+	svcpid[$host]=$svc
+	"$HOTPATCHD" --server "$url" --ca "$HOTPATCH_CA" --enroll-token "$(cat "$work/server/enroll.token")" \
+		--state "$work/agent-$host" --trust "$work/demo.pub" --name "$host-host" --label ring=$host \
+		--pid-namespace "/proc/$init/ns/pid" --quiet &
+	children+=($!)
+	echo "  host $host: ledger pid $svc, hotpatchd enrolled with label ring=$host"
+done
+askhost() {
+	local in out
+	eval "in=\$in_$1 out=\$out_$1"
+	printf '%s\n' "$2" >&"$in"
+	IFS= read -r reply <&"$out"
+	printf '  %-7s > %-45s < %s\n' "$1" "$2" "$reply"
+}
+for _ in $(seq 100); do [ "$("$HOTPATCH" fleet devices --json | grep -c '"id"')" -ge 2 ] && break; sleep 0.1; done
+"$HOTPATCH" fleet devices
+
+step "11. The exploit works on both hosts"
+for host in canary broad; do askhost $host "memo this-memo-is-far-too-long-for-sixteen-bytes"; done
+
+step "12. Publish the patch and roll it out: canary first, then broad"
+"$HOTPATCH" fleet publish "$work/ledger-memo.hpatch"
+rollout=$("$HOTPATCH" fleet rollout start ledger-memo-bounds --rings canary,broad --json | sed -n 's/^  "id": "\(.*\)",$/\1/p' | head -1)
+for _ in $(seq 600); do "$HOTPATCH" fleet rollout status "$rollout" --json | grep -q '^  "state": "done"' && break; sleep 0.1; done
+"$HOTPATCH" fleet rollout status "$rollout"
+
+step "13. The exploit fails on both hosts: same processes, fixed in memory"
+for host in canary broad; do
+	askhost $host "memo this-memo-is-far-too-long-for-sixteen-bytes"
+	askhost $host "balance"
+	echo "  $host: same pid ${svcpid[$host]}: $([ -d /proc/${svcpid[$host]} ] && echo still running)"
+done
+
+step "14. Who is protected against CVE-2026-0001"
+"$HOTPATCH" fleet report --cve CVE-2026-0001
+
+step "Done: a $(stat -c %s "$work/ledger-memo.hpatch")-byte signed patch fixed running services without a restart, by hand and across a fleet."
