@@ -18,6 +18,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/hotpatch-demo.XXXXXX")
 children=()
 nsinits=()
 cleanup() {
+	exec 2>/dev/null # no "Killed" notices for what the demo stops
 	# The first process of a PID namespace takes every process of it along.
 	for p in "${nsinits[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	for p in "${children[@]}"; do kill -9 "$p" 2>/dev/null || true; done
