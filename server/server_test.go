@@ -395,3 +395,34 @@ func TestTwoReplicas(t *testing.T) {
 		t.Errorf("steps recorded %v; each once", n)
 	}
 }
+
+// TestWindows: a ring outside its maintenance window waits (its devices
+// get nothing); a critical rollout ignores the window.
+func TestWindows(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	data, _ := testPatch(t)
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	admin.do("POST", api.PathPatches, data, nil)
+	dev, _ := enroll(t, s, "late", map[string]string{"ring": "canary"})
+	later := time.Now().Add(2 * time.Hour)
+	window := later.Format("15:04") + "-" + later.Add(time.Hour).Format("15:04")
+	var ro api.Rollout
+	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}, Windows: map[string]string{"canary": window}}, &ro); st != 200 {
+		t.Fatalf("start: HTTP %d", st)
+	}
+	waitRollout(t, admin, ro.ID, "waiting", func(r api.Rollout) bool { return r.Rings[0].State == api.RingWaiting })
+	if got := syncAs(t, dev, 0, time.Second); len(got.Patches) != 0 {
+		t.Errorf("a device of a ring outside its window got %+v", got.Patches)
+	}
+	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}, Windows: map[string]string{"canary": window}, Critical: true}, &ro); st != 200 {
+		t.Fatalf("start critical: HTTP %d", st)
+	}
+	waitRollout(t, admin, ro.ID, "active", func(r api.Rollout) bool { return r.Rings[0].State == api.RingActive })
+	if got := syncAs(t, dev, 0, time.Second); len(got.Patches) != 1 || got.Patches[0].Rollout != ro.ID {
+		t.Errorf("the critical rollout did not reach the device: %+v", got.Patches)
+	}
+	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}, Windows: map[string]string{"canary": "2-4"}}, nil); st != 400 {
+		t.Errorf("a bad window: HTTP %d, want 400", st)
+	}
+}
