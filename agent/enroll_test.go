@@ -317,3 +317,29 @@ func TestValidSHA256(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentEnrolledFetchesWhatRuns: the agent downloads a desired patch
+// only once a program with its target build-id runs on the host, then
+// applies it.
+func TestAgentEnrolledFetchesWhatRuns(t *testing.T) {
+	h := newHost(t)
+	orig, fixed := boundsCheck(t)
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, "bounds-fix", key)
+	f := newFleet(t, dir, pub)
+	cfg := f.enrolledConfig(dir, h, pub, map[string]string{"ring": "canary"})
+	startAgent(t, cfg)
+	waitEvent(t, cfg.StateDir, 30*time.Second, "enrolled", is("enrolled", 0))
+	f.rollout(t, data)
+	time.Sleep(2 * time.Second) // a sync answer with the patch has come and gone
+	serverDir := filepath.Join(cfg.StateDir, serverDirName)
+	if ents, _ := os.ReadDir(serverDir); len(ents) != 0 {
+		t.Fatalf("the agent fetched a patch for a program that does not run: %d files", len(ents))
+	}
+	p, pid := h.start(t, orig)
+	waitEvent(t, cfg.StateDir, 30*time.Second, "applied once the target runs", is("applied", pid))
+	if !answersFixed(t, p) {
+		t.Errorf("the process does not answer as fixed")
+	}
+}

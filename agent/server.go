@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hotpatch/hotpatch/client"
+	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/server/api"
 )
 
@@ -59,6 +61,13 @@ type serverLink struct {
 	down atomic.Bool
 	// resync is how often the full inventory is sent even if unchanged.
 	resync atomic.Int64
+
+	// realizeMu serialises realize; desired is the last desired state the
+	// server sent, made real again when a program whose build-id it
+	// targets starts (only patches for build-ids that run are fetched).
+	realizeMu sync.Mutex
+	desired   []api.DesiredPatch
+	buildIDs  engine.BuildIDCache
 }
 
 func newServerLink(a *Agent) *serverLink {
@@ -78,6 +87,7 @@ func (s *serverLink) run(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { s.report(ctx, c) })
+	wg.Go(func() { s.realizeLoop(ctx, c) })
 	s.syncLoop(ctx, c)
 	wg.Wait()
 }
@@ -176,6 +186,9 @@ func (s *serverLink) syncLoop(ctx context.Context, c *client.Client) {
 			s.resync.Store(int64(resp.Resync))
 		}
 		if dirty || resp.Changed {
+			s.realizeMu.Lock()
+			s.desired = resp.Patches
+			s.realizeMu.Unlock()
 			changed, err := s.realize(ctx, c, resp.Patches)
 			if changed {
 				notify(s.changed)
@@ -203,14 +216,66 @@ func (s *serverLink) syncLoop(ctx context.Context, c *client.Client) {
 	}
 }
 
+// realizeLoop makes the last desired state real again every rescan
+// period, so that a patch whose target was not running when it came is
+// fetched once a program with that build-id starts.
+func (s *serverLink) realizeLoop(ctx context.Context, c *client.Client) {
+	t := time.NewTicker(s.cfg.Rescan.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.realizeMu.Lock()
+		desired := s.desired
+		s.realizeMu.Unlock()
+		if desired == nil {
+			continue
+		}
+		if changed, _ := s.realize(ctx, c, desired); changed {
+			notify(s.changed)
+		}
+	}
+}
+
+// running returns the build-ids (hex) of the modules that the processes
+// in the agent's scope map.
+func (s *serverLink) running() map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || !s.scope(pid) {
+			continue
+		}
+		mods, err := engine.ProcessModules(pid, &s.buildIDs)
+		if err != nil {
+			continue
+		}
+		for _, m := range mods {
+			out[hex.EncodeToString(m.BuildID)] = true
+		}
+	}
+	return out
+}
+
 // realize makes STATE/server/ hold exactly the files of the patches to
-// apply: missing ones are downloaded (the client checks their SHA-256),
-// the others removed. It reports whether the directory changed.
+// apply whose target build-id some process in scope runs: missing ones
+// are downloaded (the client checks their SHA-256), the others removed.
+// It reports whether the directory changed.
 func (s *serverLink) realize(ctx context.Context, c *client.Client, patches []api.DesiredPatch) (changed bool, err error) {
+	s.realizeMu.Lock()
+	defer s.realizeMu.Unlock()
+	running := s.running()
 	want := map[string]bool{}
 	for _, d := range patches {
 		if d.Action != api.ActionApply {
 			continue
+		}
+		if d.TargetBuildID != "" && !running[d.TargetBuildID] {
+			continue // fetched when a program with that build-id runs
 		}
 		if !validSHA256(d.SHA256) {
 			s.log.add(Event{Type: "patch_refused", Patch: d.ID, Error: fmt.Sprintf("the server named the file %q, not a SHA-256", d.SHA256)})
