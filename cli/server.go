@@ -45,6 +45,9 @@ and admins), admin.token, enroll.token, and the SQLite database.`,
 				return err
 			}
 			fmt.Fprintf(stdout, "hotpatch-server listening on %s (data %s)\n", srv.URL(), cfg.DataDir)
+			if len(cfg.Publishers) == 0 {
+				fmt.Fprintln(stderr, "hotpatch-server: no --publisher key: the catalog takes any validly signed patch (agents still check signatures with their own keys)")
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			<-ctx.Done()
