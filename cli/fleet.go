@@ -134,6 +134,7 @@ viewer reads, operator publishes and steers rollouts, admin revokes devices.`,
 		RunE: parentRun,
 	}
 	conn.add(cmd)
+	cmd.AddCommand(newFleetToken(&conn))
 	cmd.AddCommand(newFleetPublish(&conn), newFleetPatches(&conn), newFleetRollout(&conn),
 		newFleetDevices(&conn), newFleetEvents(&conn), newFleetReport(&conn))
 	wrapTree(cmd)
@@ -735,4 +736,37 @@ func labels(m map[string]string) string {
 		keys[i] = safe(k + "=" + m[k])
 	}
 	return strings.Join(keys, ",")
+}
+
+// newFleetToken is "hotpatch fleet token create".
+func newFleetToken(conn *fleetConn) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Manage admin tokens",
+	}
+	var role, name string
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create --role viewer|operator|admin --name NAME [--json]",
+		Short: "Make an admin token with a role (needs an admin token)",
+		Long: `token create makes a token with a role: viewer (read everything), operator
+(publish, start and steer rollouts) or admin (also revoke devices and make
+tokens). It is printed once; the server keeps only its hash.`,
+		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
+			t, err := c.NewToken(ctx, role, name)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(out, t)
+			}
+			_, err = fmt.Fprintln(out, t.Token)
+			return err
+		}),
+	}
+	create.Flags().StringVar(&role, "role", "", "viewer, operator or admin")
+	create.Flags().StringVar(&name, "name", "", "who or what the token is for (shown in the audit log)")
+	create.Flags().BoolVar(&asJSON, "json", false, "print the token, its role and name as JSON")
+	cmd.AddCommand(create)
+	return cmd
 }

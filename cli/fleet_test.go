@@ -417,3 +417,31 @@ func TestFleetEnvironment(t *testing.T) {
 		t.Errorf("empty report: %q, %v", buf.String(), err)
 	}
 }
+
+// TestFleetTokens: an admin makes tokens with roles from the CLI; a viewer
+// token reads but cannot start a rollout, an operator cannot make tokens,
+// and the audit log names who made which token.
+func TestFleetTokens(t *testing.T) {
+	f := startFleet(t)
+	viewer := strings.TrimSpace(f.ok(t, "token", "create", "--role", "viewer", "--name", "dashboard"))
+	var op struct{ Token, Role, Name string }
+	f.okJSON(t, &op, "token", "create", "--role", "operator", "--name", "release-bot")
+	if op.Role != "operator" || op.Name != "release-bot" || op.Token == "" || op.Token == viewer {
+		t.Fatalf("operator token: %+v", op)
+	}
+	if code, _, stderr := f.run(t, viewer, "patches"); code != 0 {
+		t.Errorf("viewer patches: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := f.run(t, viewer, "rollout", "start", "x", "--rings", "all"); code != 1 || !strings.Contains(stderr, "(HTTP 403)") {
+		t.Errorf("viewer rollout start: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := f.run(t, op.Token, "token", "create", "--role", "admin", "--name", "escalate"); code != 1 || !strings.Contains(stderr, "(HTTP 403)") {
+		t.Errorf("operator token create: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := f.run(t, "", "token", "create", "--role", "root", "--name", "x"); code != 1 || !strings.Contains(stderr, "viewer, operator or admin") {
+		t.Errorf("bad role: exit %d: %s", code, stderr)
+	}
+	if out := f.ok(t, "events"); !strings.Contains(out, "token_created") || !strings.Contains(out, "dashboard (viewer)") {
+		t.Errorf("the audit log does not show the tokens made:\n%s", out)
+	}
+}

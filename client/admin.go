@@ -147,3 +147,12 @@ func (c *Client) Events(ctx context.Context, after int64, limit int) ([]api.Audi
 	}
 	return out, nil
 }
+
+// NewToken makes an admin token with a role (an admin token is needed).
+func (c *Client) NewToken(ctx context.Context, role, name string) (*api.TokenResponse, error) {
+	var out api.TokenResponse
+	if err := c.postJSON(ctx, api.PathTokens, api.TokenRequest{Role: role, Name: name}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

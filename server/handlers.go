@@ -77,6 +77,7 @@ var routeTable = []route{
 	{"POST", api.PathDevice + "{id}/revoke", api.RoleAdmin, "Revoke a device", nil, api.Device{}, func(s *Server) handler { return s.revoke }},
 	{"GET", api.PathReport, api.RoleViewer, "Per-CVE report (?cve=ID)", nil, api.Report{}, func(s *Server) handler { return s.report }},
 	{"GET", api.PathEvents, api.RoleViewer, "The audit log (?after=SEQ&limit=N)", nil, []api.AuditEvent{}, func(s *Server) handler { return s.events }},
+	{"POST", api.PathTokens, api.RoleAdmin, "Make an admin token with a role", api.TokenRequest{}, api.TokenResponse{}, func(s *Server) handler { return s.newToken }},
 	{"GET", api.PathMetrics, api.RoleViewer, "Prometheus metrics", nil, "", func(s *Server) handler { return s.metricsText }},
 }
 
@@ -356,4 +357,20 @@ func (s *Server) events(r *http.Request, _ identity) (any, error) {
 		evs = []api.AuditEvent{}
 	}
 	return evs, err
+}
+
+func (s *Server) newToken(r *http.Request, who identity) (any, error) {
+	var req api.TokenRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Name == "" {
+		return nil, errorf(http.StatusBadRequest, "give the token a name (who or what it is for)")
+	}
+	tok, err := s.NewToken(req.Role, req.Name)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "%v", err)
+	}
+	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "token_created", Message: fmt.Sprintf("%s (%s)", req.Name, req.Role)})
+	return api.TokenResponse{Token: tok, Role: req.Role, Name: req.Name}, nil
 }

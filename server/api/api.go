@@ -20,6 +20,7 @@ const (
 	PathDevice          = "/v1/devices/"         // POST {id}/revoke → Device
 	PathReport          = "/v1/report"           // GET ?cve=ID → Report
 	PathEvents          = "/v1/events"           // GET ?after=SEQ&limit=N → []AuditEvent
+	PathTokens          = "/v1/tokens"           // POST TokenRequest → TokenResponse (admin token)
 	PathMetrics         = "/metrics"             // GET, Prometheus text (viewer token)
 	PathHealth          = "/healthz"             // GET, no authentication
 	HeaderAuthorization = "Authorization"        // "Bearer TOKEN" for admin requests
@@ -31,6 +32,19 @@ const (
 	RoleOperator = "operator" // publish patches, start and steer rollouts
 	RoleAdmin    = "admin"    // revoke devices, everything
 )
+
+// TokenRequest asks for a new admin token with a role.
+type TokenRequest struct {
+	Role string `json:"role"` // viewer, operator or admin
+	Name string `json:"name"` // who or what it is for; shown in the audit log
+}
+
+// TokenResponse is a new token: shown once, the server keeps its hash only.
+type TokenResponse struct {
+	Token string `json:"token"`
+	Role  string `json:"role"`
+	Name  string `json:"name"`
+}
 
 // Error is the body of every non-2xx answer.
 type Error struct {
