@@ -7,16 +7,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotpatch/hotpatch/build"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
 	"github.com/hotpatch/hotpatch/server/api"
 )
 
 // TestFleetRings: three simulated hosts (PID namespaces, one enrolled
 // agent each: one canary, two broad) and one server. A good patch moves
-// canary → broad and lands on every host, and the CVE report counts them
-// protected; a bad patch (it crashes its target) is halted at canary: the
-// crash on the canary host exceeds the failure budget, the server tells
-// the canary to revert, and the broad hosts never get it.
+// canary → broad and lands on every host, and the CVE report counts the
+// three protected; a bad patch (it crashes its target) is halted at
+// canary: the crash on the canary host exceeds the failure budget, the
+// server tells the canary to revert, and the broad hosts never get it.
 func TestFleetRings(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
@@ -25,7 +27,7 @@ func TestFleetRings(t *testing.T) {
 	ctx := context.Background()
 
 	goodOrig, goodFixed := boundsCheck(t)
-	_, good := signed(t, goodOrig, goodFixed, "bounds-fix", key)
+	good := signedWith(t, goodOrig, goodFixed, build.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}}, key)
 	badOrig, badFixed := crashy(t)
 	_, bad := signed(t, badOrig, badFixed, "crashy-fix", key)
 
@@ -78,11 +80,10 @@ func TestFleetRings(t *testing.T) {
 			t.Errorf("host %s: the bound process does not answer as fixed", ha.h.ns)
 		}
 	}
-	rep, err := f.admin.Report(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = rep // the good patch has no CVE; the next one is checked below
+	waitFor(t, 30*time.Second, func() bool {
+		rep, err := f.admin.Report(ctx, "CVE-2026-0001")
+		return err == nil && len(rep.CVEs) == 1 && rep.CVEs[0].Protected == 3 && rep.CVEs[0].Vulnerable == 0
+	}, "the CVE report counting three hosts protected")
 
 	// The bad patch: halted at canary.
 	info, err = f.admin.Publish(ctx, bad)
@@ -122,4 +123,18 @@ func TestFleetRings(t *testing.T) {
 		}
 	}
 	t.Logf("halted: %s", r.Reason)
+}
+
+// signedWith builds and signs a patch with build options (CVEs, …).
+func signedWith(t *testing.T, orig, fixed string, opts build.Options, key patch.PrivateKey) []byte {
+	t.Helper()
+	u, err := build.Build(orig, fixed, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(u, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
