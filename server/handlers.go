@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -202,7 +203,12 @@ func (s *Server) enroll(r *http.Request, _ identity) (any, error) {
 	if err := s.st.AddDevice(r.Context(), d); err != nil {
 		return nil, err
 	}
-	s.audit(r.Context(), api.AuditEvent{Actor: "device:" + id, Type: "enrolled", Device: id, Message: fmt.Sprintf("%s (%s) labels %v", name, req.Hostname, req.Labels)})
+	var labels []string
+	for k, v := range req.Labels {
+		labels = append(labels, k+"="+v)
+	}
+	sort.Strings(labels)
+	s.audit(r.Context(), api.AuditEvent{Actor: "device:" + id, Type: "enrolled", Device: id, Message: fmt.Sprintf("%s (%s) %s", name, req.Hostname, strings.Join(labels, " "))})
 	return api.EnrollResponse{DeviceID: id, Cert: string(cert), CA: string(s.ca.CertPEM())}, nil
 }
 
@@ -248,7 +254,7 @@ func (s *Server) patchFile(r *http.Request, _ identity) (any, error) {
 	}
 	data, err := s.st.PatchData(r.Context(), sha)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("patch %s: %w", sha, err)
 	}
 	return rawBody{"application/octet-stream", data}, nil
 }
@@ -338,7 +344,7 @@ func (s *Server) devices(r *http.Request, _ identity) (any, error) {
 func (s *Server) revoke(r *http.Request, who identity) (any, error) {
 	id := r.PathValue("id")
 	if err := s.st.Revoke(r.Context(), id, time.Now()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("device %q: %w", id, err)
 	}
 	d, err := s.st.Device(r.Context(), id)
 	if err != nil {

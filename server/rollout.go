@@ -66,7 +66,10 @@ func (s *Server) rollouts(r *http.Request, _ identity) (any, error) {
 
 func (s *Server) rollout(r *http.Request, _ identity) (any, error) {
 	ro, err := s.st.Rollout(r.Context(), r.PathValue("id"))
-	return ro.Rollout, err
+	if err != nil {
+		return nil, fmt.Errorf("rollout %q: %w", r.PathValue("id"), err)
+	}
+	return ro.Rollout, nil
 }
 
 func (s *Server) rolloutAction(r *http.Request, who identity) (any, error) {
@@ -75,7 +78,7 @@ func (s *Server) rolloutAction(r *http.Request, who identity) (any, error) {
 	ctx := r.Context()
 	ro, err := s.st.Rollout(ctx, r.PathValue("id"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rollout %q: %w", r.PathValue("id"), err)
 	}
 	action := r.PathValue("action")
 	switch action {
@@ -412,7 +415,9 @@ func (s *Server) report(r *http.Request, _ identity) (any, error) {
 			case "protected":
 				cr.Protected++
 			}
-			cr.Devices = append(cr.Devices, api.DeviceExposure{Device: d.ID, Name: d.Name, State: state})
+			if want != "" { // per-device lines only for one CVE: a fleet is large
+				cr.Devices = append(cr.Devices, api.DeviceExposure{Device: d.ID, Name: d.Name, State: state})
+			}
 		}
 		rep.CVEs = append(rep.CVEs, cr)
 	}
