@@ -186,12 +186,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool, format strin
 // crashy builds agent/testdata/crashy: the "fix" crashes on "boom".
 func crashy(t *testing.T) (orig, fixed string) {
 	t.Helper()
-	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("crashy-orig", []string{"testdata/crashy/orig/crashy.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err = fixture.Compile("crashy-fixed", []string{"testdata/crashy/fixed/crashy.c"}, flags...)
+	orig, fixed, err := fixture.CompilePair("crashy", "testdata/crashy", "crashy.c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,12 +356,7 @@ func TestAgentDlopen(t *testing.T) {
 // own loop) gets the configured restart command instead.
 func TestAgentFallback(t *testing.T) {
 	h := newHost(t)
-	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("mainloop-orig", []string{"../engine/testdata/mainloop/orig/mainloop.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fixture.Compile("mainloop-fixed", []string{"../engine/testdata/mainloop/fixed/mainloop.c"}, flags...)
+	orig, fixed, err := fixture.CompilePair("mainloop", "../engine/testdata/mainloop", "mainloop.c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,12 +384,7 @@ func TestAgentFallback(t *testing.T) {
 // command at once, and the agent says why.
 func TestAgentFallbackSandboxed(t *testing.T) {
 	h := newHost(t)
-	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("sandboxed-orig", []string{"testdata/sandboxed/orig/sandboxed.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fixture.Compile("sandboxed-fixed", []string{"testdata/sandboxed/fixed/sandboxed.c"}, flags...)
+	orig, fixed, err := fixture.CompilePair("sandboxed", "testdata/sandboxed", "sandboxed.c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,12 +421,7 @@ func TestAgentFallbackSandboxed(t *testing.T) {
 // dropped, "stopped" is recorded, and no process is left half patched.
 func TestAgentStops(t *testing.T) {
 	h := newHost(t)
-	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("busy-orig", []string{"../engine/testdata/busy/orig/busy.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fixture.Compile("busy-fixed", []string{"../engine/testdata/busy/fixed/busy.c"}, flags...)
+	orig, fixed, err := fixture.CompilePair("busy", "../engine/testdata/busy", "busy.c", "-pthread")
 	if err != nil {
 		t.Fatal(err)
 	}

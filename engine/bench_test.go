@@ -101,12 +101,7 @@ func BenchmarkApply(b *testing.B) {
 // every millisecond, an I/O thread in poll, main reading stdin). The pause
 // runs from the first thread asked to stop to the last one let go.
 func BenchmarkPause(b *testing.B) {
-	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("pause-orig", []string{"testdata/pause/orig/pause.c"}, flags...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	fixed, err := fixture.Compile("pause-fixed", []string{"testdata/pause/fixed/pause.c"}, flags...)
+	orig, fixed, err := fixture.CompilePair("pause", "testdata/pause", "pause.c", "-pthread")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -32,13 +32,8 @@ func busyTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
 // busyBuilds compiles engine/testdata/busy, original and fixed.
 func busyBuilds(t *testing.T) (orig, fixed string) {
 	t.Helper()
-	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
 	var err error
-	orig, err = fixture.Compile("busy-orig", []string{"testdata/busy/orig/busy.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err = fixture.Compile("busy-fixed", []string{"testdata/busy/fixed/busy.c"}, flags...)
+	orig, fixed, err = fixture.CompilePair("busy", "testdata/busy", "busy.c", "-pthread")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,12 +220,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // TestNeverReturns refuses at once, without waiting out the timeout, a
 // patch of main's own loop: main leaves only when the program ends.
 func TestNeverReturns(t *testing.T) {
-	flags := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("mainloop-orig", []string{"testdata/mainloop/orig/mainloop.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fixture.Compile("mainloop-fixed", []string{"testdata/mainloop/fixed/mainloop.c"}, flags...)
+	orig, fixed, err := fixture.CompilePair("mainloop", "testdata/mainloop", "mainloop.c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,12 +277,7 @@ func TestSeccompRefused(t *testing.T) {
 // times (a recursion sleeping at the bottom): the return that is caught is
 // the outermost one, after which no frame of it is left.
 func TestBusyRecursion(t *testing.T) {
-	flags := []string{"-O2", "-pthread", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs"}
-	orig, err := fixture.Compile("recurse-orig", []string{"testdata/recurse/orig/recurse.c"}, flags...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fixture.Compile("recurse-fixed", []string{"testdata/recurse/fixed/recurse.c"}, flags...)
+	orig, fixed, err := fixture.CompilePair("recurse", "testdata/recurse", "recurse.c", "-pthread")
 	if err != nil {
 		t.Fatal(err)
 	}
