@@ -88,6 +88,9 @@ func Apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 }
 
 func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
+	if leaderGone(pid) {
+		return nil, fmt.Errorf("process %d: %w", pid, ErrMainThreadExited)
+	}
 	if err := patch.Verify(p, opts.Trusted); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/hotpatch/hotpatch/build"
@@ -138,5 +139,27 @@ func TestApplyFixtures(t *testing.T) {
 				t.Errorf("process does not answer after revert: %v", err)
 			}
 		})
+	}
+}
+
+// TestMainThreadExited: a process whose main thread has exited
+// (pthread_exit in main) is refused with a one-line reason, and runs on
+// untouched.
+func TestMainThreadExited(t *testing.T) {
+	orig, fixed, err := fixture.CompilePair("mainexit", "testdata/mainexit", "mainexit.c", "-pthread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "mainexit-fix"})
+	proc := fixture.Start(t, orig)
+	if got, err := proc.Probe("hello"); err != nil || got != "orig hello" {
+		t.Fatalf("first answer %q, %v", got, err)
+	}
+	_, err = Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}})
+	if !errors.Is(err, ErrMainThreadExited) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Apply: %v; want ErrMainThreadExited in one line", err)
+	}
+	if got, err := proc.Probe("hello"); err != nil || got != "orig hello" {
+		t.Errorf("after the refusal: %q, %v", got, err)
 	}
 }

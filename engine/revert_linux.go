@@ -54,6 +54,9 @@ func Revert(pid int, id string, timeout time.Duration) (*Result, error) {
 }
 
 func revertID(pid int, id string, timeout time.Duration) (*Result, error) {
+	if leaderGone(pid) {
+		return nil, fmt.Errorf("process %d: %w", pid, ErrMainThreadExited)
+	}
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
