@@ -116,13 +116,7 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 func TestAgentKilled(t *testing.T) {
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, orig, fixed, "bounds-fix", key)
-	cfg := agentConfig(dir, h, pub)
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
 	type proc struct {
 		p   *fixture.Proc
 		pid int
@@ -200,13 +194,7 @@ func crashy(t *testing.T) (orig, fixed string) {
 func TestAgentCrashRollback(t *testing.T) {
 	h := newHost(t)
 	orig, fixed := crashy(t)
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, orig, fixed, "crashy-fix", key)
-	cfg := agentConfig(dir, h, pub)
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "crashy.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := withPatch(t, h, orig, fixed, "crashy-fix")
 	a, pidA := h.start(t, orig)
 	b, pidB := h.start(t, orig)
 	startAgent(t, cfg)
@@ -244,15 +232,9 @@ func TestAgentCrashRollback(t *testing.T) {
 func TestAgentProbeRollback(t *testing.T) {
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, orig, fixed, "bounds-fix", key)
-	cfg := agentConfig(dir, h, pub)
+	cfg, dir := withPatch(t, h, orig, fixed, "bounds-fix")
 	marker := filepath.Join(dir, "unhealthy")
 	cfg.Health.Probes = []Probe{{Patch: "bounds-fix", Command: "test ! -e " + marker + " && kill -0 $HOTPATCH_PID", Interval: Duration(100 * time.Millisecond)}}
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	p, pid := h.start(t, orig)
 	startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pid))
@@ -280,10 +262,7 @@ func TestAgentProbeRollback(t *testing.T) {
 func TestAgentProbeURL(t *testing.T) {
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, orig, fixed, "bounds-fix", key)
-	cfg := agentConfig(dir, h, pub)
+	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
 	var unhealthy atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if unhealthy.Load() {
@@ -292,9 +271,6 @@ func TestAgentProbeURL(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg.Health.Probes = []Probe{{URL: srv.URL + "/healthz", Interval: Duration(100 * time.Millisecond)}}
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "bounds.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	p, pid := h.start(t, orig)
 	startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pid))
@@ -333,13 +309,7 @@ func TestAgentDlopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, o.Lib, f.Lib, "svc-port", key)
-	cfg := agentConfig(dir, h, pub)
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "svc.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := withPatch(t, h, o.Lib, f.Lib, "svc-port")
 	p, pid := h.start(t, host)
 	startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "started", is("started", 0))
@@ -360,15 +330,9 @@ func TestAgentFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, orig, fixed, "mainloop-fix", key)
-	cfg := agentConfig(dir, h, pub)
+	cfg, dir := withPatch(t, h, orig, fixed, "mainloop-fix")
 	out := filepath.Join(dir, "restarted")
 	cfg.Fallback = Fallback{Command: "echo $HOTPATCH_PID $HOTPATCH_PATCH >> " + out}
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "mainloop.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	_, pid := h.start(t, orig)
 	startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "busy", is("busy", pid))
@@ -388,15 +352,9 @@ func TestAgentFallbackSandboxed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, orig, fixed, "sandboxed-fix", key)
-	cfg := agentConfig(dir, h, pub)
+	cfg, dir := withPatch(t, h, orig, fixed, "sandboxed-fix")
 	out := filepath.Join(dir, "restarted")
 	cfg.Fallback = Fallback{Command: "echo $HOTPATCH_PID >> " + out}
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "sandboxed.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	p, pid := h.start(t, orig)
 	if got, _ := p.Probe("hello"); got != "orig hello" {
 		t.Fatalf("first answer %q", got)
@@ -425,14 +383,8 @@ func TestAgentStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	key, pub := testKey(t, dir)
-	_, data := signed(t, orig, fixed, "busy-fix", key)
-	cfg := agentConfig(dir, h, pub)
+	cfg, _ := withPatch(t, h, orig, fixed, "busy-fix")
 	cfg.Timeout = Duration(3 * time.Second)
-	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "busy.hpatch"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	var pids []int
 	for i := 0; i < 6; i++ {
 		_, pid := h.start(t, orig)
@@ -479,4 +431,19 @@ func TestAgentNotRoot(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "hotpatchd must run as root") {
 		t.Errorf("as nobody: %v\n%s", err, out)
 	}
+}
+
+// withPatch prepares an offline agent for host h: a key, the signed patch
+// from orig to fixed already in the patch directory, the config. It
+// returns the config and the test's directory.
+func withPatch(t *testing.T, h *host, orig, fixed, id string) (Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	key, pub := testKey(t, dir)
+	_, data := signed(t, orig, fixed, id, key)
+	cfg := agentConfig(dir, h, pub)
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, id+".hpatch"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, dir
 }
