@@ -3,7 +3,8 @@
 // counter. One type over database/sql and two databases: SQLite
 // (modernc.org/sqlite, pure Go, the embedded default) and PostgreSQL (pgx),
 // with the same SQL (both take $1 parameters, ON CONFLICT and RETURNING);
-// only the migrations differ (migrations/sqlite, migrations/postgres).
+// the migrations are written once and their few SQLite-only words
+// rewritten for PostgreSQL (dialectSQL).
 package store
 
 import (
@@ -93,6 +94,15 @@ func OpenSQLite(path string) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// dialectSQL rewrites the migrations' few SQLite-only words for
+// PostgreSQL: the migrations are written once, in SQLite's words.
+func (s *Store) dialectSQL(q string) string {
+	if s.dialect != "postgres" {
+		return q
+	}
+	return strings.NewReplacer("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY", "BLOB", "BYTEA").Replace(q)
+}
+
 // migrate applies the embedded migrations not applied yet, each in a
 // transaction, recording the schema version.
 func (s *Store) migrate(ctx context.Context) error {
@@ -115,7 +125,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v); err != nil {
 		return err
 	}
-	dir := "migrations/" + s.dialect
+	const dir = "migrations"
 	ents, err := migrations.ReadDir(dir)
 	if err != nil {
 		return err
@@ -137,6 +147,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		body = []byte(s.dialectSQL(string(body)))
 		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err

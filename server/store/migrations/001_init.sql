@@ -27,7 +27,7 @@ CREATE TABLE patches (
 	id TEXT NOT NULL,
 	version BIGINT NOT NULL,
 	info TEXT NOT NULL,
-	data BYTEA NOT NULL,
+	data BLOB NOT NULL,
 	published BIGINT NOT NULL
 );
 CREATE INDEX patches_id ON patches (id, version);
@@ -40,7 +40,7 @@ CREATE TABLE rollouts (
 	updated BIGINT NOT NULL
 );
 CREATE TABLE events (
-	seq BIGSERIAL PRIMARY KEY,
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
 	time BIGINT NOT NULL,
 	actor TEXT NOT NULL,
 	type TEXT NOT NULL,

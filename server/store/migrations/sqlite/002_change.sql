@@ -1,5 +1,0 @@
-CREATE TABLE change (
-	id INTEGER PRIMARY KEY,
-	n BIGINT NOT NULL
-);
-INSERT INTO change (id, n) VALUES (1, 1)
