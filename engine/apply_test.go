@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotpatch/hotpatch/build"
 	"github.com/hotpatch/hotpatch/internal/fixture"
@@ -154,6 +155,10 @@ func TestMainThreadExited(t *testing.T) {
 	proc := fixture.Start(t, orig)
 	if got, err := proc.Probe("hello"); err != nil || got != "orig hello" {
 		t.Fatalf("first answer %q, %v", got, err)
+	}
+	// The main thread may still be on its way out.
+	for i := 0; i < 500 && !leaderGone(proc.Pid()); i++ {
+		time.Sleep(time.Millisecond)
 	}
 	_, err = Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}})
 	if !errors.Is(err, ErrMainThreadExited) || strings.Contains(err.Error(), "\n") {

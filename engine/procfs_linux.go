@@ -103,11 +103,18 @@ func exitedDuring(pid int, existed bool, what string, err error) error {
 	if err == nil || !existed {
 		return err
 	}
-	// A process being killed fails ptrace with ESRCH a moment before
-	// /proc shows it dead: give it that moment.
-	dying := errors.Is(err, unix.ESRCH) || errors.Is(err, ErrNoProcess) || errors.Is(err, errThreadGone)
+	// A process being killed fails ptrace (ESRCH, or EPERM for a thread
+	// already exiting) a moment before /proc shows it dead, and its main
+	// thread is a zombie a moment before the others: give it that moment
+	// before telling a process that exited from one whose main thread
+	// alone did (pthread_exit in main).
+	dying := errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EPERM) || errors.Is(err, ErrNoProcess) || errors.Is(err, errThreadGone)
 	for i := 0; alive(pid); i++ {
-		if !dying || i == 100 {
+		gone := leaderGone(pid)
+		if i == 100 && gone {
+			return fmt.Errorf("process %d: %w", pid, ErrMainThreadExited)
+		}
+		if i == 100 || !dying && !gone {
 			return err
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -115,14 +122,25 @@ func exitedDuring(pid int, existed bool, what string, err error) error {
 	return fmt.Errorf("process %d exited during the %s: %w", pid, what, ErrNoProcess)
 }
 
-// alive reports whether pid exists and is not a zombie.
+// alive reports whether process pid exists and some thread of it is not a
+// zombie (a main thread that called pthread_exit is one while the others
+// run on).
 func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	tids, err := threads(pid)
 	if err != nil {
 		return false
 	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	for _, tid := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X' {
+			return true
+		}
+	}
+	return false
 }
 
 // leaderGone reports a process whose main thread is a zombie while other
