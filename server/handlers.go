@@ -88,6 +88,7 @@ func (s *Server) routes() http.Handler {
 	for _, rt := range routeTable {
 		mux.Handle(rt.method+" "+rt.path, s.api(rt.auth, rt.h(s)))
 	}
+	s.dashboardRoutes(mux)
 	return mux
 }
 
@@ -178,6 +179,7 @@ func decode(r *http.Request, v any) error {
 
 func (s *Server) audit(ctx context.Context, e api.AuditEvent) {
 	s.st.AddEvent(ctx, e)
+	s.touch()
 }
 
 func (s *Server) enroll(r *http.Request, _ identity) (any, error) {
@@ -267,6 +269,7 @@ func (s *Server) inventory(r *http.Request, who identity) (any, error) {
 	if err := s.st.SetInventory(r.Context(), who.device.ID, inv, time.Now()); err != nil {
 		return nil, err
 	}
+	s.touch()
 	s.kick()
 	return nil, nil
 }
@@ -286,7 +289,7 @@ func (s *Server) deviceEvents(r *http.Request, who identity) (any, error) {
 		if e.PID != 0 {
 			msg = fmt.Sprintf("pid %d: %s", e.PID, msg)
 		}
-		s.st.AddEvent(r.Context(), api.AuditEvent{Time: e.Time, Actor: who.actor(), Type: e.Type, Device: who.device.ID, Patch: e.Patch, Message: msg})
+		s.audit(r.Context(), api.AuditEvent{Time: e.Time, Actor: who.actor(), Type: e.Type, Device: who.device.ID, Patch: e.Patch, Message: msg})
 	}
 	s.kick()
 	return nil, nil
@@ -342,15 +345,19 @@ func (s *Server) devices(r *http.Request, _ identity) (any, error) {
 }
 
 func (s *Server) revoke(r *http.Request, who identity) (any, error) {
-	id := r.PathValue("id")
-	if err := s.st.Revoke(r.Context(), id, time.Now()); err != nil {
-		return nil, fmt.Errorf("device %q: %w", id, err)
+	return s.revokeDevice(r.Context(), who, r.PathValue("id"))
+}
+
+// revokeDevice revokes a device (the API and the dashboard).
+func (s *Server) revokeDevice(ctx context.Context, who identity, id string) (api.Device, error) {
+	if err := s.st.Revoke(ctx, id, time.Now()); err != nil {
+		return api.Device{}, fmt.Errorf("device %q: %w", id, err)
 	}
-	d, err := s.st.Device(r.Context(), id)
+	d, err := s.st.Device(ctx, id)
 	if err != nil {
-		return nil, err
+		return api.Device{}, err
 	}
-	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "revoked", Device: id, Message: d.Name})
+	s.audit(ctx, api.AuditEvent{Actor: who.actor(), Type: "revoked", Device: id, Message: d.Name})
 	s.kick()
 	return d.Device, nil
 }

@@ -24,19 +24,24 @@ func (s *Server) startRollout(r *http.Request, who identity) (any, error) {
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	info, err := s.st.Patch(r.Context(), req.Patch)
+	return s.newRollout(r.Context(), who, req)
+}
+
+// newRollout starts a rollout (the API and the dashboard).
+func (s *Server) newRollout(ctx context.Context, who identity, req api.RolloutRequest) (api.Rollout, error) {
+	info, err := s.st.Patch(ctx, req.Patch)
 	if err != nil {
-		return nil, errorf(http.StatusNotFound, "no published patch %q", req.Patch)
+		return api.Rollout{}, errorf(http.StatusNotFound, "no published patch %q", req.Patch)
 	}
 	if len(req.Rings) == 0 {
-		return nil, errorf(http.StatusBadRequest, "give at least one ring (--rings canary,broad, or all)")
+		return api.Rollout{}, errorf(http.StatusBadRequest, "give at least one ring (--rings canary,broad, or all)")
 	}
 	for ring, w := range req.Windows {
 		if !slices.Contains(req.Rings, ring) {
-			return nil, errorf(http.StatusBadRequest, "a window for ring %q, which the rollout does not have", ring)
+			return api.Rollout{}, errorf(http.StatusBadRequest, "a window for ring %q, which the rollout does not have", ring)
 		}
 		if _, _, err := parseWindow(w); err != nil {
-			return nil, errorf(http.StatusBadRequest, "window of ring %s: %v", ring, err)
+			return api.Rollout{}, errorf(http.StatusBadRequest, "window of ring %s: %v", ring, err)
 		}
 	}
 	now := time.Now().UTC()
@@ -46,13 +51,13 @@ func (s *Server) startRollout(r *http.Request, who identity) (any, error) {
 	for _, name := range req.Rings {
 		ro.Rings = append(ro.Rings, api.Ring{Name: name, State: api.RingPending, Window: req.Windows[name]})
 	}
-	if err := s.st.AddRollout(r.Context(), ro); err != nil {
-		return nil, err
+	if err := s.st.AddRollout(ctx, ro); err != nil {
+		return api.Rollout{}, err
 	}
-	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "rollout_started", Rollout: ro.ID, Patch: info.ID,
+	s.audit(ctx, api.AuditEvent{Actor: who.actor(), Type: "rollout_started", Rollout: ro.ID, Patch: info.ID,
 		Message: fmt.Sprintf("rings %s, soak %v, max failures %d", strings.Join(req.Rings, ","), req.Soak, req.MaxFailures)})
 	s.kick()
-	return s.advance(r.Context(), ro.ID)
+	return s.advance(ctx, ro.ID)
 }
 
 func (s *Server) rollouts(r *http.Request, _ identity) (any, error) {
@@ -73,39 +78,43 @@ func (s *Server) rollout(r *http.Request, _ identity) (any, error) {
 }
 
 func (s *Server) rolloutAction(r *http.Request, who identity) (any, error) {
+	return s.steer(r.Context(), who, r.PathValue("id"), r.PathValue("action"))
+}
+
+// steer halts, resumes or rolls back a rollout (the API and the
+// dashboard).
+func (s *Server) steer(ctx context.Context, who identity, id, action string) (api.Rollout, error) {
 	s.driving.Lock()
 	defer s.driving.Unlock()
-	ctx := r.Context()
-	ro, err := s.st.Rollout(ctx, r.PathValue("id"))
+	ro, err := s.st.Rollout(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("rollout %q: %w", r.PathValue("id"), err)
+		return api.Rollout{}, fmt.Errorf("rollout %q: %w", id, err)
 	}
-	action := r.PathValue("action")
 	switch action {
 	case "halt":
 		if ro.State != api.StateRunning {
-			return nil, errorf(http.StatusConflict, "rollout %s is %s, not running", ro.ID, ro.State)
+			return api.Rollout{}, errorf(http.StatusConflict, "rollout %s is %s, not running", ro.ID, ro.State)
 		}
 		ro.State, ro.Reason = api.StateHalted, "halted by "+who.actor()
 	case "resume":
 		if ro.State != api.StateHalted || ro.Revert {
-			return nil, errorf(http.StatusConflict, "rollout %s is %s; only a rollout halted by hand resumes", ro.ID, ro.State)
+			return api.Rollout{}, errorf(http.StatusConflict, "rollout %s is %s; only a rollout halted by hand resumes", ro.ID, ro.State)
 		}
 		ro.State, ro.Reason = api.StateRunning, ""
 	case "rollback":
 		if ro.State == api.StateRolledBack {
-			return nil, errorf(http.StatusConflict, "rollout %s is already rolled back", ro.ID)
+			return api.Rollout{}, errorf(http.StatusConflict, "rollout %s is already rolled back", ro.ID)
 		}
 		ro.State, ro.Revert, ro.Reason = api.StateRolledBack, true, "rolled back by "+who.actor()
 	default:
-		return nil, errorf(http.StatusNotFound, "no action %q: halt, resume or rollback", action)
+		return api.Rollout{}, errorf(http.StatusNotFound, "no action %q: halt, resume or rollback", action)
 	}
 	prev := ro.Updated
 	ro.Updated = time.Now().UTC()
 	if err := s.st.UpdateRollout(ctx, ro, prev); errors.Is(err, store.ErrConflict) {
-		return nil, errorf(http.StatusConflict, "rollout %s changed meanwhile; try again", ro.ID)
+		return api.Rollout{}, errorf(http.StatusConflict, "rollout %s changed meanwhile; try again", ro.ID)
 	} else if err != nil {
-		return nil, err
+		return api.Rollout{}, err
 	}
 	s.audit(ctx, api.AuditEvent{Actor: who.actor(), Type: "rollout_" + action, Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
 	s.notify()
@@ -141,6 +150,7 @@ func (s *Server) drive() {
 				s.advance(context.Background(), ro.ID)
 			}
 		}
+		s.sampleExposure(context.Background())
 	}
 }
 
@@ -164,6 +174,7 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 	// (another replica may win the race for this rollout).
 	var audits []api.AuditEvent
 	audit := func(e api.AuditEvent) { audits = append(audits, e) }
+	before := slices.Clone(ro.Rings)
 	for i := range ro.Rings {
 		ring := &ro.Rings[i]
 		if ring.State == api.RingDone {
@@ -211,6 +222,9 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 		ro.State, changed = api.StateDone, true
 		audit(api.AuditEvent{Actor: "server", Type: "rollout_done", Rollout: ro.ID, Patch: ro.Patch.ID})
 	}
+	// The counters are stored as they move too: the dashboard shows a
+	// ring's progress device by device.
+	changed = changed || !slices.Equal(before, ro.Rings)
 	if changed {
 		ro.Updated = now
 		if now.Equal(prev) {
@@ -225,6 +239,9 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 		for _, e := range audits {
 			s.audit(ctx, e)
 		}
+	}
+	if changed {
+		s.touch()
 	}
 	if notify {
 		s.notify()
@@ -241,22 +258,42 @@ func (s *Server) count(ctx context.Context, ro *store.Rollout, ring *api.Ring, d
 	ring.Applied, ring.NotNeeded, ring.Failed, ring.Pending = 0, 0, 0, 0
 	failed, _ := s.st.DevicesWithEvents(ctx, ro.Patch.ID, ring.Started, failureTypes)
 	for _, id := range ro.Members[ring.Name] {
-		d := byID[id]
-		if failed[id] {
+		switch memberState(byID[id], ro.Patch, ring.Started, failed[id]) {
+		case memberFailed:
 			ring.Failed++
-			continue
-		}
-		switch state, _ := exposure(d, ro.Patch); {
-		case d.InventoryAt.Before(ring.Started):
-			ring.Pending++ // not heard from since the ring started
-		case state == "protected":
+		case memberApplied:
 			ring.Applied++
-		case state == "":
+		case memberNotNeeded:
 			ring.NotNeeded++
 		default:
 			ring.Pending++
 		}
 	}
+}
+
+// Where one device of a started ring stands.
+const (
+	memberPending   = "pending"
+	memberApplied   = "applied"
+	memberNotNeeded = "not_needed"
+	memberFailed    = "failed"
+)
+
+// memberState tells where a device of a ring that started at a time
+// stands with a patch; failed: it reported a failure since.
+func memberState(d store.Device, p api.PatchInfo, started time.Time, failed bool) string {
+	if failed {
+		return memberFailed
+	}
+	switch state, _ := exposure(d, p); {
+	case d.InventoryAt.Before(started):
+		return memberPending // not heard from since the ring started
+	case state == "protected":
+		return memberApplied
+	case state == "":
+		return memberNotNeeded
+	}
+	return memberPending
 }
 
 // exposure tells, from a device's inventory, where it stands against one
@@ -360,16 +397,30 @@ func (s *Server) rolloutsAt(ctx context.Context, seq int64) (*rolloutCache, erro
 
 // report is the per-CVE view of the fleet.
 func (s *Server) report(r *http.Request, _ identity) (any, error) {
-	ctx := r.Context()
-	want := r.URL.Query().Get("cve")
-	patches, err := s.st.Patches(ctx)
+	patches, err := s.st.Patches(r.Context())
 	if err != nil {
 		return nil, err
 	}
-	devices, err := s.st.Devices(ctx)
+	devices, err := s.st.Devices(r.Context())
 	if err != nil {
 		return nil, err
 	}
+	rep := cveReport(patches, devices, r.URL.Query().Get("cve"))
+	ros, err := s.st.Rollouts(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	for _, ro := range ros {
+		for _, ring := range ro.Rings {
+			rep.Rings = append(rep.Rings, api.RingReport{Rollout: ro.ID, Ring: ring.Name, State: ring.State, Applied: ring.Applied, Devices: ring.Devices})
+		}
+	}
+	return rep, nil
+}
+
+// cveReport counts the devices per CVE (all CVEs, or only want, with a
+// line per device).
+func cveReport(patches []api.PatchInfo, devices []store.Device, want string) api.Report {
 	byCVE := map[string][]api.PatchInfo{}
 	for _, p := range patches {
 		for _, c := range p.CVEs {
@@ -421,16 +472,7 @@ func (s *Server) report(r *http.Request, _ identity) (any, error) {
 		}
 		rep.CVEs = append(rep.CVEs, cr)
 	}
-	ros, err := s.st.Rollouts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, ro := range ros {
-		for _, ring := range ro.Rings {
-			rep.Rings = append(rep.Rings, api.RingReport{Rollout: ro.ID, Ring: ring.Name, State: ring.State, Applied: ring.Applied, Devices: ring.Devices})
-		}
-	}
-	return rep, nil
+	return rep
 }
 
 // parseWindow reads "HH:MM-HH:MM" into minutes of the day.
@@ -462,6 +504,7 @@ func inWindow(w string, t time.Time) bool {
 // metrics are the server's Prometheus series.
 type metrics struct {
 	longPolls atomic.Int64
+	streams   atomic.Int64 // dashboard event streams open
 }
 
 func (s *Server) metricsText(r *http.Request, _ identity) (any, error) {
@@ -475,6 +518,7 @@ func (s *Server) metricsText(r *http.Request, _ identity) (any, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# HELP hotpatch_server_long_polls Device long-polls held open.\n# TYPE hotpatch_server_long_polls gauge\nhotpatch_server_long_polls %d\n", s.metrics.longPolls.Load())
+	fmt.Fprintf(&b, "# HELP hotpatch_server_dashboard_streams Dashboard event streams open.\n# TYPE hotpatch_server_dashboard_streams gauge\nhotpatch_server_dashboard_streams %d\n", s.metrics.streams.Load())
 	fmt.Fprintf(&b, "# HELP hotpatch_server_devices Enrolled devices.\n# TYPE hotpatch_server_devices gauge\nhotpatch_server_devices %d\n", len(devices))
 	fmt.Fprintf(&b, "# HELP hotpatch_server_patches Published patches.\n# TYPE hotpatch_server_patches gauge\nhotpatch_server_patches %d\n", len(patches))
 	fmt.Fprintf(&b, "# HELP hotpatch_server_rollouts Rollouts by state.\n# TYPE hotpatch_server_rollouts gauge\n")

@@ -44,6 +44,12 @@ type Config struct {
 	Tick time.Duration
 	// Resync is how often agents re-send their inventory (default 6h).
 	Resync time.Duration
+	// ExposureEvery is how often, at most, the fleet's exposure per CVE
+	// is sampled for the dashboard's chart (default 10s; a sample is
+	// stored only when a count moved).
+	ExposureEvery time.Duration
+	// SessionTTL is how long a dashboard sign-in lasts (default 12h).
+	SessionTTL time.Duration
 }
 
 // Server is a running hotpatch-server.
@@ -74,6 +80,14 @@ type Server struct {
 	stop    chan struct{}
 	done    chan struct{}
 	metrics metrics
+
+	// The dashboard: its templates and assets, and uiCh, closed and
+	// replaced whenever something it shows may have changed (it wakes
+	// the server-sent event streams).
+	ui       *dashboard
+	uiMu     sync.Mutex
+	uiCh     chan struct{}
+	exposure exposureSampler
 }
 
 // File names in the data directory.
@@ -97,6 +111,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Resync == 0 {
 		cfg.Resync = 6 * time.Hour
 	}
+	if cfg.ExposureEvery == 0 {
+		cfg.ExposureEvery = 10 * time.Second
+	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = 12 * time.Hour
+	}
+	ui, err := loadDashboard()
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -113,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, ca: ca, st: st, changed: make(chan struct{}), kicks: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), ui: ui, uiCh: make(chan struct{})}
 	if s.seq, err = st.Change(context.Background()); err != nil {
 		st.Close()
 		return nil, err
@@ -202,10 +226,12 @@ func (s *Server) Start() error {
 
 // watchChanges wakes the long-polls when another replica moved the
 // change counter (with SQLite there is no other, and it costs one small
-// query a tick).
+// query a tick), and, while a dashboard is open, its streams when
+// another replica changed what they show.
 func (s *Server) watchChanges() {
 	t := time.NewTicker(min(s.cfg.Tick, 500*time.Millisecond))
 	defer t.Stop()
+	var version string
 	for {
 		select {
 		case <-s.stop:
@@ -214,6 +240,14 @@ func (s *Server) watchChanges() {
 		}
 		if n, err := s.st.Change(context.Background()); err == nil {
 			s.wake(n)
+		}
+		if s.metrics.streams.Load() > 0 {
+			if v, err := s.st.Version(context.Background()); err == nil && v != version {
+				if version != "" {
+					s.touch()
+				}
+				version = v
+			}
 		}
 	}
 }

@@ -1,0 +1,195 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hotpatch/hotpatch/server/api"
+)
+
+// Session is a dashboard sign-in: the browser holds a random value whose
+// hash is stored here, bound to the admin token it was made with (a
+// token the server no longer knows ends its sessions too).
+type Session struct {
+	Hash      string // SHA-256 of the cookie's value, hex
+	TokenHash string
+	CSRF      string // sent back with every form that acts
+	Created   time.Time
+	Expires   time.Time
+}
+
+// AddSession stores a session and drops the expired ones.
+func (s *Store) AddSession(ctx context.Context, se Session) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires < $1`, unix(time.Now())); err != nil {
+		return err
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (hash, token_hash, csrf, created, expires) VALUES ($1, $2, $3, $4, $5)`,
+		se.Hash, se.TokenHash, se.CSRF, unix(se.Created), unix(se.Expires))
+	return err
+}
+
+// Session returns an unexpired session by the hash of its value.
+func (s *Store) Session(ctx context.Context, hash string) (Session, error) {
+	se := Session{Hash: hash}
+	var created, expires int64
+	err := s.db.QueryRowContext(ctx, `SELECT token_hash, csrf, created, expires FROM sessions WHERE hash = $1 AND expires > $2`, hash, unix(time.Now())).
+		Scan(&se.TokenHash, &se.CSRF, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return se, ErrNotFound
+	}
+	se.Created, se.Expires = fromUnix(created), fromUnix(expires)
+	return se, err
+}
+
+// DeleteSession ends a session (sign-out).
+func (s *Store) DeleteSession(ctx context.Context, hash string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE hash = $1`, hash)
+	return err
+}
+
+// EventFilter selects audit events. Empty fields match everything.
+type EventFilter struct {
+	Type, Device, Rollout, Patch string
+	Actor                        string // exact, or a prefix ending in ':' ("device:", "token:")
+	Text                         string // a substring of the message (case-insensitive)
+	Before                       int64  // only events with a smaller seq (paging back); 0: the newest
+	Limit                        int    // default 100, at most 1000
+}
+
+// FindEvents returns the audit events matching f, newest first.
+func (s *Store) FindEvents(ctx context.Context, f EventFilter) ([]api.AuditEvent, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	f.Limit = min(f.Limit, 1000)
+	var where []string
+	var args []any
+	arg := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	for _, c := range []struct{ col, v string }{{"type", f.Type}, {"device", f.Device}, {"rollout", f.Rollout}, {"patch", f.Patch}} {
+		if c.v != "" {
+			arg(c.col+" = ?", c.v)
+		}
+	}
+	switch {
+	case strings.HasSuffix(f.Actor, ":"):
+		arg("actor LIKE ? ESCAPE '\\'", likeEscape(f.Actor)+"%")
+	case f.Actor != "":
+		arg("actor = ?", f.Actor)
+	}
+	if f.Text != "" {
+		arg("LOWER(message) LIKE ? ESCAPE '\\'", "%"+likeEscape(strings.ToLower(f.Text))+"%")
+	}
+	if f.Before > 0 {
+		arg("seq < ?", f.Before)
+	}
+	q := `SELECT seq, time, actor, type, device, rollout, patch, message FROM events`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, f.Limit)
+	q += fmt.Sprintf(" ORDER BY seq DESC LIMIT $%d", len(args))
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []api.AuditEvent
+	for rows.Next() {
+		var e api.AuditEvent
+		var t int64
+		if err := rows.Scan(&e.Seq, &t, &e.Actor, &e.Type, &e.Device, &e.Rollout, &e.Patch, &e.Message); err != nil {
+			return nil, err
+		}
+		e.Time = fromUnix(t)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// EventTypes returns the distinct event types in the log, sorted.
+func (s *Store) EventTypes(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT type FROM events ORDER BY type`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// ExposureSample is one CVE's counts at one time.
+type ExposureSample struct {
+	Time                           time.Time
+	CVE                            string
+	Vulnerable, Protected, FixedOn int
+}
+
+// AddExposure records the fleet's exposure per CVE at one time.
+func (s *Store) AddExposure(ctx context.Context, at time.Time, cves []api.CVEReport) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, c := range cves {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO exposure (time, cve, vulnerable, protected, fixed) VALUES ($1, $2, $3, $4, $5)`,
+			unix(at), c.CVE, c.Vulnerable, c.Protected, c.FixedOnDisk); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Exposure returns the samples taken after a time, oldest first.
+func (s *Store) Exposure(ctx context.Context, after time.Time) ([]ExposureSample, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT time, cve, vulnerable, protected, fixed FROM exposure WHERE time > $1 ORDER BY time, cve`, unix(after))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ExposureSample
+	for rows.Next() {
+		var e ExposureSample
+		var t int64
+		if err := rows.Scan(&t, &e.CVE, &e.Vulnerable, &e.Protected, &e.FixedOn); err != nil {
+			return nil, err
+		}
+		e.Time = fromUnix(t)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Version is a value that moves whenever anything the dashboard shows
+// may have changed, here or on another replica: the newest audit event,
+// rollout update, inventory, revocation and publication.
+func (s *Store) Version(ctx context.Context) (string, error) {
+	var ev, ro, inv, rev, devs, pats int64
+	err := s.db.QueryRowContext(ctx, `SELECT
+		(SELECT COALESCE(MAX(seq), 0) FROM events),
+		(SELECT COALESCE(MAX(updated), 0) FROM rollouts),
+		(SELECT COALESCE(MAX(inventory_at), 0) FROM devices),
+		(SELECT COALESCE(MAX(revoked), 0) FROM devices),
+		(SELECT COUNT(*) FROM devices),
+		(SELECT COUNT(*) FROM patches)`).Scan(&ev, &ro, &inv, &rev, &devs, &pats)
+	return fmt.Sprint(ev, ro, inv, rev, devs, pats), err
+}
