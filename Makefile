@@ -32,6 +32,7 @@ bench:
 	$(GO) run ./bench/calloverhead
 	$(GO) run ./bench/agent
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./engine
+	$(GO) test -run '^$$' -bench Dashboard -benchtime 20x ./server
 
 # Regenerate docs/cli.md from the command tree (a test checks it is current).
 docs:

@@ -29,7 +29,7 @@ type fleet struct {
 func newFleet(t *testing.T, dir, publisherKey string) *fleet {
 	t.Helper()
 	srv, err := server.New(server.Config{DataDir: filepath.Join(dir, "server-data"), Listen: "127.0.0.1:0",
-		Publishers: []string{publisherKey}, Tick: 100 * time.Millisecond})
+		Publishers: []string{publisherKey}, Tick: 100 * time.Millisecond, ExposureEvery: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

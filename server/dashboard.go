@@ -375,6 +375,7 @@ func (s *Server) uiChanged() <-chan struct{} {
 // Pacing of the event stream.
 const (
 	streamCoalesce  = 150 * time.Millisecond // changes closer than this are sent as one
+	streamMinGap    = time.Second            // and a page refreshes at most this often while they keep coming
 	streamHeartbeat = 15 * time.Second       // a comment line keeps proxies from closing an idle stream
 )
 
@@ -399,6 +400,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, u user) error {
 	beat := time.NewTicker(streamHeartbeat)
 	defer beat.Stop()
 	ctx := r.Context()
+	var sent time.Time
+	shown, _ := s.st.Version(ctx) // what the page was rendered from, about
 	for {
 		ch := s.uiChanged()
 		select {
@@ -413,8 +416,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, u user) error {
 			continue
 		case <-ch:
 		}
-		select { // let a burst of changes settle into one event
-		case <-time.After(streamCoalesce):
+		// Let a burst of changes settle into one event, and keep a busy
+		// fleet (a rollout to thousands) to one refresh a second per page.
+		select {
+		case <-time.After(max(streamCoalesce, time.Until(sent.Add(streamMinGap)))):
 		case <-ctx.Done():
 			return nil
 		}
@@ -422,6 +427,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, u user) error {
 			send("event: signout\ndata: {}\n\n")
 			return nil
 		}
+		// A wake-up for what this stream already told (another replica's
+		// poll seeing this one's change) sends nothing.
+		if v, err := s.st.Version(ctx); err == nil {
+			if v == shown {
+				continue
+			}
+			shown = v
+		}
+		sent = time.Now()
 		if !send("event: change\ndata: {\"at\":%q}\n\n", time.Now().UTC().Format(time.RFC3339Nano)) {
 			return nil
 		}

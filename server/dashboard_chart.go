@@ -74,9 +74,8 @@ func exposureChart(samples []store.ExposureSample, now []api.CVEReport, at time.
 			peak = max(peak, s.Vulnerable)
 		}
 	}
-	if at.Sub(c.From) < time.Minute {
-		c.From = at.Add(-time.Minute)
-	}
+	// A little room before the first sample, so its step shows.
+	c.From = c.From.Add(-max(at.Sub(c.From)/10, time.Second))
 	span := at.Sub(c.From).Seconds()
 	x := func(t time.Time) float64 {
 		return float64(c.Left) + float64(c.Right-c.Left)*t.Sub(c.From).Seconds()/span
@@ -135,7 +134,8 @@ var templateFuncs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"clock": func(t time.Time) string { return t.UTC().Format("15:04 UTC") },
 	"ago": func(t, now time.Time) string {
 		if t.IsZero() {
 			return "never"

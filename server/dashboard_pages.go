@@ -279,7 +279,15 @@ func (s *Server) renderRolloutForm(w http.ResponseWriter, r *http.Request, u use
 	for name, n := range counts {
 		f.RingNames = append(f.RingNames, ringName{name, n})
 	}
-	sort.Slice(f.RingNames, func(i, j int) bool { return f.RingNames[i].Name < f.RingNames[j].Name })
+	// The suggested order: a ring named canary first, then the smallest
+	// rings (early rings are the small ones).
+	sort.Slice(f.RingNames, func(i, j int) bool {
+		a, b := f.RingNames[i], f.RingNames[j]
+		if ca, cb := strings.Contains(a.Name, "canary"), strings.Contains(b.Name, "canary"); ca != cb {
+			return ca
+		}
+		return a.Devices < b.Devices || a.Devices == b.Devices && a.Name < b.Name
+	})
 	f.RingNames = append(f.RingNames, ringName{"all", all})
 	if f.Rings == "" {
 		var names []string
@@ -503,12 +511,8 @@ func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, u user) erro
 	if d.Types, err = s.st.EventTypes(ctx); err != nil {
 		return err
 	}
-	devices, err := s.st.Devices(ctx)
-	if err != nil {
+	if d.Devices, err = s.st.DeviceNames(ctx); err != nil {
 		return err
-	}
-	for _, dev := range devices {
-		d.Devices = append(d.Devices, dev.Device)
 	}
 	if len(d.Events) == eventsPageSize {
 		q.Set("before", strconv.FormatInt(d.Events[len(d.Events)-1].Seq, 10))

@@ -24,12 +24,12 @@ import (
 // dashboard does without JavaScript; dashboard_browser_test.go runs it in
 // Chromium.
 type web struct {
-	t    *testing.T
+	t    testing.TB
 	s    *Server
 	http *http.Client
 }
 
-func newWeb(t *testing.T, s *Server) *web {
+func newWeb(t testing.TB, s *Server) *web {
 	t.Helper()
 	cfg, err := pki.ClientTLS(s.CA(), nil, nil)
 	if err != nil {
@@ -456,4 +456,3 @@ func TestDashboardExposure(t *testing.T) {
 		t.Errorf("overview chart: %d lines: %.2000s", n, body)
 	}
 }
-

@@ -23,13 +23,13 @@ import (
 // caller speaks the API over real TLS: as an admin (token) or a device
 // (client certificate).
 type caller struct {
-	t     *testing.T
+	t     testing.TB
 	base  string
 	http  *http.Client
 	token string
 }
 
-func newCaller(t *testing.T, s *Server, token string, certPEM, keyPEM []byte) *caller {
+func newCaller(t testing.TB, s *Server, token string, certPEM, keyPEM []byte) *caller {
 	t.Helper()
 	cfg, err := pki.ClientTLS(s.CA(), certPEM, keyPEM)
 	if err != nil {
@@ -96,7 +96,7 @@ func startServerDB(t *testing.T, dir, db string) *Server {
 }
 
 // enroll enrolls a device with labels and returns a caller for it.
-func enroll(t *testing.T, s *Server, name string, labels map[string]string) (*caller, string) {
+func enroll(t testing.TB, s *Server, name string, labels map[string]string) (*caller, string) {
 	t.Helper()
 	key, keyPEM, err := pki.NewKey()
 	if err != nil {
@@ -385,11 +385,16 @@ func TestTwoReplicas(t *testing.T) {
 	dev.do("POST", api.PathDeviceReport, inventory(buildID, true), nil)
 	adminA := newCaller(t, a, a.AdminToken(), nil, nil)
 	waitRollout(t, adminA, ro.ID, "done", func(r api.Rollout) bool { return r.State == api.StateDone })
-	var evs []api.AuditEvent
-	adminA.do("GET", api.PathEvents, nil, &evs)
+	// A step's audit event is written just after the step is stored, so
+	// wait for the last one; then each must be there once.
 	n := map[string]int{}
-	for _, e := range evs {
-		n[e.Type]++
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && n["rollout_done"] == 0; time.Sleep(20 * time.Millisecond) {
+		var evs []api.AuditEvent
+		adminA.do("GET", api.PathEvents, nil, &evs)
+		clear(n)
+		for _, e := range evs {
+			n[e.Type]++
+		}
 	}
 	if n["ring_started"] != 1 || n["ring_done"] != 1 || n["rollout_done"] != 1 {
 		t.Errorf("steps recorded %v; each once", n)

@@ -181,15 +181,36 @@ func (s *Store) Exposure(ctx context.Context, after time.Time) ([]ExposureSample
 
 // Version is a value that moves whenever anything the dashboard shows
 // may have changed, here or on another replica: the newest audit event,
-// rollout update, inventory, revocation and publication.
+// rollout update, inventory, revocation, publication and exposure
+// sample.
 func (s *Store) Version(ctx context.Context) (string, error) {
-	var ev, ro, inv, rev, devs, pats int64
+	var ev, ro, inv, rev, devs, pats, exp int64
 	err := s.db.QueryRowContext(ctx, `SELECT
 		(SELECT COALESCE(MAX(seq), 0) FROM events),
 		(SELECT COALESCE(MAX(updated), 0) FROM rollouts),
 		(SELECT COALESCE(MAX(inventory_at), 0) FROM devices),
 		(SELECT COALESCE(MAX(revoked), 0) FROM devices),
 		(SELECT COUNT(*) FROM devices),
-		(SELECT COUNT(*) FROM patches)`).Scan(&ev, &ro, &inv, &rev, &devs, &pats)
-	return fmt.Sprint(ev, ro, inv, rev, devs, pats), err
+		(SELECT COUNT(*) FROM patches),
+		(SELECT COALESCE(MAX(time), 0) FROM exposure)`).Scan(&ev, &ro, &inv, &rev, &devs, &pats, &exp)
+	return fmt.Sprint(ev, ro, inv, rev, devs, pats, exp), err
+}
+
+// DeviceNames returns every device's id and name, by name, without the
+// inventories (the event log's host filter).
+func (s *Store) DeviceNames(ctx context.Context) ([]api.Device, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name FROM devices ORDER BY name, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []api.Device
+	for rows.Next() {
+		var d api.Device
+		if err := rows.Scan(&d.ID, &d.Name); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }

@@ -54,6 +54,17 @@ func TestDashboardTables(t *testing.T) {
 				t.Errorf("a session after sign-out: %v, want not found", err)
 			}
 
+			for _, d := range []Device{{Serial: "s2"}, {Serial: "s1"}} {
+				d.ID, d.Name, d.Enrolled = "dev-"+d.Serial, "host-"+d.Serial, now
+				if err := s.AddDevice(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			names, err := s.DeviceNames(ctx)
+			if err != nil || len(names) != 2 || names[0].Name != "host-s1" || names[1].ID != "dev-s2" {
+				t.Errorf("device names: %+v, %v", names, err)
+			}
+
 			v0, err := s.Version(ctx)
 			if err != nil {
 				t.Fatal(err)
