@@ -44,7 +44,7 @@ and admins), admin.token, enroll.token, and the SQLite database.`,
 				srv.Close()
 				return err
 			}
-			fmt.Fprintf(stdout, "hotpatch-server listening on %s (data %s)\n", srv.URL(), cfg.DataDir)
+			fmt.Fprintf(stdout, "hotpatch-server listening on %s (data %s); dashboard at %s/ui/\n", srv.URL(), cfg.DataDir, srv.URL())
 			if len(cfg.Publishers) == 0 {
 				fmt.Fprintln(stderr, "hotpatch-server: no --publisher key: the catalog takes any validly signed patch (agents still check signatures with their own keys)")
 			}

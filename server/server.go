@@ -4,11 +4,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -216,7 +219,7 @@ func (s *Server) Start() error {
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          nil,
+		ErrorLog:          log.New(handshakeFilter{os.Stderr}, "", log.LstdFlags),
 	}
 	go s.http.ServeTLS(ln, "", "")
 	go s.drive()
@@ -295,6 +298,18 @@ func (s *Server) notify() {
 	if n, err := s.st.BumpChange(context.Background()); err == nil {
 		s.wake(n)
 	}
+}
+
+// handshakeFilter drops the log lines of connections closed before their
+// TLS handshake (browsers open spare connections; probes do it): noise.
+// Failed handshakes, a wrong client certificate among them, are kept.
+type handshakeFilter struct{ w io.Writer }
+
+func (f handshakeFilter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("TLS handshake error")) && bytes.HasSuffix(bytes.TrimSpace(p), []byte(": EOF")) {
+		return len(p), nil
+	}
+	return f.w.Write(p)
 }
 
 func newID(prefix string) string {
