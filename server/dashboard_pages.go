@@ -198,10 +198,16 @@ type memberRow struct {
 }
 
 func (s *Server) rolloutPage(w http.ResponseWriter, r *http.Request, u user) error {
+	return s.renderRollout(w, r, u, r.PathValue("id"), http.StatusOK, "")
+}
+
+// renderRollout writes a rollout's page, with an error when an action on
+// it was refused (the page stays, the reason is on it).
+func (s *Server) renderRollout(w http.ResponseWriter, r *http.Request, u user, id string, status int, msg string) error {
 	ctx := r.Context()
-	ro, err := s.st.Rollout(ctx, r.PathValue("id"))
+	ro, err := s.st.Rollout(ctx, id)
 	if err != nil {
-		return fmt.Errorf("rollout %q: %w", r.PathValue("id"), err)
+		return fmt.Errorf("rollout %q: %w", id, err)
 	}
 	devices, err := s.st.Devices(ctx)
 	if err != nil {
@@ -228,11 +234,11 @@ func (s *Server) rolloutPage(w http.ResponseWriter, r *http.Request, u user) err
 	if d.Events, err = s.st.FindEvents(ctx, store.EventFilter{Rollout: ro.ID, Limit: 50}); err != nil {
 		return err
 	}
-	v := view{Title: "Rollout " + ro.ID, Section: "rollouts", User: u, Live: true, Data: d}
-	if did := r.URL.Query().Get("did"); did != "" {
+	v := view{Title: "Rollout " + ro.ID, Section: "rollouts", User: u, Live: true, Data: d, Error: msg}
+	if did := r.URL.Query().Get("did"); did != "" && msg == "" {
 		v.Notice = map[string]string{"start": "Rollout started.", "halt": "Rollout halted.", "resume": "Rollout resumed.", "rollback": "Rollback ordered: the devices where it landed take it off."}[did]
 	}
-	s.render(w, r, http.StatusOK, "rollout", v)
+	s.render(w, r, status, "rollout", v)
 	return nil
 }
 
@@ -393,6 +399,9 @@ func (s *Server) steerForm(w http.ResponseWriter, r *http.Request, u user) error
 		return nil
 	}
 	if _, err := s.steer(r.Context(), u.identity, id, action); err != nil {
+		if he, ok := err.(*httpError); ok && he.status == http.StatusConflict {
+			return s.renderRollout(w, r, u, id, he.status, capitalize(he.msg)+".")
+		}
 		return err
 	}
 	http.Redirect(w, r, "/ui/rollouts/"+ro.ID+"?did="+action, http.StatusSeeOther)

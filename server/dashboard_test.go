@@ -239,7 +239,7 @@ func TestDashboardForms(t *testing.T) {
 		t.Errorf("after halt: %s (%s)", ro.State, ro.Reason)
 	}
 	st, _, body = w.post(halt, url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil)
-	if st != http.StatusConflict || !strings.Contains(body, "is halted, not running") {
+	if st != http.StatusConflict || !strings.Contains(body, "is halted, not running.</p>") || !strings.Contains(body, `id="rollout-rings"`) {
 		t.Errorf("halting twice: HTTP %d: %.300s", st, body)
 	}
 	_, _, body = w.get("/ui/rollouts/" + id + "?did=halt")

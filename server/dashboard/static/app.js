@@ -88,7 +88,13 @@
     es.addEventListener('hello', () => { setStatus('Live', 'live'); refresh(); });
     es.addEventListener('change', refresh);
     es.addEventListener('signout', () => { es.close(); location.assign('/ui/signin'); });
-    es.onerror = () => setStatus('Reconnecting…', 'error');
+    es.onerror = () => {
+      // Closed for good: the server answered but refused (signed out, a
+      // session that expired); a reload shows why. Otherwise the browser
+      // reconnects by itself.
+      if (es.readyState === EventSource.CLOSED) { location.reload(); return; }
+      setStatus('Reconnecting…', 'error');
+    };
     window.addEventListener('pagehide', () => es.close());
   };
 
