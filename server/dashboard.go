@@ -95,7 +95,6 @@ type view struct {
 	Notice  string // one line: what just happened
 	Error   string // one line: what went wrong
 	Now     time.Time
-	Live    bool // the page refreshes itself from the event stream
 	Data    any
 }
 

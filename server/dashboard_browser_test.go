@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -263,4 +265,51 @@ func getRollout(admin *caller, id string) api.Rollout {
 	var ro api.Rollout
 	admin.do("GET", api.PathRollout+id, nil, &ro)
 	return ro
+}
+
+// TestDashboardNoScript: the same dashboard in Chromium with JavaScript
+// switched off: sign in, start a rollout with the form, halt it through
+// the server's confirmation page. Every page is plain HTML and forms.
+func TestDashboardNoScript(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	spki, err := browser.SPKI(strings.TrimPrefix(s.URL(), "https://"), s.CA())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := browser.New(t, browser.Options{TrustSPKI: []string{spki}})
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	data, _ := testPatch(t)
+	var info api.PatchInfo
+	if st := admin.do("POST", api.PathPatches, data, &info); st != 200 {
+		t.Fatalf("publish: HTTP %d", st)
+	}
+	enroll(t, s, "quiet-1", map[string]string{"ring": "canary"})
+
+	u := browser.NewPage(t, b.Tab(2*time.Minute))
+	u.Do("switch JavaScript off", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+		return err
+	}))
+	u.Do("sign in", chromedp.Navigate(s.URL()+"/ui/rollouts/new"), chromedp.SendKeys("#token", s.AdminToken()), chromedp.Click("button[type=submit]"))
+	u.Wait("the new-rollout form", `location.pathname === '/ui/rollouts/new' && document.getElementById('rings').value === 'canary'`)
+	u.Do("start", chromedp.SetValue("#patch", info.SHA256), chromedp.Clear("#soak"), chromedp.SendKeys("#soak", "1h"), chromedp.Click("#start"))
+	u.Wait("the rollout's page", `/^\/ui\/rollouts\/ro-[0-9a-f]+$/.test(location.pathname) && document.getElementById('notice')?.textContent === 'Rollout started.'`)
+	if st := u.Eval(`document.getElementById('live-status').textContent`); st != "" {
+		t.Errorf("without a script the header claims %q", st)
+	}
+	id := u.Eval(`location.pathname.split('/').pop()`)
+	u.Do("Halt", chromedp.Click("#halt"))
+	u.Wait("the confirmation page", fmt.Sprintf(`document.querySelector('h1').textContent === 'Halt rollout %s?'`, id))
+	u.Check("confirmation")
+	u.Shot("noscript-01-confirm")
+	if ro := getRollout(admin, id); ro.State != api.StateRunning {
+		t.Fatalf("the rollout is %s before the confirmation", ro.State)
+	}
+	u.Do("confirm", chromedp.Click("form.actions button[type=submit]"))
+	u.Wait("halted", `document.getElementById('notice')?.textContent === 'Rollout halted.' && document.getElementById('rollout-state').textContent.trim() === 'halted'`)
+	if ro := getRollout(admin, id); ro.State != api.StateHalted {
+		t.Errorf("after the confirmation page: %s", ro.State)
+	}
+	u.Shot("noscript-02-halted")
 }

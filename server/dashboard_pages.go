@@ -128,7 +128,7 @@ func (s *Server) overviewPage(w http.ResponseWriter, r *http.Request, u user) er
 			d.Active = append(d.Active, newRolloutRow(ro))
 		}
 	}
-	s.render(w, r, http.StatusOK, "overview", view{Title: "Fleet overview", Section: "overview", User: u, Live: true, Data: d})
+	s.render(w, r, http.StatusOK, "overview", view{Title: "Fleet overview", Section: "overview", User: u, Data: d})
 	return nil
 }
 
@@ -182,7 +182,7 @@ func (s *Server) rolloutsPage(w http.ResponseWriter, r *http.Request, u user) er
 	for i := len(ros) - 1; i >= 0; i-- {
 		rows = append(rows, newRolloutRow(ros[i]))
 	}
-	s.render(w, r, http.StatusOK, "rollouts", view{Title: "Rollouts", Section: "rollouts", User: u, Live: true, Data: rows})
+	s.render(w, r, http.StatusOK, "rollouts", view{Title: "Rollouts", Section: "rollouts", User: u, Data: rows})
 	return nil
 }
 
@@ -234,7 +234,7 @@ func (s *Server) renderRollout(w http.ResponseWriter, r *http.Request, u user, i
 	if d.Events, err = s.st.FindEvents(ctx, store.EventFilter{Rollout: ro.ID, Limit: 50}); err != nil {
 		return err
 	}
-	v := view{Title: "Rollout " + ro.ID, Section: "rollouts", User: u, Live: true, Data: d, Error: msg}
+	v := view{Title: "Rollout " + ro.ID, Section: "rollouts", User: u, Data: d, Error: msg}
 	if did := r.URL.Query().Get("did"); did != "" && msg == "" {
 		v.Notice = map[string]string{"start": "Rollout started.", "halt": "Rollout halted.", "resume": "Rollout resumed.", "rollback": "Rollback ordered: the devices where it landed take it off."}[did]
 	}
@@ -414,7 +414,7 @@ func (s *Server) patchesPage(w http.ResponseWriter, r *http.Request, u user) err
 		return err
 	}
 	slices.Reverse(patches)
-	s.render(w, r, http.StatusOK, "patches", view{Title: "Patch catalog", Section: "patches", User: u, Live: true, Data: patches})
+	s.render(w, r, http.StatusOK, "patches", view{Title: "Patch catalog", Section: "patches", User: u, Data: patches})
 	return nil
 }
 
@@ -427,7 +427,7 @@ func (s *Server) hostsPage(w http.ResponseWriter, r *http.Request, u user) error
 	if err != nil {
 		return err
 	}
-	s.render(w, r, http.StatusOK, "hosts", view{Title: "Hosts", Section: "hosts", User: u, Live: true, Data: hostRows(devices, patches, time.Now())})
+	s.render(w, r, http.StatusOK, "hosts", view{Title: "Hosts", Section: "hosts", User: u, Data: hostRows(devices, patches, time.Now())})
 	return nil
 }
 
@@ -468,7 +468,7 @@ func (s *Server) hostPage(w http.ResponseWriter, r *http.Request, u user) error 
 	if hd.Events, err = s.st.FindEvents(ctx, store.EventFilter{Device: d.ID, Limit: 50}); err != nil {
 		return err
 	}
-	v := view{Title: "Host " + d.Name, Section: "hosts", User: u, Live: true, Data: hd}
+	v := view{Title: "Host " + d.Name, Section: "hosts", User: u, Data: hd}
 	if r.URL.Query().Get("did") == "revoke" {
 		v.Notice = "Host revoked: its certificate no longer works here."
 	}
@@ -527,6 +527,6 @@ func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, u user) erro
 		q.Set("before", strconv.FormatInt(d.Events[len(d.Events)-1].Seq, 10))
 		d.Older = template.URL("/ui/events?" + q.Encode())
 	}
-	s.render(w, r, http.StatusOK, "events", view{Title: "Event log", Section: "events", User: u, Live: !d.Paged, Data: d})
+	s.render(w, r, http.StatusOK, "events", view{Title: "Event log", Section: "events", User: u, Data: d})
 	return nil
 }

@@ -84,6 +84,7 @@
 
   const listen = () => {
     if (!status || !window.EventSource) return; // signed out, or an old browser
+    setStatus('Connecting…', 'connecting');
     const es = new EventSource('/ui/stream');
     es.addEventListener('hello', () => { setStatus('Live', 'live'); refresh(); });
     es.addEventListener('change', refresh);
