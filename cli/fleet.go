@@ -522,15 +522,18 @@ func newFleetEvents(conn *fleetConn) *cobra.Command {
 		after  int64
 		limit  int
 		asJSON bool
+		filter api.EventQuery
 	)
 	cmd := &cobra.Command{
-		Use:   "events [--after SEQ] [--limit N] [--json]",
+		Use:   "events [--after SEQ] [--limit N] [--type T] [--device ID] [--rollout ID] [--patch ID] [--actor A] [--grep TEXT] [--json]",
 		Short: "Show the server's audit log",
 		Long: `events prints the audit log, oldest first: admin actions (publish, rollout
 start, halt, resume, rollback, revoke), rollout steps and device events, each
 with its sequence number. --after SEQ shows only the later ones, so
-"--after" the last number seen prints what is new. --json prints one JSON
-object per line.`,
+"--after" the last number seen prints what is new. The filters keep the
+events of one type, device, rollout or patch, by one actor (token:NAME,
+device:ID, server, or a prefix such as device:), or whose message contains
+a text. --json prints one JSON object per line.`,
 		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
 			n := 0
 			for {
@@ -538,7 +541,9 @@ object per line.`,
 				if limit > 0 {
 					page = min(page, limit-n)
 				}
-				evs, err := c.Events(ctx, after, page)
+				q := filter
+				q.After, q.Limit = after, page
+				evs, err := c.FindEvents(ctx, q)
 				if err != nil {
 					return err
 				}
@@ -563,6 +568,12 @@ object per line.`,
 	cmd.Flags().Int64Var(&after, "after", 0, "show the events after this sequence number")
 	cmd.Flags().IntVar(&limit, "limit", 0, "show at most this many events (0: all)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	cmd.Flags().StringVar(&filter.Type, "type", "", "only events of this type (applied, rollout_halt, …)")
+	cmd.Flags().StringVar(&filter.Device, "device", "", "only events of this device id")
+	cmd.Flags().StringVar(&filter.Rollout, "rollout", "", "only events of this rollout")
+	cmd.Flags().StringVar(&filter.Patch, "patch", "", "only events of this patch id")
+	cmd.Flags().StringVar(&filter.Actor, "actor", "", "only events by this actor (token:NAME, device:ID, server; device: for every device)")
+	cmd.Flags().StringVar(&filter.Text, "grep", "", "only events whose message contains this text (any case)")
 	cmd.PreRunE = func(*cobra.Command, []string) error {
 		if after < 0 || limit < 0 {
 			return usageError{errors.New("--after and --limit cannot be negative")}

@@ -321,6 +321,32 @@ func TestFleet(t *testing.T) {
 	if n := strings.Count(f.ok(t, "events", "--after", strconv.FormatInt(after, 10)), "\n"); n != 2 {
 		t.Errorf("events --after %d: %d lines, want 2", after, n)
 	}
+	// The filters, each against what the full log holds.
+	count := func(keep func(api.AuditEvent) bool) int {
+		n := 0
+		for _, e := range evs {
+			if keep(e) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--type", "enrolled"}, count(func(e api.AuditEvent) bool { return e.Type == "enrolled" })},
+		{[]string{"--device", web1.id}, count(func(e api.AuditEvent) bool { return e.Device == web1.id })},
+		{[]string{"--rollout", ro.ID}, count(func(e api.AuditEvent) bool { return e.Rollout == ro.ID })},
+		{[]string{"--actor", "device:"}, count(func(e api.AuditEvent) bool { return strings.HasPrefix(e.Actor, "device:") })},
+		{[]string{"--rollout", ro.ID, "--type", "rollout_halt", "--grep", "HALTED BY"}, 1},
+		{[]string{"--type", "no-such-type"}, 0},
+	} {
+		got := strings.Count(f.ok(t, append([]string{"events"}, c.args...)...), "\n")
+		if got != c.want || (c.want == 0 && len(c.args) < 2) {
+			t.Errorf("events %s: %d lines, want %d", strings.Join(c.args, " "), got, c.want)
+		}
+	}
 }
 
 // TestFleetErrors: refusals are one line naming the cause, with exit

@@ -137,9 +137,19 @@ func (c *Client) Report(ctx context.Context, cve string) (*api.Report, error) {
 // Events returns up to limit audit events after sequence number after
 // (limit 0: the server's default page).
 func (c *Client) Events(ctx context.Context, after int64, limit int) ([]api.AuditEvent, error) {
-	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	return c.FindEvents(ctx, api.EventQuery{After: after, Limit: limit})
+}
+
+// FindEvents returns the audit events a query selects, oldest first.
+func (c *Client) FindEvents(ctx context.Context, eq api.EventQuery) ([]api.AuditEvent, error) {
+	q := url.Values{"after": {strconv.FormatInt(eq.After, 10)}}
+	if eq.Limit > 0 {
+		q.Set("limit", strconv.Itoa(eq.Limit))
+	}
+	for k, v := range map[string]string{"type": eq.Type, "device": eq.Device, "rollout": eq.Rollout, "patch": eq.Patch, "actor": eq.Actor, "q": eq.Text} {
+		if v != "" {
+			q.Set(k, v)
+		}
 	}
 	var out []api.AuditEvent
 	if err := c.getJSON(ctx, api.PathEvents, q, &out); err != nil {

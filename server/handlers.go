@@ -77,7 +77,7 @@ var routeTable = []route{
 	{"GET", api.PathDevices, api.RoleViewer, "List the devices", nil, []api.Device{}, func(s *Server) handler { return s.devices }},
 	{"POST", api.PathDevice + "{id}/revoke", api.RoleAdmin, "Revoke a device", nil, api.Device{}, func(s *Server) handler { return s.revoke }},
 	{"GET", api.PathReport, api.RoleViewer, "Per-CVE report (?cve=ID)", nil, api.Report{}, func(s *Server) handler { return s.report }},
-	{"GET", api.PathEvents, api.RoleViewer, "The audit log (?after=SEQ&limit=N)", nil, []api.AuditEvent{}, func(s *Server) handler { return s.events }},
+	{"GET", api.PathEvents, api.RoleViewer, "The audit log, oldest first (?after=SEQ&limit=N; filters: type, device, rollout, patch, actor, q)", nil, []api.AuditEvent{}, func(s *Server) handler { return s.events }},
 	{"POST", api.PathTokens, api.RoleAdmin, "Make an admin token with a role", api.TokenRequest{}, api.TokenResponse{}, func(s *Server) handler { return s.newToken }},
 	{"GET", api.PathMetrics, api.RoleViewer, "Prometheus metrics", nil, "", func(s *Server) handler { return s.metricsText }},
 }
@@ -365,7 +365,12 @@ func (s *Server) revokeDevice(ctx context.Context, who identity, id string) (api
 func (s *Server) events(r *http.Request, _ identity) (any, error) {
 	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
 	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-	evs, err := s.st.Events(r.Context(), after, limit)
+	q := r.URL.Query()
+	if limit <= 0 {
+		limit = 10000
+	}
+	evs, err := s.st.FindEvents(r.Context(), store.EventFilter{After: after, Limit: limit, Oldest: true,
+		Type: q.Get("type"), Device: q.Get("device"), Rollout: q.Get("rollout"), Patch: q.Get("patch"), Actor: q.Get("actor"), Text: q.Get("q")})
 	if evs == nil {
 		evs = []api.AuditEvent{}
 	}

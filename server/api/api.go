@@ -19,7 +19,7 @@ const (
 	PathDevices         = "/v1/devices"          // GET → []Device
 	PathDevice          = "/v1/devices/"         // POST {id}/revoke → Device
 	PathReport          = "/v1/report"           // GET ?cve=ID → Report
-	PathEvents          = "/v1/events"           // GET ?after=SEQ&limit=N → []AuditEvent
+	PathEvents          = "/v1/events"           // GET ?after=SEQ&limit=N[&type=&device=&rollout=&patch=&actor=&q=] → []AuditEvent
 	PathTokens          = "/v1/tokens"           // POST TokenRequest → TokenResponse (admin token)
 	PathMetrics         = "/metrics"             // GET, Prometheus text (viewer token)
 	PathHealth          = "/healthz"             // GET, no authentication
@@ -270,6 +270,20 @@ type RingReport struct {
 	State   string `json:"state"`
 	Applied int    `json:"applied"`
 	Devices int    `json:"devices"`
+}
+
+// EventQuery selects audit events (GET PathEvents): those after a
+// sequence number, oldest first, at most Limit, matching every filter
+// given.
+type EventQuery struct {
+	After   int64
+	Limit   int
+	Type    string // exact
+	Device  string // device id
+	Rollout string
+	Patch   string // patch id
+	Actor   string // exact ("token:NAME", "device:ID", "server"), or a prefix ending in ':'
+	Text    string // a substring of the message, any case
 }
 
 // AuditEvent is one line of the audit log: an admin action or a device

@@ -58,15 +58,18 @@ type EventFilter struct {
 	Actor                        string // exact, or a prefix ending in ':' ("device:", "token:")
 	Text                         string // a substring of the message (case-insensitive)
 	Before                       int64  // only events with a smaller seq (paging back); 0: the newest
-	Limit                        int    // default 100, at most 1000
+	After                        int64  // only events with a larger seq
+	Oldest                       bool   // oldest first (paging forward) rather than newest first
+	Limit                        int    // default 100, at most 10,000
 }
 
-// FindEvents returns the audit events matching f, newest first.
+// FindEvents returns the audit events matching f, newest first (oldest
+// first with f.Oldest).
 func (s *Store) FindEvents(ctx context.Context, f EventFilter) ([]api.AuditEvent, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	f.Limit = min(f.Limit, 1000)
+	f.Limit = min(f.Limit, 10000)
 	var where []string
 	var args []any
 	arg := func(cond string, v any) {
@@ -90,12 +93,19 @@ func (s *Store) FindEvents(ctx context.Context, f EventFilter) ([]api.AuditEvent
 	if f.Before > 0 {
 		arg("seq < ?", f.Before)
 	}
+	if f.After > 0 {
+		arg("seq > ?", f.After)
+	}
+	order := "DESC"
+	if f.Oldest {
+		order = "ASC"
+	}
 	q := `SELECT seq, time, actor, type, device, rollout, patch, message FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	args = append(args, f.Limit)
-	q += fmt.Sprintf(" ORDER BY seq DESC LIMIT $%d", len(args))
+	q += fmt.Sprintf(" ORDER BY seq %s LIMIT $%d", order, len(args))
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err

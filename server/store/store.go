@@ -495,27 +495,13 @@ func (s *Store) AddEvent(ctx context.Context, e api.AuditEvent) (int64, error) {
 	return seq, err
 }
 
-// Events returns audit events after seq, oldest first, at most limit.
+// Events returns audit events after seq, oldest first, at most limit
+// (default and most 10,000).
 func (s *Store) Events(ctx context.Context, after int64, limit int) ([]api.AuditEvent, error) {
-	if limit <= 0 || limit > 10000 {
+	if limit <= 0 {
 		limit = 10000
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, actor, type, device, rollout, patch, message FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []api.AuditEvent
-	for rows.Next() {
-		var e api.AuditEvent
-		var t int64
-		if err := rows.Scan(&e.Seq, &t, &e.Actor, &e.Type, &e.Device, &e.Rollout, &e.Patch, &e.Message); err != nil {
-			return nil, err
-		}
-		e.Time = fromUnix(t)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return s.FindEvents(ctx, EventFilter{After: after, Oldest: true, Limit: limit})
 }
 
 // DevicesWithEvents returns the devices that reported an event of one of
