@@ -64,6 +64,7 @@ and admins), admin.token, enroll.token, and the SQLite database.`,
 	f.StringArrayVar(&cfg.Publishers, "publisher", nil, "public key a published patch must be signed by (repeatable; /etc/hotpatch/trusted/*.pub too)")
 	f.StringVar(&db, "db", "", "PostgreSQL URL (postgres://…); default: SQLite in --data. Several servers on one database serve one fleet")
 	f.DurationVar(&cfg.Tick, "tick", time.Second, "how often rollouts are driven")
+	f.DurationVar(&cfg.SessionTTL, "session-ttl", 12*time.Hour, "how long a dashboard sign-in lasts")
 	return cmd
 }
 
