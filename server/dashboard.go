@@ -179,6 +179,10 @@ func (s *Server) page(need string, h pageFunc) http.Handler {
 		securityHeaders(w)
 		w.Header().Set("Cache-Control", "no-store")
 		u, err := s.sessionUser(r)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.renderError(w, r, user{}, fmt.Errorf("reading the session: %w", err)) // the database, not the user
+			return
+		}
 		if err != nil {
 			if r.Header.Get(fragmentHeader) != "" || r.URL.Path == "/ui/stream" {
 				http.Error(w, "signed out", http.StatusUnauthorized)
@@ -234,7 +238,10 @@ func (s *Server) sessionUser(r *http.Request) (user, error) {
 		return user{}, err
 	}
 	t, err := s.st.TokenByHash(r.Context(), se.TokenHash)
-	if err != nil || roleRank[t.Role] == 0 {
+	if err != nil {
+		return user{}, err
+	}
+	if roleRank[t.Role] == 0 {
 		return user{}, store.ErrNotFound
 	}
 	return user{identity: identity{role: t.Role, name: t.Name}, session: h, csrf: se.CSRF}, nil
@@ -319,6 +326,9 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 	hash := pki.TokenHash(tok)
 	t, err := s.st.TokenByHash(r.Context(), hash)
 	switch {
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		fail(http.StatusInternalServerError, "The token could not be checked: "+err.Error())
+		return
 	case err == nil && t.Role == roleEnroll:
 		fail(http.StatusUnauthorized, "That is the enrollment token, for agents; sign in with an admin token.")
 		return
