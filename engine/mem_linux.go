@@ -4,6 +4,7 @@ package engine
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -43,7 +44,10 @@ func (m *memory) ReadAt(p []byte, addr uint64) error {
 		if err == nil {
 			err = err2
 		}
-		return fmt.Errorf("reading %d bytes at %#x in process %d: %v", len(p), addr, m.pid, err)
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("reading %d bytes at %#x in process %d: %w", len(p), addr, m.pid, err)
 	}
 	return nil
 }
@@ -51,8 +55,11 @@ func (m *memory) ReadAt(p []byte, addr uint64) error {
 // WriteAt writes p at addr, also into read-only mappings.
 func (m *memory) WriteAt(p []byte, addr uint64) error {
 	n, err := m.f.WriteAt(p, int64(addr))
-	if err != nil || n != len(p) {
-		return fmt.Errorf("writing %d bytes at %#x in process %d: %v", len(p), addr, m.pid, err)
+	if err == nil && n != len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return fmt.Errorf("writing %d bytes at %#x in process %d: %w", len(p), addr, m.pid, err)
 	}
 	return nil
 }

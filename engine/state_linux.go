@@ -56,7 +56,7 @@ func (t *target) records() ([]appliedPatch, error) {
 			if !executableMapping(t.maps, m) {
 				continue // a killed hotpatch's half-written mapping: the next session removes it
 			}
-			return nil, fmt.Errorf("process %d: unreadable patch record at %#x: %v", t.pid, m.Start, err)
+			return nil, fmt.Errorf("process %d: unreadable patch record at %#x: %w", t.pid, m.Start, err)
 		}
 		a.size = a.rec.Size
 		out = append(out, a)
