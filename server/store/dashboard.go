@@ -100,28 +100,13 @@ func (s *Store) FindEvents(ctx context.Context, f EventFilter) ([]api.AuditEvent
 	if f.Oldest {
 		order = "ASC"
 	}
-	q := `SELECT seq, time, actor, type, device, rollout, patch, message FROM events`
+	q := `SELECT ` + eventColumns + ` FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	args = append(args, f.Limit)
 	q += fmt.Sprintf(" ORDER BY seq %s LIMIT $%d", order, len(args))
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []api.AuditEvent
-	for rows.Next() {
-		var e api.AuditEvent
-		var t int64
-		if err := rows.Scan(&e.Seq, &t, &e.Actor, &e.Type, &e.Device, &e.Rollout, &e.Patch, &e.Message); err != nil {
-			return nil, err
-		}
-		e.Time = fromUnix(t)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return s.queryEvents(ctx, q, args...)
 }
 
 func likeEscape(s string) string {

@@ -536,7 +536,7 @@ func (s *Store) DevicesWithEvents(ctx context.Context, patch string, after time.
 // DeviceEvents returns a device's events of the given types for a patch
 // after a time (the rollout engine counts failures with it).
 func (s *Store) DeviceEvents(ctx context.Context, device, patch string, after time.Time, types []string) ([]api.AuditEvent, error) {
-	q := `SELECT seq, time, actor, type, device, rollout, patch, message FROM events WHERE device = $1 AND patch = $2 AND time > $3 AND type IN (`
+	q := `SELECT ` + eventColumns + ` FROM events WHERE device = $1 AND patch = $2 AND time > $3 AND type IN (`
 	args := []any{device, patch, unix(after)}
 	for i, t := range types {
 		if i > 0 {
@@ -545,7 +545,15 @@ func (s *Store) DeviceEvents(ctx context.Context, device, patch string, after ti
 		q += "$" + strconv.Itoa(i+4)
 		args = append(args, t)
 	}
-	rows, err := s.db.QueryContext(ctx, q+") ORDER BY seq", args...)
+	return s.queryEvents(ctx, q+") ORDER BY seq", args...)
+}
+
+// eventColumns are the columns queryEvents reads, in order.
+const eventColumns = `seq, time, actor, type, device, rollout, patch, message`
+
+// queryEvents runs a query that selects eventColumns.
+func (s *Store) queryEvents(ctx context.Context, q string, args ...any) ([]api.AuditEvent, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
