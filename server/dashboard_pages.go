@@ -301,6 +301,9 @@ func (s *Server) renderRolloutForm(w http.ResponseWriter, r *http.Request, u use
 			names = append(names, rn.Name)
 		}
 		f.Rings = strings.Join(names, ",")
+		if f.Rings == "" {
+			f.Rings = "all" // no host has a ring label
+		}
 	}
 	s.render(w, r, status, "newrollout", view{Title: "New rollout", Section: "rollouts", User: u, Error: msg, Data: f})
 	return nil
