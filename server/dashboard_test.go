@@ -198,6 +198,11 @@ func TestDashboardForms(t *testing.T) {
 	w.signIn(s.AdminToken())
 	csrf := w.csrf()
 
+	// With no ring labels in the fleet, the form offers ring all.
+	if _, _, body := w.get("/ui/rollouts/new?patch=" + info.SHA256); !strings.Contains(body, `name="rings" value="all"`) || !strings.Contains(body, `value="`+info.SHA256+`" selected`) {
+		t.Errorf("the new-rollout form without ring labels: %.600s", body)
+	}
+
 	// Start a rollout with the form; a bad soak is refused with the form kept.
 	form := url.Values{"csrf": {csrf}, "patch": {info.SHA256}, "rings": {"canary, broad"}, "soak": {"ten minutes"}, "max_failures": {"0"}}
 	st, _, body := w.post("/ui/rollouts", form, nil)
