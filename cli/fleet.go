@@ -778,6 +778,61 @@ tokens). It is printed once; the server keeps only its hash.`,
 	create.Flags().StringVar(&role, "role", "", "viewer, operator or admin")
 	create.Flags().StringVar(&name, "name", "", "who or what the token is for (shown in the audit log)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print the token, its role and name as JSON")
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, newFleetTokenList(conn), newFleetTokenRevoke(conn))
 	return cmd
+}
+
+// newFleetTokenList is "hotpatch fleet token list".
+func newFleetTokenList(conn *fleetConn) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List the tokens the server knows (needs an admin token)",
+		Long: `token list prints every token's id, role, name and creation time, never
+its value (the server keeps only hashes). "data dir" marks the server's own
+admin.token and enroll.token, which cannot be revoked.`,
+		Args: cobra.NoArgs,
+		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
+			ts, err := c.Tokens(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(out, nonNil(ts))
+			}
+			tw := newTable(out)
+			fmt.Fprintln(tw, "ID\tROLE\tNAME\tCREATED\t")
+			for _, t := range ts {
+				note := ""
+				if t.DataDir {
+					note = "data dir"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safe(t.ID), safe(t.Role), dash(t.Name), when(t.Created), note)
+			}
+			return tw.Flush()
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tokens as JSON")
+	return cmd
+}
+
+// newFleetTokenRevoke is "hotpatch fleet token revoke".
+func newFleetTokenRevoke(conn *fleetConn) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a token: the server refuses it from now on (needs an admin token)",
+		Long: `token revoke forgets a token by its id (see token list): every request with
+it is refused from now on, and the dashboard sessions signed in with it end
+at once. The server's own admin.token and enroll.token, and the token the
+command runs with, are refused.`,
+		Args: cobra.ExactArgs(1),
+		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, args []string) error {
+			t, err := c.RevokeToken(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(out, "revoked token %s (%s, %s)\n", t.ID, safe(t.Name), t.Role)
+			return err
+		}),
+	}
 }

@@ -450,7 +450,7 @@ func TestFleetEnvironment(t *testing.T) {
 func TestFleetTokens(t *testing.T) {
 	f := startFleet(t)
 	viewer := strings.TrimSpace(f.ok(t, "token", "create", "--role", "viewer", "--name", "dashboard"))
-	var op struct{ Token, Role, Name string }
+	var op struct{ Token, ID, Role, Name string }
 	f.okJSON(t, &op, "token", "create", "--role", "operator", "--name", "release-bot")
 	if op.Role != "operator" || op.Name != "release-bot" || op.Token == "" || op.Token == viewer {
 		t.Fatalf("operator token: %+v", op)
@@ -469,5 +469,50 @@ func TestFleetTokens(t *testing.T) {
 	}
 	if out := f.ok(t, "events"); !strings.Contains(out, "token_created") || !strings.Contains(out, "dashboard (viewer)") {
 		t.Errorf("the audit log does not show the tokens made:\n%s", out)
+	}
+
+	// List and revoke.
+	var list []api.TokenInfo
+	f.okJSON(t, &list, "token", "list")
+	byName := map[string]api.TokenInfo{}
+	for _, ti := range list {
+		byName[ti.Name] = ti
+	}
+	if len(list) != 4 || !byName["admin"].DataDir || !byName["enroll"].DataDir || byName["enroll"].Role != "enroll" ||
+		byName["release-bot"].ID != op.ID || byName["release-bot"].DataDir || byName["dashboard"].Role != "viewer" {
+		t.Fatalf("token list: %+v", list)
+	}
+	if text := f.ok(t, "token", "list"); strings.Contains(text, viewer) || strings.Contains(text, op.Token) || !strings.Contains(text, "data dir") {
+		t.Errorf("token list shows a token's value, or no data-dir mark:\n%s", text)
+	}
+	if text := f.ok(t, "token", "revoke", byName["dashboard"].ID); text != "revoked token "+byName["dashboard"].ID+" (dashboard, viewer)\n" {
+		t.Errorf("token revoke: %q", text)
+	}
+	if code, _, stderr := f.run(t, viewer, "patches"); code != 1 || !strings.Contains(stderr, "unknown token") {
+		t.Errorf("a revoked token still works: exit %d: %s", code, stderr)
+	}
+	second := f.token(t, api.RoleAdmin)
+	var secondID string
+	f.okJSON(t, &list, "token", "list")
+	for _, ti := range list {
+		if ti.Name == "cli-admin" {
+			secondID = ti.ID
+		}
+	}
+	for _, c := range []struct {
+		token, id, want string
+	}{
+		{"", byName["admin"].ID, "is in the server's data directory"},
+		{"", byName["enroll"].ID, "is in the server's data directory"},
+		{second, secondID, "is the one this request came with"},
+		{"", "0123456789abcdef", "no token"},
+		{op.Token, secondID, "(HTTP 403)"},
+	} {
+		if code, _, stderr := f.run(t, c.token, "token", "revoke", c.id); code != 1 || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("token revoke %s: exit %d: %q, want one line with %q", c.id, code, stderr, c.want)
+		}
+	}
+	if out := f.ok(t, "events", "--type", "token_revoked"); strings.Count(out, "\n") != 1 || !strings.Contains(out, "dashboard (viewer)") {
+		t.Errorf("the audit log of revocations:\n%s", out)
 	}
 }

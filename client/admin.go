@@ -166,3 +166,26 @@ func (c *Client) NewToken(ctx context.Context, role, name string) (*api.TokenRes
 	}
 	return &out, nil
 }
+
+// Tokens lists the tokens the server knows (an admin token is needed).
+func (c *Client) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
+	var out []api.TokenInfo
+	if err := c.getJSON(ctx, api.PathTokens, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RevokeToken revokes a token by its id (an admin token is needed).
+func (c *Client) RevokeToken(ctx context.Context, id string) (*api.TokenInfo, error) {
+	id, err := param("token id", id)
+	if err != nil {
+		return nil, err
+	}
+	data, err := c.do(ctx, request{method: "DELETE", path: api.PathToken + id})
+	if err != nil {
+		return nil, err
+	}
+	var out api.TokenInfo
+	return &out, decode("DELETE", api.PathToken+id, data, &out)
+}

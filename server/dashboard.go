@@ -244,7 +244,7 @@ func (s *Server) sessionUser(r *http.Request) (user, error) {
 	if roleRank[t.Role] == 0 {
 		return user{}, store.ErrNotFound
 	}
-	return user{identity: identity{role: t.Role, name: t.Name}, session: h, csrf: se.CSRF}, nil
+	return user{identity: identity{role: t.Role, name: t.Name, token: t.Hash}, session: h, csrf: se.CSRF}, nil
 }
 
 // render writes a page, or only its main part when the script asks.

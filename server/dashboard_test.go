@@ -468,3 +468,59 @@ func TestDashboardExposure(t *testing.T) {
 		t.Errorf("overview chart: %d lines: %.2000s", n, body)
 	}
 }
+
+// TestDashboardTokenRevoked: revoking a token ends the dashboard
+// sessions signed in with it at once: the open stream says signout, and
+// the next page asks to sign in.
+func TestDashboardTokenRevoked(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	tok, err := s.NewToken(api.RoleViewer, "wall-screen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWeb(t, s)
+	w.signIn(tok)
+	w.http.Timeout = 0
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL()+"/ui/stream", nil)
+	resp, err := w.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	next := func() string {
+		for sc.Scan() {
+			if name, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+				return name
+			}
+		}
+		return "(closed)"
+	}
+	if e := next(); e != "hello" {
+		t.Fatalf("first event %q", e)
+	}
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	var list []api.TokenInfo
+	admin.do("GET", api.PathTokens, nil, &list)
+	id := ""
+	for _, ti := range list {
+		if ti.Name == "wall-screen" {
+			id = ti.ID
+		}
+	}
+	if st := admin.do("DELETE", api.PathToken+id, nil, nil); st != 200 {
+		t.Fatalf("revoke: HTTP %d", st)
+	}
+	if e := next(); e != "signout" {
+		t.Errorf("after the token was revoked the stream sent %q, want signout", e)
+	}
+	if st, loc, _ := w.get("/ui/"); st != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/signin") {
+		t.Errorf("a page after the token was revoked: HTTP %d to %q", st, loc)
+	}
+	if st, _, body := w.post("/ui/signin", url.Values{"token": {tok}}, nil); st != http.StatusUnauthorized || !strings.Contains(body, "no such token") {
+		t.Errorf("signing in with the revoked token: HTTP %d", st)
+	}
+}

@@ -40,6 +40,7 @@ type handler func(r *http.Request, who identity) (any, error)
 type identity struct {
 	role   string
 	name   string
+	token  string // the token's hash
 	device store.Device
 }
 
@@ -79,6 +80,8 @@ var routeTable = []route{
 	{"GET", api.PathReport, api.RoleViewer, "Per-CVE report (?cve=ID)", nil, api.Report{}, func(s *Server) handler { return s.report }},
 	{"GET", api.PathEvents, api.RoleViewer, "The audit log, oldest first (?after=SEQ&limit=N; filters: type, device, rollout, patch, actor, q)", nil, []api.AuditEvent{}, func(s *Server) handler { return s.events }},
 	{"POST", api.PathTokens, api.RoleAdmin, "Make an admin token with a role", api.TokenRequest{}, api.TokenResponse{}, func(s *Server) handler { return s.newToken }},
+	{"GET", api.PathTokens, api.RoleAdmin, "List the tokens (never their values)", nil, []api.TokenInfo{}, func(s *Server) handler { return s.tokens }},
+	{"DELETE", api.PathToken + "{id}", api.RoleAdmin, "Revoke a token (its dashboard sessions end)", nil, api.TokenInfo{}, func(s *Server) handler { return s.revokeToken }},
 	{"GET", api.PathMetrics, api.RoleViewer, "Prometheus metrics", nil, "", func(s *Server) handler { return s.metricsText }},
 }
 
@@ -165,7 +168,7 @@ func (s *Server) authenticate(r *http.Request, need string) (identity, error) {
 	if roleRank[t.Role] < roleRank[need] {
 		return identity{}, errorf(http.StatusForbidden, "token %s has role %s; this needs %s", t.Name, t.Role, need)
 	}
-	return identity{role: t.Role, name: t.Name}, nil
+	return identity{role: t.Role, name: t.Name, token: t.Hash}, nil
 }
 
 func decode(r *http.Request, v any) error {
@@ -390,5 +393,52 @@ func (s *Server) newToken(r *http.Request, who identity) (any, error) {
 		return nil, errorf(http.StatusBadRequest, "%v", err)
 	}
 	s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "token_created", Message: fmt.Sprintf("%s (%s)", req.Name, req.Role)})
-	return api.TokenResponse{Token: tok, Role: req.Role, Name: req.Name}, nil
+	return api.TokenResponse{Token: tok, ID: tokenID(pki.TokenHash(tok)), Role: req.Role, Name: req.Name}, nil
+}
+
+// tokenID is how a token is named in lists: the start of its hash.
+func tokenID(hash string) string { return hash[:16] }
+
+func (s *Server) tokenInfo(t store.Token) api.TokenInfo {
+	dataDir := t.Hash == pki.TokenHash(s.adminToken) || t.Hash == pki.TokenHash(s.enrollTok)
+	return api.TokenInfo{ID: tokenID(t.Hash), Role: t.Role, Name: t.Name, Created: t.Created, DataDir: dataDir}
+}
+
+func (s *Server) tokens(r *http.Request, _ identity) (any, error) {
+	ts, err := s.st.Tokens(r.Context())
+	out := []api.TokenInfo{}
+	for _, t := range ts {
+		out = append(out, s.tokenInfo(t))
+	}
+	return out, err
+}
+
+// revokeToken forgets a token: requests with it are refused from now
+// on, and its dashboard sessions end. The data directory's tokens and
+// the caller's own are refused (the server could not start, or the
+// caller would lock itself out).
+func (s *Server) revokeToken(r *http.Request, who identity) (any, error) {
+	id := r.PathValue("id")
+	ts, err := s.st.Tokens(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range ts {
+		if tokenID(t.Hash) != id {
+			continue
+		}
+		info := s.tokenInfo(t)
+		switch {
+		case info.DataDir:
+			return nil, errorf(http.StatusConflict, "token %s (%s) is in the server's data directory; replace the file instead (remove it and restart: a new one is made)", id, t.Name)
+		case t.Hash == who.token:
+			return nil, errorf(http.StatusConflict, "token %s is the one this request came with; revoke it with another admin token", id)
+		}
+		if err := s.st.DeleteToken(r.Context(), t.Hash); err != nil {
+			return nil, err
+		}
+		s.audit(r.Context(), api.AuditEvent{Actor: who.actor(), Type: "token_revoked", Message: fmt.Sprintf("%s %s (%s)", id, t.Name, t.Role)})
+		return info, nil
+	}
+	return nil, errorf(http.StatusNotFound, "no token %q (hotpatch fleet token list shows their ids)", id)
 }

@@ -20,7 +20,8 @@ const (
 	PathDevice          = "/v1/devices/"         // POST {id}/revoke → Device
 	PathReport          = "/v1/report"           // GET ?cve=ID → Report
 	PathEvents          = "/v1/events"           // GET ?after=SEQ&limit=N[&type=&device=&rollout=&patch=&actor=&q=] → []AuditEvent
-	PathTokens          = "/v1/tokens"           // POST TokenRequest → TokenResponse (admin token)
+	PathTokens          = "/v1/tokens"           // POST TokenRequest → TokenResponse; GET → []TokenInfo (admin token)
+	PathToken           = "/v1/tokens/"          // DELETE {id} → TokenInfo (admin token)
 	PathMetrics         = "/metrics"             // GET, Prometheus text (viewer token)
 	PathHealth          = "/healthz"             // GET, no authentication
 	HeaderAuthorization = "Authorization"        // "Bearer TOKEN" for admin requests
@@ -42,8 +43,20 @@ type TokenRequest struct {
 // TokenResponse is a new token: shown once, the server keeps its hash only.
 type TokenResponse struct {
 	Token string `json:"token"`
+	ID    string `json:"id"` // to list and revoke it by
 	Role  string `json:"role"`
 	Name  string `json:"name"`
+}
+
+// TokenInfo describes a token the server knows, never its value.
+type TokenInfo struct {
+	ID      string    `json:"id"` // the first 16 hex digits of the SHA-256 of the token
+	Role    string    `json:"role"` // viewer, operator, admin, or enroll (the enrollment token)
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	// DataDir: the server's admin.token or enroll.token, which cannot be
+	// revoked (replace the file and its token instead).
+	DataDir bool `json:"data_dir,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

@@ -189,6 +189,7 @@ func fromUnix(n int64) time.Time {
 // Token is an admin token, by the SHA-256 of its value.
 type Token struct {
 	Hash, Role, Name string
+	Created          time.Time
 }
 
 // AddToken stores a token's hash.
@@ -205,6 +206,46 @@ func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
 		return t, ErrNotFound
 	}
 	return t, err
+}
+
+// Tokens returns every token, oldest first.
+func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT hash, role, name, created FROM tokens ORDER BY created, hash`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Token
+	for rows.Next() {
+		var t Token
+		var created int64
+		if err := rows.Scan(&t.Hash, &t.Role, &t.Name, &created); err != nil {
+			return nil, err
+		}
+		t.Created = fromUnix(created)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// DeleteToken forgets a token and ends its dashboard sessions.
+func (s *Store) DeleteToken(ctx context.Context, hash string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = $1`, hash); err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE hash = $1`, hash)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return tx.Commit()
 }
 
 // Meta reads a value of the meta table ("" if absent).
