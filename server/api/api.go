@@ -50,7 +50,7 @@ type TokenResponse struct {
 
 // TokenInfo describes a token the server knows, never its value.
 type TokenInfo struct {
-	ID      string    `json:"id"` // the first 16 hex digits of the SHA-256 of the token
+	ID      string    `json:"id"`   // the first 16 hex digits of the SHA-256 of the token
 	Role    string    `json:"role"` // viewer, operator, admin, or enroll (the enrollment token)
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
