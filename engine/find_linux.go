@@ -4,6 +4,8 @@ package engine
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"sort"
 	"strconv"
@@ -90,7 +92,17 @@ func ProcessModules(pid int, c *BuildIDCache) ([]Module, error) {
 		id, ok := c.m[key]
 		c.mu.Unlock()
 		if !ok {
-			if mf, err := readModule("/proc/" + strconv.Itoa(pid) + "/map_files/" + strconv.FormatUint(m.Start, 16) + "-" + strconv.FormatUint(m.End, 16)); err == nil {
+			mf, err := readModule("/proc/" + strconv.Itoa(pid) + "/map_files/" + strconv.FormatUint(m.Start, 16) + "-" + strconv.FormatUint(m.End, 16))
+			var pathErr *fs.PathError
+			if errors.As(err, &pathErr) {
+				// The mapping could not be opened: it went away, or the
+				// process is in the middle of an exec. That says nothing
+				// of the file: remembering "no build-id" would hide the
+				// module from every later look (an inventory once showed
+				// a target as not mapped for good).
+				continue
+			}
+			if err == nil {
 				id = mf.BuildID
 			}
 			c.mu.Lock()

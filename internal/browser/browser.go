@@ -162,9 +162,18 @@ func ArtifactsDir() string {
 // returns the path.
 func Screenshot(t testing.TB, ctx context.Context, name string) string {
 	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	// Right after a page load the layout may not be measured yet
+	// ("Cannot take screenshot with 0 width"): try again for a while.
+	var png []byte
+	var err error
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil || time.Now().After(end) || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
+		t.Errorf("screenshot %s: %v", name, err)
+		return ""
 	}
 	dir := filepath.Join(ArtifactsDir(), "browser")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
