@@ -236,15 +236,13 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 		} else if err != nil {
 			return ro.Rollout, err
 		}
+		if notify {
+			s.notify() // the devices first: their desired state changed
+		}
 		for _, e := range audits {
 			s.audit(ctx, e)
 		}
-	}
-	if changed {
 		s.touch()
-	}
-	if notify {
-		s.notify()
 	}
 	return ro.Rollout, nil
 }
