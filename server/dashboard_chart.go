@@ -117,7 +117,11 @@ func exposureChart(samples []store.ExposureSample, now []api.CVEReport, at time.
 	}
 	for i := 0; i <= 4; i++ {
 		t := c.From.Add(time.Duration(float64(at.Sub(c.From)) * float64(i) / 4))
-		c.XTicks = append(c.XTicks, chartTick{Pos: x(t), Label: t.Format(layout)})
+		label := t.Format(layout)
+		if n := len(c.XTicks); n > 0 && c.XTicks[n-1].Label == label {
+			continue // a span of seconds: one label a second
+		}
+		c.XTicks = append(c.XTicks, chartTick{Pos: x(t), Label: label})
 	}
 	step := int(math.Max(1, math.Ceil(float64(peak)/4)))
 	for v := 0; v <= peak; v += step {
