@@ -488,8 +488,13 @@ func (s *Server) sampleExposure(ctx context.Context) {
 		return
 	}
 	e.counts = cur
+	s.st.PruneExposure(ctx, time.Now().Add(-exposureKept))
 	s.touch()
 }
+
+// exposureKept is how long exposure samples are kept: the chart shows
+// the last chartSpan; a week lets an operator look back with SQL.
+const exposureKept = 7 * 24 * time.Hour
 
 // exposureSampler is sampleExposure's memory (the rollout engine's
 // goroutine only).

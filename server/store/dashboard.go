@@ -154,6 +154,12 @@ func (s *Store) AddExposure(ctx context.Context, at time.Time, cves []api.CVERep
 	return tx.Commit()
 }
 
+// PruneExposure drops the samples taken before a time.
+func (s *Store) PruneExposure(ctx context.Context, before time.Time) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM exposure WHERE time < $1`, unix(before))
+	return err
+}
+
 // Exposure returns the samples taken after a time, oldest first.
 func (s *Store) Exposure(ctx context.Context, after time.Time) ([]ExposureSample, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT time, cve, vulnerable, protected, fixed FROM exposure WHERE time > $1 ORDER BY time, cve`, unix(after))

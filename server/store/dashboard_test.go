@@ -132,5 +132,11 @@ func TestDashboardTables(t *testing.T) {
 		if got, _ := s.Exposure(ctx, t1); len(got) != 1 {
 			t.Errorf("exposure after the first sample: %d samples, want 1", len(got))
 		}
+		if err := s.PruneExposure(ctx, t2); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Exposure(ctx, time.Time{}); len(got) != 1 || !got[0].Time.Equal(t2) {
+			t.Errorf("after pruning the samples before the second: %+v", got)
+		}
 	})
 }
