@@ -75,14 +75,11 @@ type overviewData struct {
 
 func (s *Server) overviewPage(w http.ResponseWriter, r *http.Request, u user) error {
 	ctx := r.Context()
-	devices, err := s.st.Devices(ctx)
+	fl, err := s.fleet(ctx)
 	if err != nil {
 		return err
 	}
-	patches, err := s.st.Patches(ctx)
-	if err != nil {
-		return err
-	}
+	devices, patches := fl.devices, fl.patches
 	ros, err := s.st.Rollouts(ctx)
 	if err != nil {
 		return err
@@ -209,12 +206,12 @@ func (s *Server) renderRollout(w http.ResponseWriter, r *http.Request, u user, i
 	if err != nil {
 		return fmt.Errorf("rollout %q: %w", id, err)
 	}
-	devices, err := s.st.Devices(ctx)
+	fl, err := s.fleet(ctx)
 	if err != nil {
 		return err
 	}
 	byID := map[string]store.Device{}
-	for _, d := range devices {
+	for _, d := range fl.devices {
 		byID[d.ID] = d
 	}
 	d := rolloutData{rolloutRow: newRolloutRow(ro), CanResume: ro.State == api.StateHalted && !ro.Revert}
@@ -261,20 +258,15 @@ func (s *Server) newRolloutPage(w http.ResponseWriter, r *http.Request, u user) 
 }
 
 func (s *Server) renderRolloutForm(w http.ResponseWriter, r *http.Request, u user, f rolloutForm, status int, msg string) error {
-	ctx := r.Context()
-	patches, err := s.st.Patches(ctx)
+	fl, err := s.fleet(r.Context())
 	if err != nil {
 		return err
 	}
-	slices.Reverse(patches) // newest first
-	f.Patches = patches
-	devices, err := s.st.Devices(ctx)
-	if err != nil {
-		return err
-	}
+	f.Patches = slices.Clone(fl.patches)
+	slices.Reverse(f.Patches) // newest first
 	counts := map[string]int{}
 	all := 0
-	for _, d := range devices {
+	for _, d := range fl.devices {
 		if d.Revoked.IsZero() {
 			all++
 			if ring := d.Labels["ring"]; ring != "" {
@@ -422,15 +414,11 @@ func (s *Server) patchesPage(w http.ResponseWriter, r *http.Request, u user) err
 }
 
 func (s *Server) hostsPage(w http.ResponseWriter, r *http.Request, u user) error {
-	devices, err := s.st.Devices(r.Context())
+	fl, err := s.fleet(r.Context())
 	if err != nil {
 		return err
 	}
-	patches, err := s.st.Patches(r.Context())
-	if err != nil {
-		return err
-	}
-	s.render(w, r, http.StatusOK, "hosts", view{Title: "Hosts", Section: "hosts", User: u, Data: hostRows(devices, patches, time.Now())})
+	s.render(w, r, http.StatusOK, "hosts", view{Title: "Hosts", Section: "hosts", User: u, Data: hostRows(fl.devices, fl.patches, time.Now())})
 	return nil
 }
 

@@ -91,6 +91,8 @@ type Server struct {
 	uiMu     sync.Mutex
 	uiCh     chan struct{}
 	exposure exposureSampler
+	snapMu   sync.Mutex
+	snap     *fleetSnapshot
 }
 
 // File names in the data directory.
