@@ -411,9 +411,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, u user) error {
 	defer beat.Stop()
 	ctx := r.Context()
 	var sent time.Time
+	// The wake-up channel is taken before the version is read, each time:
+	// a change made in between closes the channel held, so it is never
+	// missed.
+	ch := s.uiChanged()
 	shown, _ := s.st.Version(ctx) // what the page was rendered from, about
 	for {
-		ch := s.uiChanged()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -433,6 +436,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, u user) error {
 		case <-ctx.Done():
 			return nil
 		}
+		ch = s.uiChanged()
 		if _, err := s.st.Session(ctx, u.session); errors.Is(err, store.ErrNotFound) {
 			send("event: signout\ndata: {}\n\n")
 			return nil
