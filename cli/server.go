@@ -27,7 +27,8 @@ func NewServerRoot(stdout, stderr io.Writer) *cobra.Command {
 		Short: "The fleet control plane: enrollment, patch catalog, rollouts, reports",
 		Long: `hotpatch-server enrolls hosts (hotpatchd --server), keeps the catalog of
 signed patches, runs rollouts ring by ring with soak times and failure
-budgets, and reports which hosts are protected against which CVE. HTTPS
+budgets, and reports which hosts are protected against which CVE; a web
+dashboard at /ui/ shows it live (sign in with an admin token). HTTPS
 only (TLS 1.3). The first start initialises DIR: ca.pem (give it to agents
 and admins), admin.token, enroll.token, and the SQLite database.`,
 		Version:       version.String(),
