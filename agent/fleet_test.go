@@ -90,7 +90,12 @@ func TestFleetRings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ro, err = f.admin.StartRollout(ctx, api.RolloutRequest{Patch: info.SHA256, Rings: []string{"canary", "broad"}, MaxFailures: 0})
+	// With a soak after canary, as a rollout of a new patch should have:
+	// without one, the ring can end in the moment between the canary's
+	// process dying (the inventory no longer shows it) and the crash
+	// report arriving, and broad starts (the server then halts on the
+	// late report, but broad got the patch meanwhile).
+	ro, err = f.admin.StartRollout(ctx, api.RolloutRequest{Patch: info.SHA256, Rings: []string{"canary", "broad"}, MaxFailures: 0, Soak: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

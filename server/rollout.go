@@ -175,9 +175,24 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 	var audits []api.AuditEvent
 	audit := func(e api.AuditEvent) { audits = append(audits, e) }
 	before := slices.Clone(ro.Rings)
+	halt := func(ring *api.Ring) {
+		ring.State = api.RingHalted
+		ro.State, ro.Revert = api.StateHalted, true
+		ro.Reason = fmt.Sprintf("ring %s: %d devices failed, more than the budget of %d; reverting where it landed", ring.Name, ring.Failed, ro.MaxFailures)
+		audit(api.AuditEvent{Actor: "server", Type: "rollout_halted", Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
+		changed, notify = true, true
+	}
 	for i := range ro.Rings {
 		ring := &ro.Rings[i]
 		if ring.State == api.RingDone {
+			// A failure that reaches the server after its ring finished
+			// (a crash report still on its way when a short soak ended)
+			// counts against that ring's budget while the rollout runs.
+			if n := s.failedMembers(ctx, &ro, ring); n > ro.MaxFailures {
+				ring.Failed = n
+				halt(ring)
+				break
+			}
 			continue
 		}
 		if ring.State == api.RingPending || ring.State == api.RingWaiting {
@@ -200,11 +215,7 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 		}
 		s.count(ctx, &ro, ring, devices)
 		if ring.Failed > ro.MaxFailures {
-			ring.State = api.RingHalted
-			ro.State, ro.Revert = api.StateHalted, true
-			ro.Reason = fmt.Sprintf("ring %s: %d devices failed, more than the budget of %d; reverting where it landed", ring.Name, ring.Failed, ro.MaxFailures)
-			audit(api.AuditEvent{Actor: "server", Type: "rollout_halted", Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
-			changed, notify = true, true
+			halt(ring)
 			break
 		}
 		if ring.State == api.RingActive && ring.Pending == 0 {
@@ -267,6 +278,22 @@ func (s *Server) count(ctx context.Context, ro *store.Rollout, ring *api.Ring, d
 			ring.Pending++
 		}
 	}
+}
+
+// failedMembers counts the devices of a started ring that reported a
+// failure of the rollout's patch since the ring started.
+func (s *Server) failedMembers(ctx context.Context, ro *store.Rollout, ring *api.Ring) int {
+	failed, err := s.st.DevicesWithEvents(ctx, ro.Patch.ID, ring.Started, failureTypes)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, id := range ro.Members[ring.Name] {
+		if failed[id] {
+			n++
+		}
+	}
+	return n
 }
 
 // Where one device of a started ring stands.

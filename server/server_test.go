@@ -435,3 +435,40 @@ func TestWindows(t *testing.T) {
 		t.Errorf("a bad window: HTTP %d, want 400", st)
 	}
 }
+
+// TestLateFailure: a failure that reaches the server after its ring
+// finished (a soak of zero, the crash report still on its way) halts the
+// rollout all the same, and the devices that got the patch are told to
+// revert it, the next ring's too.
+func TestLateFailure(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	data, p := testPatch(t)
+	buildID := fmt.Sprintf("%x", p.Target.BuildID)
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	admin.do("POST", api.PathPatches, data, nil)
+	canary, _ := enroll(t, s, "canary-1", map[string]string{"ring": "canary"})
+	broad, _ := enroll(t, s, "broad-1", map[string]string{"ring": "broad"})
+	canary.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	broad.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	var ro api.Rollout
+	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary", "broad"}}, &ro); st != 200 {
+		t.Fatalf("rollout start: HTTP %d", st)
+	}
+	canary.do("POST", api.PathDeviceReport, inventory(buildID, true), nil)
+	waitRollout(t, admin, ro.ID, "past canary", func(r api.Rollout) bool { return r.Rings[0].State == api.RingDone && r.Rings[1].State == api.RingActive })
+
+	crash := api.DeviceEvents{Events: []api.DeviceEvent{{Time: time.Now(), Type: "crash", Patch: "bounds-fix", PID: 100, Signal: "SIGSEGV"}}}
+	if st := canary.do("POST", api.PathDeviceEvents, crash, nil); st != 204 {
+		t.Fatalf("events: HTTP %d", st)
+	}
+	got := waitRollout(t, admin, ro.ID, "halted", func(r api.Rollout) bool { return r.State == api.StateHalted })
+	if got.Rings[0].State != api.RingHalted || got.Rings[0].Failed != 1 || !strings.Contains(got.Reason, "ring canary: 1 devices failed") {
+		t.Errorf("after the late crash: %+v", got)
+	}
+	for _, dev := range []*caller{canary, broad} {
+		if d := syncAs(t, dev, 0, time.Second); len(d.Patches) != 1 || d.Patches[0].Action != api.ActionRevert {
+			t.Errorf("a device after the halt: %+v", d.Patches)
+		}
+	}
+}
