@@ -456,7 +456,9 @@ func TestLateFailure(t *testing.T) {
 		t.Fatalf("rollout start: HTTP %d", st)
 	}
 	canary.do("POST", api.PathDeviceReport, inventory(buildID, true), nil)
-	waitRollout(t, admin, ro.ID, "past canary", func(r api.Rollout) bool { return r.Rings[0].State == api.RingDone && r.Rings[1].State == api.RingActive })
+	waitRollout(t, admin, ro.ID, "past canary", func(r api.Rollout) bool {
+		return r.Rings[0].State == api.RingDone && r.Rings[1].State == api.RingActive
+	})
 
 	crash := api.DeviceEvents{Events: []api.DeviceEvent{{Time: time.Now(), Type: "crash", Patch: "bounds-fix", PID: 100, Signal: "SIGSEGV"}}}
 	if st := canary.do("POST", api.PathDeviceEvents, crash, nil); st != 204 {
