@@ -404,18 +404,19 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, u user) error {
 		fmt.Fprintf(w, format, args...)
 		return rc.Flush() == nil
 	}
+	// The wake-up channel is taken before the version is read and before
+	// hello is sent, and again before each look: a change made in between
+	// closes the channel held, so none is missed (a client acts on hello
+	// at once).
+	ctx := r.Context()
+	ch := s.uiChanged()
+	shown, _ := s.st.Version(ctx) // what the page was rendered from, about
 	if !send("retry: 2000\nevent: hello\ndata: {\"role\":%q}\n\n", u.role) {
 		return nil
 	}
 	beat := time.NewTicker(streamHeartbeat)
 	defer beat.Stop()
-	ctx := r.Context()
 	var sent time.Time
-	// The wake-up channel is taken before the version is read, each time:
-	// a change made in between closes the channel held, so it is never
-	// missed.
-	ch := s.uiChanged()
-	shown, _ := s.st.Version(ctx) // what the page was rendered from, about
 	for {
 		select {
 		case <-ctx.Done():
