@@ -12,7 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/browser"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/server/api"
@@ -40,7 +40,7 @@ func TestDashboardRealFleet(t *testing.T) {
 	ctx := context.Background()
 
 	orig, fixed := boundsCheck(t)
-	data := signedWith(t, orig, fixed, build.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}, Description: "bounds check of set"}, key)
+	data := signedWith(t, orig, fixed, builder.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}, Description: "bounds check of set"}, key)
 	info, err := f.admin.Publish(ctx, data)
 	if err != nil {
 		t.Fatal(err)

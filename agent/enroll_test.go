@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/client"
 	"github.com/hotpatch/hotpatch/patch"
 	"github.com/hotpatch/hotpatch/server"
@@ -212,7 +212,7 @@ func TestAgentEnrolledLocalWins(t *testing.T) {
 	dir := t.TempDir()
 	key, pub := testKey(t, dir)
 	_, local := signed(t, orig, fixed, "bounds-fix", key)
-	u, err := build.Build(orig, fixed, build.Options{ID: "bounds-fix", Version: 2})
+	u, err := builder.Build(orig, fixed, builder.Options{ID: "bounds-fix", Version: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

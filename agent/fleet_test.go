@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 	"github.com/hotpatch/hotpatch/server/api"
@@ -27,7 +27,7 @@ func TestFleetRings(t *testing.T) {
 	ctx := context.Background()
 
 	goodOrig, goodFixed := boundsCheck(t)
-	good := signedWith(t, goodOrig, goodFixed, build.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}}, key)
+	good := signedWith(t, goodOrig, goodFixed, builder.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}}, key)
 	badOrig, badFixed := crashy(t)
 	_, bad := signed(t, badOrig, badFixed, "crashy-fix", key)
 
@@ -131,9 +131,9 @@ func TestFleetRings(t *testing.T) {
 }
 
 // signedWith builds and signs a patch with build options (CVEs, …).
-func signedWith(t *testing.T, orig, fixed string, opts build.Options, key patch.PrivateKey) []byte {
+func signedWith(t *testing.T, orig, fixed string, opts builder.Options, key patch.PrivateKey) []byte {
 	t.Helper()
-	u, err := build.Build(orig, fixed, opts)
+	u, err := builder.Build(orig, fixed, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
@@ -86,7 +86,7 @@ func (h *host) start(t *testing.T, args ...string) (*fixture.Proc, int) {
 // returns the patch and the file's bytes.
 func signed(t *testing.T, orig, fixed, id string, key patch.PrivateKey) (*patch.Patch, []byte) {
 	t.Helper()
-	u, err := build.Build(orig, fixed, build.Options{ID: id})
+	u, err := builder.Build(orig, fixed, builder.Options{ID: id})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/hotpatch/hotpatch/buildid"
 	"github.com/hotpatch/hotpatch/engine"
+	"github.com/hotpatch/hotpatch/internal/buildid"
 	"github.com/hotpatch/hotpatch/server/api"
 )
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hotpatch/hotpatch/buildid"
 	"github.com/hotpatch/hotpatch/engine"
+	"github.com/hotpatch/hotpatch/internal/buildid"
 	"github.com/hotpatch/hotpatch/patch"
 )
 

@@ -7,14 +7,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
 func newBuild() *cobra.Command {
 	var (
 		orig, fixed, keyPath, out string
-		opts                      build.Options
+		opts                      builder.Options
 		severity                  string
 	)
 	cmd := &cobra.Command{
@@ -46,7 +46,7 @@ with a reason that names the object.`,
 			if err != nil {
 				return err
 			}
-			p, err := build.Build(orig, fixed, opts)
+			p, err := builder.Build(orig, fixed, opts)
 			if err != nil {
 				return err
 			}

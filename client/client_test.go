@@ -21,7 +21,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/client"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
@@ -69,7 +69,7 @@ func makePatch() (signed, error) {
 	if err != nil {
 		return signed{}, err
 	}
-	unsigned, err := build.Build(orig.Target, fixed.Target, build.Options{ID: "bounds", CVEs: []string{"CVE-2026-1000"}, Severity: patch.SeverityHigh})
+	unsigned, err := builder.Build(orig.Target, fixed.Target, builder.Options{ID: "bounds", CVEs: []string{"CVE-2026-1000"}, Severity: patch.SeverityHigh})
 	if err != nil {
 		return signed{}, err
 	}

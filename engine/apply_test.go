@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -24,15 +24,15 @@ func signedPatch(t testing.TB, fx *fixture.Fixture, fl fixture.Flags) (p *patch.
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, pub = signedPatchFrom(t, orig.Target, fixed.Target, build.Options{ID: "test-" + fx.Name})
+	p, pub = signedPatchFrom(t, orig.Target, fixed.Target, builder.Options{ID: "test-" + fx.Name})
 	return p, pub, orig
 }
 
 // signedPatchFrom builds the patch between two builds, signs it with a new
 // key and loads it back, as a user's patch reaches the engine.
-func signedPatchFrom(t testing.TB, orig, fixed string, opts build.Options) (*patch.Patch, patch.PublicKey) {
+func signedPatchFrom(t testing.TB, orig, fixed string, opts builder.Options) (*patch.Patch, patch.PublicKey) {
 	t.Helper()
-	unsigned, err := build.Build(orig, fixed, opts)
+	unsigned, err := builder.Build(orig, fixed, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestMainThreadExited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "mainexit-fix"})
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "mainexit-fix"})
 	proc := fixture.Start(t, orig)
 	if got, err := proc.Probe("hello"); err != nil || got != "orig hello" {
 		t.Fatalf("first answer %q, %v", got, err)

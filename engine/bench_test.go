@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -105,7 +105,7 @@ func BenchmarkPause(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, pub := signedPatchFrom(b, orig, fixed, build.Options{ID: "pause-fix"})
+	p, pub := signedPatchFrom(b, orig, fixed, builder.Options{ID: "pause-fix"})
 	if n := len(p.Functions); n != 3 {
 		b.Fatalf("patch has %d functions, want 3", n)
 	}

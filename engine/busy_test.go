@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -21,7 +21,7 @@ import (
 func busyTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
 	t.Helper()
 	orig, fixed := busyBuilds(t)
-	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "busy-fix"})
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "busy-fix"})
 	proc := fixture.Start(t, orig)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)
@@ -224,7 +224,7 @@ func TestNeverReturns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "mainloop-fix"})
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "mainloop-fix"})
 	proc := fixture.Start(t, orig)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)
@@ -281,7 +281,7 @@ func TestBusyRecursion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, pub := signedPatchFrom(t, orig, fixed, build.Options{ID: "recurse-fix"})
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "recurse-fix"})
 	proc := fixture.Start(t, orig)
 	if got, err := proc.Probe("walk"); err != nil || got != "walk 3" {
 		t.Fatalf("first walk: %q, %v", got, err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -195,7 +195,7 @@ func TestKilledAnyMoment(t *testing.T) {
 // its public key to files, for a child hotpatch.
 func patchFiles(t *testing.T, orig, fixed, id string) (*patch.Patch, string, string) {
 	t.Helper()
-	unsigned, err := build.Build(orig, fixed, build.Options{ID: id})
+	unsigned, err := builder.Build(orig, fixed, builder.Options{ID: id})
 	if err != nil {
 		t.Fatal(err)
 	}

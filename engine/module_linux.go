@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/hotpatch/hotpatch/buildid"
+	"github.com/hotpatch/hotpatch/internal/buildid"
 )
 
 // modules lists the ELF files mapped by pid, with their build-ids.

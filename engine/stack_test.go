@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -28,8 +28,8 @@ func TestStacking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, pub := signedPatchFrom(t, orig.Target, fixed.Target, build.Options{ID: "fix-a", Version: 1})
-	second, pub2 := signedPatchFrom(t, orig.Target, fixed.Target, build.Options{ID: "fix-b", Version: 2})
+	first, pub := signedPatchFrom(t, orig.Target, fixed.Target, builder.Options{ID: "fix-a", Version: 1})
+	second, pub2 := signedPatchFrom(t, orig.Target, fixed.Target, builder.Options{ID: "fix-b", Version: 2})
 	proc := fixture.Start(t, orig.Program)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/internal/pgtest"
 	"github.com/hotpatch/hotpatch/patch"
@@ -129,7 +129,7 @@ func testPatch(t *testing.T) ([]byte, *patch.Patch) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := build.Build(o.Program, f.Program, build.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}})
+	u, err := builder.Build(o.Program, f.Program, builder.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}})
 	if err != nil {
 		t.Fatal(err)
 	}

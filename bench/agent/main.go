@@ -28,7 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotpatch/hotpatch/agent"
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/internal/procevents"
 	"github.com/hotpatch/hotpatch/patch"
@@ -71,7 +71,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	u, err := build.Build(orig.Program, fixed.Program, build.Options{ID: "bounds-fix"})
+	u, err := builder.Build(orig.Program, fixed.Program, builder.Options{ID: "bounds-fix"})
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -65,7 +65,7 @@ func run(n int) error {
 		var p *patch.Patch
 		for range n {
 			start := time.Now()
-			p, err = build.Build(orig.Target, fixed.Target, build.Options{ID: name})
+			p, err = builder.Build(orig.Target, fixed.Target, builder.Options{ID: name})
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
@@ -135,7 +135,7 @@ func synthetic(w *os.File, key patch.PrivateKey, nfunc int) error {
 	for range 5 {
 		start := time.Now()
 		var err error
-		if p, err = build.Build(bins[0], bins[1], build.Options{ID: "large"}); err != nil {
+		if p, err = builder.Build(bins[0], bins[1], builder.Options{ID: "large"}); err != nil {
 			return err
 		}
 		times = append(times, time.Since(start))

@@ -35,7 +35,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
@@ -209,7 +209,7 @@ func versus(v, base []float64) string {
 // patch replaces checksum and nothing else, so that the patched process
 // times the same caller as the original.
 func signedPatch(orig, fixed string) (*patch.Patch, patch.PublicKey, error) {
-	u, err := build.Build(orig, fixed, build.Options{ID: "calloverhead-fix"})
+	u, err := builder.Build(orig, fixed, builder.Options{ID: "calloverhead-fix"})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -32,7 +32,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/client"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/internal/pgtest"
@@ -97,7 +97,7 @@ func makePatch() ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	u, err := build.Build(o.Program, f.Program, build.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}})
+	u, err := builder.Build(o.Program, f.Program, builder.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}})
 	if err != nil {
 		return nil, "", err
 	}

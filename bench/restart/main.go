@@ -23,7 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hotpatch/hotpatch/build"
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
@@ -64,7 +64,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	u, err := build.Build(orig, fixed, build.Options{ID: "svc-fix"})
+	u, err := builder.Build(orig, fixed, builder.Options{ID: "svc-fix"})
 	if err != nil {
 		return err
 	}

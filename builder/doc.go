@@ -1,4 +1,4 @@
-// Package build turns an ordinary before/after pair of builds of the same
+// Package builder turns an ordinary before/after pair of builds of the same
 // module into a patch: the changed and new functions, the new read-only data
 // they use, and relocations that bind every other reference to the objects of
 // the original module, so a live process keeps its state.
@@ -38,4 +38,4 @@
 //     module, or to an external symbol resolved at apply time.
 //
 // The result is an unsigned *patch.Patch; the caller signs it with patch.Sign.
-package build
+package builder

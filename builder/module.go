@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/hotpatch/hotpatch/buildid"
+	"github.com/hotpatch/hotpatch/internal/buildid"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
