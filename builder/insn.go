@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"sort"
 
 	"golang.org/x/arch/x86/x86asm"
 
@@ -88,11 +89,10 @@ func isPCReloc(t elf.R_X86_64) bool {
 	return false
 }
 
-// codeFields resolves every relocation of a function to an exact target.
-// It also checks that every branch or RIP-relative operand that leaves the
-// function carries a relocation, which fails when the builds were made
-// without -ffunction-sections; that finding (loose) only matters for code
-// that goes into a patch, so it is returned apart from hard errors.
+// codeFields resolves every relocation of a function to an exact target,
+// and every PC-relative operand that leaves the function without one (the
+// assembler resolved it within the input section). loose is kept for
+// findings that only matter for code that goes into a patch.
 func (m *module) codeFields(fn *symbol) (fields []field, loose, err error) {
 	code, ok := m.bytesAt(fn.addr, fn.size)
 	if !ok {
@@ -150,20 +150,26 @@ func (m *module) codeFields(fn *symbol) (fields []field, loose, err error) {
 		}
 		out = append(out, f)
 	}
-	// Every PC-relative operand must either stay inside the function or be
-	// covered by a relocation.
+	// A PC-relative operand without a relocation was resolved by the
+	// assembler: its target is in the same input section. With
+	// -ffunction-sections that is the function itself; without (stock
+	// builds), it can be another function of the same file's .text, a call
+	// to a static function for one. The final bytes give its exact target,
+	// which is then bound like any relocated field.
 	for _, in := range insns {
 		if in.pcrel != 4 || covered[in.off] {
 			continue
 		}
-		disp := int32(binary.LittleEndian.Uint32(code[in.off+in.pcrelOff:]))
-		t := int64(in.off+in.len) + int64(disp)
-		if (t < 0 || t > int64(fn.size)) && loose == nil {
-			loose = &InputError{Path: m.path, Reason: fmt.Sprintf(
-				"%s: the instruction at offset %#x refers outside the function without a relocation; compile with -ffunction-sections -fdata-sections and link with -Wl,--emit-relocs",
-				fn.display(), in.off)}
+		off := in.off + in.pcrelOff
+		disp := int32(binary.LittleEndian.Uint32(code[off:]))
+		end := int64(in.off + in.len)
+		t := end + int64(disp)
+		if t >= 0 && t < int64(fn.size) {
+			continue
 		}
+		out = append(out, field{off: uint64(off), typ: patch.PC32, target: uint64(int64(fn.addr) + t), addend: int64(off) - end})
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].off < out[j].off })
 	return out, loose, nil
 }
 

@@ -16,6 +16,9 @@ func newBuild() *cobra.Command {
 		orig, fixed, keyPath, out string
 		opts                      builder.Options
 		severity                  string
+		stockBinary               string
+		fixes                     []string
+		sf                        stockFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "build --original ORIG --patched FIXED --key NAME.key -o OUT.hpatch",
@@ -28,9 +31,28 @@ Both builds must come from the same compiler with the same flags, plus
 (executables, PIE or not, and shared libraries; any -O level; -g optional).
 Changes that cannot be applied to a live process — a changed initial value,
 size or layout of existing data, or no changed function at all — are refused
-with a reason that names the object.`,
+with a reason that names the object.
+
+For a binary a distribution installed (stripped, built without those flags),
+name it with --stock and give the fix as a unified diff with --fix: the
+source package is fetched and rebuilt with its own flags, the rebuild is
+proven identical to the installed file, the fixed source is built the same
+way, and the patch names the installed file's build-id (see 'hotpatch stock
+prepare').`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for flag, v := range map[string]string{"--original": orig, "--patched": fixed, "--key": keyPath, "-o": out} {
+			required := map[string]string{"--original": orig, "--patched": fixed, "--key": keyPath, "-o": out}
+			if stockBinary != "" {
+				if orig != "" || fixed != "" {
+					return usageError{fmt.Errorf("--stock takes the place of --original and --patched")}
+				}
+				if len(fixes) == 0 {
+					return usageError{fmt.Errorf("--stock needs the fix as --fix FILE.patch")}
+				}
+				required = map[string]string{"--key": keyPath, "-o": out}
+			} else if len(fixes) > 0 {
+				return usageError{fmt.Errorf("--fix goes with --stock")}
+			}
+			for flag, v := range required {
 				if v == "" {
 					return usageError{fmt.Errorf("%s is required", flag)}
 				}
@@ -46,7 +68,12 @@ with a reason that names the object.`,
 			if err != nil {
 				return err
 			}
-			p, err := builder.Build(orig, fixed, opts)
+			var p *patch.Patch
+			if stockBinary != "" {
+				p, err = buildStock(cmd.Context(), stockBinary, fixes, &sf, opts, cmd.ErrOrStderr())
+			} else {
+				p, err = builder.Build(orig, fixed, opts)
+			}
 			if err != nil {
 				return err
 			}
@@ -80,6 +107,9 @@ with a reason that names the object.`,
 	f.StringArrayVar(&opts.CVEs, "cve", nil, "CVE id the patch fixes (repeatable)")
 	f.StringVar(&opts.Description, "description", "", "what the patch fixes")
 	f.StringVar(&severity, "severity", "", "low, medium, high or critical")
+	f.StringVar(&stockBinary, "stock", "", "an installed binary of a distribution package: rebuild it from its source package instead of --original/--patched")
+	f.StringArrayVar(&fixes, "fix", nil, "with --stock: the fix as a unified diff against the source package, applied with patch -p1 (repeatable)")
+	sf.add(cmd)
 	return cmd
 }
 

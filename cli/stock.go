@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hotpatch/hotpatch/builder"
+	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/stock"
+)
+
+// stockFlags are the flags shared by `hotpatch stock prepare` and
+// `hotpatch build --stock`.
+type stockFlags struct {
+	sourceVersion string
+	drops         []string
+	cache         string
+}
+
+func (s *stockFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&s.sourceVersion, "source-version", "", "fetch this version of the source package instead of the installed one (with --drop-patch, to step back to it)")
+	f.StringArrayVar(&s.drops, "drop-patch", nil, "leave this entry of debian/patches/series out (repeatable)")
+	f.StringVar(&s.cache, "stock-cache", "", "where sources and rebuilds are kept (default: hotpatch/stock in the user's cache directory)")
+}
+
+func (s *stockFlags) options(binary string, log io.Writer) stock.Options {
+	return stock.Options{Binary: binary, SourceVersion: s.sourceVersion, DropPatches: s.drops, Cache: s.cache, Log: log}
+}
+
+func newStock() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "stock",
+		Short: "Work with the binaries a distribution ships",
+	}
+	var sf stockFlags
+	prepare := &cobra.Command{
+		Use:   "prepare BINARY",
+		Short: "Rebuild an installed binary from its source package and prove the rebuild is the installed file",
+		Long: `Find the package that installed BINARY, fetch its source package (apt-get
+source), rebuild it with the package's own debian/rules and flags plus
+-Wl,--emit-relocs, and prove that every loaded segment of the rebuild is
+byte-identical to the installed file. The rebuild is cached by source
+version; 'hotpatch build --stock BINARY --fix FIX.patch' then builds a patch
+for the installed file's build-id. Needs dpkg-dev and, to install missing
+build dependencies, root.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := stock.Prepare(cmd.Context(), sf.options(args[0], cmd.ErrOrStderr()))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s %s, source %s %s, build-id %x) is reproducible: %s\n",
+				p.Package.File, p.Package.Name, p.Package.Version, p.Package.Source, p.Package.SourceVersion, p.Proof.InstalledBuildID, p.Original)
+			return nil
+		},
+	}
+	sf.add(prepare)
+	cmd.AddCommand(prepare)
+	return cmd
+}
+
+// buildStock is `hotpatch build --stock`: both builds come from the
+// installed file's source package, and the patch names the installed
+// file's build-id.
+func buildStock(ctx context.Context, binary string, fixes []string, sf *stockFlags, opts builder.Options, log io.Writer) (*patch.Patch, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	prep, err := stock.Prepare(ctx, sf.options(binary, log))
+	if err != nil {
+		return nil, err
+	}
+	fixed, err := prep.Fixed(ctx, fixes)
+	if err != nil {
+		return nil, err
+	}
+	if opts.ID == "" {
+		var names []string
+		for _, f := range fixes {
+			names = append(names, strings.TrimSuffix(strings.TrimSuffix(filepath.Base(f), ".patch"), ".diff"))
+		}
+		opts.ID = prep.Package.Source + "-" + strings.Join(names, "+")
+		if len(opts.ID) > 128 {
+			opts.ID = opts.ID[:128]
+		}
+	}
+	p, err := prep.Patch(fixed, opts)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}

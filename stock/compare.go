@@ -1,0 +1,324 @@
+package stock
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// NotReproducibleError reports a rebuild whose loaded bytes differ from the
+// installed file: the rebuild is not the program that runs, so no patch may
+// be built from it.
+type NotReproducibleError struct {
+	Installed, Rebuilt string
+	// Section is the section of the installed file that holds the first
+	// differing byte ("" when the difference is in the program headers).
+	Section string
+	// Addr is the link-time address of the first differing byte.
+	Addr uint64
+	// Why says what differs in words.
+	Why string
+}
+
+func (e *NotReproducibleError) Error() string {
+	where := e.Section
+	if where == "" {
+		where = "the program headers"
+	}
+	return fmt.Sprintf("the rebuild %s is not the installed %s: %s differs (%s, first at 0x%x); a patch built from it could not be trusted",
+		e.Rebuilt, e.Installed, where, e.Why, e.Addr)
+}
+
+// Proof is what Compare found when the rebuild is the installed file.
+type Proof struct {
+	// Segments is the number of loadable segments compared, Bytes their
+	// total size in the file.
+	Segments int
+	Bytes    uint64
+	// Ignored lists what was allowed to differ, in words: the build-id note
+	// (it hashes the whole file, relocation sections included) and the
+	// section numbers in .dynsym (kept relocation sections renumber the
+	// sections; the loader never reads those numbers beyond defined or not).
+	Ignored []string
+	// InstalledBuildID is the build-id of the installed file, the one a
+	// patch must name to match the running program.
+	InstalledBuildID []byte
+}
+
+// Compare proves that rebuilt has, byte for byte, the loaded contents of
+// installed: the same program headers and the same bytes in every PT_LOAD
+// segment, except the build-id note's descriptor and the section index of
+// .dynsym entries (compared by the name of the section they point to). Any
+// other difference is a *NotReproducibleError naming the first differing
+// section of the installed file.
+func Compare(installed, rebuilt string) (*Proof, error) {
+	a, err := openELF(installed)
+	if err != nil {
+		return nil, err
+	}
+	defer a.close()
+	b, err := openELF(rebuilt)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	fail := func(addr uint64, why string) error {
+		return &NotReproducibleError{Installed: installed, Rebuilt: rebuilt, Section: a.sectionAt(addr), Addr: addr, Why: why}
+	}
+	if a.f.Machine != b.f.Machine || a.f.Type != b.f.Type || a.f.Class != b.f.Class {
+		return nil, fail(0, fmt.Sprintf("the ELF header: %v %v against %v %v", a.f.Type, a.f.Machine, b.f.Type, b.f.Machine))
+	}
+	la, lb := a.loads(), b.loads()
+	if len(la) != len(lb) {
+		return nil, fail(0, fmt.Sprintf("%d loadable segments against %d", len(la), len(lb)))
+	}
+	proof := &Proof{InstalledBuildID: a.buildID}
+	if len(a.buildID) > 0 {
+		proof.Ignored = append(proof.Ignored, "the build-id note")
+	}
+	mask := newMask()
+	a.maskBuildID(mask)
+	b.maskBuildID(mask)
+	if a.maskSectionHeaderFields(mask) {
+		proof.Ignored = append(proof.Ignored, "where the ELF header says the section headers are (e_shoff, e_shnum, e_shstrndx)")
+	}
+	dynsymDiffers := false
+	for i := range la {
+		pa, pb := la[i], lb[i]
+		if pa.Vaddr != pb.Vaddr || pa.Filesz != pb.Filesz || pa.Memsz != pb.Memsz || pa.Flags != pb.Flags || pa.Off != pb.Off {
+			return nil, fail(pa.Vaddr, fmt.Sprintf("segment %d is at 0x%x+0x%x (%v) in the installed file and 0x%x+0x%x (%v) in the rebuild",
+				i, pa.Vaddr, pa.Filesz, pa.Flags, pb.Vaddr, pb.Filesz, pb.Flags))
+		}
+		da, err := readSeg(a.r, pa)
+		if err != nil {
+			return nil, fmt.Errorf("stock: read %s: %w", installed, err)
+		}
+		db, err := readSeg(b.r, pb)
+		if err != nil {
+			return nil, fmt.Errorf("stock: read %s: %w", rebuilt, err)
+		}
+		proof.Segments++
+		proof.Bytes += pa.Filesz
+		for off := 0; off < len(da); {
+			n := firstDiff(da[off:], db[off:])
+			if n < 0 {
+				break
+			}
+			addr := pa.Vaddr + uint64(off+n)
+			switch {
+			case mask.covers(addr):
+				off += n + 1
+				continue
+			case a.inDynsymShndx(addr):
+				ok, why := a.sameSymSection(b, addr)
+				if !ok {
+					return nil, fail(addr, why)
+				}
+				dynsymDiffers = true
+				off += n + 1
+				continue
+			}
+			return nil, fail(addr, fmt.Sprintf("byte 0x%02x in the installed file, 0x%02x in the rebuild", da[off+n], db[off+n]))
+		}
+	}
+	if dynsymDiffers {
+		proof.Ignored = append(proof.Ignored, "section numbers of .dynsym entries (same sections by name)")
+	}
+	return proof, nil
+}
+
+func readSeg(r io.ReaderAt, p *elf.Prog) ([]byte, error) {
+	buf := make([]byte, p.Filesz)
+	if _, err := r.ReadAt(buf, int64(p.Off)); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+func firstDiff(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+type elfFile struct {
+	file    *os.File
+	f       *elf.File
+	r       io.ReaderAt
+	buildID []byte
+	// buildIDAt is the link-time address of the build-id descriptor.
+	buildIDAt uint64
+	dynsym    *elf.Section
+}
+
+func openELF(path string) (*elfFile, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("stock: %w", err)
+	}
+	f, err := elf.NewFile(file)
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("stock: %s is not an ELF file: %w", path, err)
+	}
+	e := &elfFile{file: file, f: f, r: file, dynsym: f.Section(".dynsym")}
+	if err := e.readBuildID(); err != nil {
+		file.Close()
+		return nil, fmt.Errorf("stock: %s: %w", path, err)
+	}
+	return e, nil
+}
+
+func (e *elfFile) close() { e.file.Close() }
+
+func (e *elfFile) loads() []*elf.Prog {
+	var out []*elf.Prog
+	for _, p := range e.f.Progs {
+		if p.Type == elf.PT_LOAD {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// readBuildID finds the NT_GNU_BUILD_ID note in the PT_NOTE segments (which
+// a stripped file keeps) and where its descriptor lies.
+func (e *elfFile) readBuildID() error {
+	for _, p := range e.f.Progs {
+		if p.Type != elf.PT_NOTE {
+			continue
+		}
+		data := make([]byte, p.Filesz)
+		if _, err := e.r.ReadAt(data, int64(p.Off)); err != nil {
+			return err
+		}
+		align := uint64(4)
+		if p.Align == 8 {
+			align = 8
+		}
+		for off := uint64(0); off+12 <= uint64(len(data)); {
+			namesz := uint64(binary.LittleEndian.Uint32(data[off:]))
+			descsz := uint64(binary.LittleEndian.Uint32(data[off+4:]))
+			typ := binary.LittleEndian.Uint32(data[off+8:])
+			name := off + 12
+			desc := name + alignUp(namesz, align)
+			end := desc + alignUp(descsz, align)
+			if desc+descsz > uint64(len(data)) || end < desc {
+				return errors.New("malformed note segment")
+			}
+			if typ == 3 && namesz == 4 && string(data[name:name+3]) == "GNU" {
+				e.buildID = append([]byte(nil), data[desc:desc+descsz]...)
+				e.buildIDAt = p.Vaddr + desc
+				return nil
+			}
+			off = end
+		}
+	}
+	return nil
+}
+
+func alignUp(n, a uint64) uint64 { return (n + a - 1) &^ (a - 1) }
+
+func (e *elfFile) maskBuildID(m *mask) {
+	if e.buildID != nil {
+		m.add(e.buildIDAt, uint64(len(e.buildID)))
+	}
+}
+
+// maskSectionHeaderFields allows the ELF header's section header fields to
+// differ where the header is loaded: the loader never reads them, and kept
+// relocation sections (and stripping) change them.
+func (e *elfFile) maskSectionHeaderFields(m *mask) bool {
+	if e.f.Class != elf.ELFCLASS64 {
+		return false
+	}
+	for _, p := range e.loads() {
+		if p.Off == 0 && p.Filesz >= 64 {
+			m.add(p.Vaddr+0x28, 8) // e_shoff
+			m.add(p.Vaddr+0x3c, 4) // e_shnum, e_shstrndx
+			return true
+		}
+	}
+	return false
+}
+
+// sectionAt names the allocated section of the file that holds addr.
+func (e *elfFile) sectionAt(addr uint64) string {
+	for _, s := range e.f.Sections {
+		if s.Flags&elf.SHF_ALLOC != 0 && addr >= s.Addr && addr < s.Addr+s.Size {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+// inDynsymShndx reports whether addr is within the st_shndx field of an
+// entry of .dynsym (Elf64_Sym: name 4, info 1, other 1, shndx 2, value 8,
+// size 8).
+func (e *elfFile) inDynsymShndx(addr uint64) bool {
+	s := e.dynsym
+	if s == nil || e.f.Class != elf.ELFCLASS64 || addr < s.Addr || addr >= s.Addr+s.Size {
+		return false
+	}
+	in := (addr - s.Addr) % 24
+	return in == 6 || in == 7
+}
+
+// sameSymSection compares the st_shndx of the .dynsym entry at addr in both
+// files by what it means: undefined, absolute and common stay as they are,
+// other values must name sections of the same name.
+func (e *elfFile) sameSymSection(o *elfFile, addr uint64) (bool, string) {
+	entry := addr - (addr-e.dynsym.Addr)%24 + 6
+	read := func(f *elfFile) (uint16, error) {
+		var b [2]byte
+		s := f.dynsym
+		if s == nil || entry < s.Addr || entry+2 > s.Addr+s.Size {
+			return 0, errors.New("no .dynsym entry")
+		}
+		if _, err := f.r.ReadAt(b[:], int64(s.Offset+entry-s.Addr)); err != nil {
+			return 0, err
+		}
+		return binary.LittleEndian.Uint16(b[:]), nil
+	}
+	x, err1 := read(e)
+	y, err2 := read(o)
+	if err1 != nil || err2 != nil {
+		return false, "a .dynsym entry could not be read"
+	}
+	name := func(f *elfFile, i uint16) string {
+		if i == 0 || i >= uint16(elf.SHN_LORESERVE) || int(i) >= len(f.f.Sections) {
+			return fmt.Sprintf("#%d", i)
+		}
+		return f.f.Sections[i].Name
+	}
+	if a, b := name(e, x), name(o, y); a != b {
+		return false, fmt.Sprintf("a dynamic symbol is in section %s in the installed file and %s in the rebuild", a, b)
+	}
+	return true, ""
+}
+
+// mask is a small set of address ranges allowed to differ.
+type mask struct{ ranges [][2]uint64 }
+
+func newMask() *mask { return &mask{} }
+
+func (m *mask) add(start, size uint64) { m.ranges = append(m.ranges, [2]uint64{start, start + size}) }
+
+func (m *mask) covers(addr uint64) bool {
+	for _, r := range m.ranges {
+		if addr >= r[0] && addr < r[1] {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,482 @@
+package stock
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// recipe changes whenever the way a tree is made or built changes, so that
+// old cache entries are not reused.
+const recipe = "stock-1"
+
+// Package is the distribution package an installed file belongs to.
+type Package struct {
+	// File is the installed file, symbolic links resolved.
+	File string
+	// Name and Version are the binary package's ("libexpat1:amd64").
+	Name, Version string
+	// Source and SourceVersion name the source package it was built from.
+	Source, SourceVersion string
+}
+
+// Options say what to rebuild and where.
+type Options struct {
+	// Binary is the installed executable or shared library (a symbolic
+	// link such as /lib/x86_64-linux-gnu/libz.so.1 is fine).
+	Binary string
+	// SourceVersion fetches this version of the source package instead of
+	// the installed one: for when the archive no longer has the installed
+	// version's source, together with DropPatches to step back to it.
+	SourceVersion string
+	// DropPatches are entries of debian/patches/series to leave out.
+	DropPatches []string
+	// Cache is where sources and rebuilds are kept (default: hotpatch/stock
+	// in the user's cache directory). Rebuilds are cached by source version,
+	// dropped patches and fixes.
+	Cache string
+	// Jobs is the build's parallelism (default: the number of CPUs).
+	Jobs int
+	// Log receives one line per step (nil: quiet).
+	Log io.Writer
+}
+
+// FetchError reports a source package the archive would not give.
+type FetchError struct {
+	Source, Version, Reason string
+}
+
+func (e *FetchError) Error() string {
+	return fmt.Sprintf("stock: apt-get source %s=%s failed: %s (is a deb-src line for the release configured? the archive may no longer carry this version: name a newer one with --source-version and step back with --drop-patch)",
+		e.Source, e.Version, e.Reason)
+}
+
+// Prepared is a proven rebuild of an installed file.
+type Prepared struct {
+	Package Package
+	// Original is the rebuilt file, proven to be the installed one.
+	Original string
+	Proof    *Proof
+	// Cached is set when the rebuild came from the cache.
+	Cached bool
+
+	opts       Options
+	dsc        string
+	rel        string // Original relative to its tree
+	base       string // cache directory of this source version
+	srcVersion string
+}
+
+// Identify finds the package that installed path and its source.
+func Identify(ctx context.Context, path string) (*Package, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, fmt.Errorf("stock: %w", err)
+	}
+	real, err = filepath.Abs(real)
+	if err != nil {
+		return nil, fmt.Errorf("stock: %w", err)
+	}
+	var owner string
+	for _, cand := range usrMergeAliases(real) {
+		out, err := run(ctx, "", nil, "dpkg-query", "-S", cand)
+		if err != nil {
+			continue
+		}
+		line, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+		if name, _, ok := strings.Cut(line, ": "); ok {
+			owner = strings.TrimSpace(strings.Split(name, ",")[0])
+			break
+		}
+	}
+	if owner == "" {
+		return nil, fmt.Errorf("stock: no installed package owns %s (dpkg-query -S); only files installed from a distribution package can be rebuilt", real)
+	}
+	out, err := run(ctx, "", nil, "dpkg-query", "-W", "-f", "${Version}\t${source:Package}\t${source:Version}", owner)
+	if err != nil {
+		return nil, fmt.Errorf("stock: dpkg-query %s: %w", owner, err)
+	}
+	f := strings.Split(strings.TrimSpace(out), "\t")
+	if len(f) != 3 || f[1] == "" || f[2] == "" {
+		return nil, fmt.Errorf("stock: dpkg-query %s printed %q, not a version and source", owner, out)
+	}
+	return &Package{File: real, Name: owner, Version: f[0], Source: f[1], SourceVersion: f[2]}, nil
+}
+
+// usrMergeAliases lists path and its twin across Debian's merged /usr
+// (dpkg knows /lib/x86_64-linux-gnu/libz.so.1.2.13, the file system
+// resolves it to /usr/lib/…).
+func usrMergeAliases(path string) []string {
+	out := []string{path}
+	for _, d := range []string{"/lib", "/bin", "/sbin", "/lib64"} {
+		if strings.HasPrefix(path, "/usr"+d+"/") {
+			out = append(out, strings.TrimPrefix(path, "/usr"))
+		} else if strings.HasPrefix(path, d+"/") {
+			out = append(out, "/usr"+path)
+		}
+	}
+	return out
+}
+
+// Prepare rebuilds the installed file from its source package and proves
+// the rebuild is the installed file. It needs dpkg-dev, network access to
+// the distribution's source archive, and root to install build dependencies
+// that are missing.
+func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
+	if opts.Binary == "" {
+		return nil, errors.New("stock: no binary named")
+	}
+	for _, tool := range []string{"dpkg-query", "dpkg-source", "apt-get", "patch"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("stock: %s is needed (Debian's dpkg-dev, apt and patch packages): %w", tool, err)
+		}
+	}
+	pkg, err := Identify(ctx, opts.Binary)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Cache == "" {
+		d, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("stock: no cache directory (%w); set one", err)
+		}
+		opts.Cache = filepath.Join(d, "hotpatch", "stock")
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = runtime.NumCPU()
+	}
+	ver := opts.SourceVersion
+	if ver == "" {
+		ver = pkg.SourceVersion
+	}
+	p := &Prepared{Package: *pkg, opts: opts, srcVersion: ver,
+		base: filepath.Join(opts.Cache, safeName(pkg.Source+"_"+ver))}
+	p.logf("%s is %s %s, built from source %s %s", pkg.File, pkg.Name, pkg.Version, pkg.Source, pkg.SourceVersion)
+	if p.dsc, err = p.fetch(ctx); err != nil {
+		return nil, err
+	}
+	tree, cached, err := p.tree(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.Cached = cached
+	cands, err := findModules(tree, filepath.Base(pkg.File))
+	if err != nil {
+		return nil, err
+	}
+	var firstErr error
+	for _, c := range cands {
+		proof, err := Compare(pkg.File, c)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		p.Original, p.Proof = c, proof
+		p.rel, _ = filepath.Rel(tree, c)
+		p.logf("proved: %s is the installed %s (%d loaded segments, %d bytes identical; allowed to differ: %s)",
+			c, pkg.File, proof.Segments, proof.Bytes, strings.Join(proof.Ignored, "; "))
+		return p, nil
+	}
+	if firstErr == nil {
+		firstErr = fmt.Errorf("stock: the rebuild of %s %s made no file named %s", pkg.Source, ver, filepath.Base(pkg.File))
+	}
+	return nil, fmt.Errorf("%w (fallback: the package's -dbgsym symbols, see docs/stock-binaries.md)", firstErr)
+}
+
+// Fixed rebuilds the source with fixes (unified diffs, applied with
+// patch -p1 after the package's own series) the same way as the original,
+// and returns the file that corresponds to Original.
+func (p *Prepared) Fixed(ctx context.Context, fixes []string) (string, error) {
+	if len(fixes) == 0 {
+		return "", errors.New("stock: no fix given")
+	}
+	tree, _, err := p.tree(ctx, fixes)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(tree, p.rel)
+	if _, err := os.Stat(out); err != nil {
+		return "", fmt.Errorf("stock: the fixed build made no %s: %w", p.rel, err)
+	}
+	return out, nil
+}
+
+func (p *Prepared) logf(format string, args ...any) {
+	if p.opts.Log != nil {
+		fmt.Fprintf(p.opts.Log, "stock: "+format+"\n", args...)
+	}
+}
+
+// fetch downloads the source package once (apt-get source --download-only)
+// and returns its .dsc.
+func (p *Prepared) fetch(ctx context.Context) (string, error) {
+	dl := filepath.Join(p.base, "download")
+	if dsc := findDSC(dl); dsc != "" {
+		return dsc, nil
+	}
+	tmp := dl + ".tmp"
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	p.logf("fetching source %s=%s (apt-get source)", p.Package.Source, p.srcVersion)
+	if out, err := run(ctx, tmp, nil, "apt-get", "source", "--download-only", "-q", p.Package.Source+"="+p.srcVersion); err != nil {
+		return "", &FetchError{Source: p.Package.Source, Version: p.srcVersion, Reason: lastLine(out, err)}
+	}
+	os.RemoveAll(dl)
+	if err := os.Rename(tmp, dl); err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	dsc := findDSC(dl)
+	if dsc == "" {
+		return "", fmt.Errorf("stock: apt-get source left no .dsc in %s", dl)
+	}
+	return dsc, nil
+}
+
+func findDSC(dir string) string {
+	m, _ := filepath.Glob(filepath.Join(dir, "*.dsc"))
+	if len(m) == 1 {
+		return m[0]
+	}
+	return ""
+}
+
+// tree unpacks and builds one variant (the package's series less
+// DropPatches, plus fixes) unless the cache has it, and returns the built
+// source tree.
+func (p *Prepared) tree(ctx context.Context, fixes []string) (string, bool, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", recipe, filepath.Base(p.dsc))
+	drops := append([]string(nil), p.opts.DropPatches...)
+	sort.Strings(drops)
+	for _, d := range drops {
+		fmt.Fprintf(h, "drop %s\x00", d)
+	}
+	for _, f := range fixes {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return "", false, fmt.Errorf("stock: fix: %w", err)
+		}
+		fmt.Fprintf(h, "fix %d\x00", len(data))
+		h.Write(data)
+	}
+	kind := "original"
+	if len(fixes) > 0 {
+		kind = "fixed"
+	}
+	dir := filepath.Join(p.base, kind+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	tree := filepath.Join(dir, "src")
+	if _, err := os.Stat(filepath.Join(dir, "built")); err == nil {
+		p.logf("%s build of %s %s from the cache: %s", kind, p.Package.Source, p.srcVersion, dir)
+		return tree, true, nil
+	}
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", false, fmt.Errorf("stock: %w", err)
+	}
+	if out, err := run(ctx, dir, nil, "dpkg-source", "--no-check", "-x", "--skip-patches", p.dsc, "src"); err != nil {
+		return "", false, fmt.Errorf("stock: dpkg-source -x %s: %s", p.dsc, lastLine(out, err))
+	}
+	if err := p.applySeries(ctx, tree, drops); err != nil {
+		return "", false, err
+	}
+	for _, f := range fixes {
+		abs, _ := filepath.Abs(f)
+		if out, err := run(ctx, tree, nil, "patch", "-p1", "--batch", "--forward", "-i", abs); err != nil {
+			return "", false, fmt.Errorf("stock: the fix %s does not apply to %s %s: %s", f, p.Package.Source, p.srcVersion, lastLine(out, err))
+		}
+	}
+	if err := p.buildDeps(ctx, tree); err != nil {
+		return "", false, err
+	}
+	start := time.Now()
+	p.logf("building the %s %s %s with its own debian/rules and flags, plus -Wl,--emit-relocs (log: %s)", kind, p.Package.Source, p.srcVersion, filepath.Join(dir, "build.log"))
+	env := []string{
+		"DEB_BUILD_OPTIONS=nocheck nostrip noautodbgsym parallel=" + fmt.Sprint(p.opts.Jobs),
+		"DEB_BUILD_PROFILES=nocheck",
+		"DEB_LDFLAGS_APPEND=-Wl,--emit-relocs",
+		"LC_ALL=C.UTF-8",
+		"SOURCE_DATE_EPOCH=" + sourceDateEpoch(tree),
+	}
+	out, err := run(ctx, tree, env, "debian/rules", "build")
+	os.WriteFile(filepath.Join(dir, "build.log"), []byte(out), 0o644)
+	if err != nil {
+		return "", false, fmt.Errorf("stock: debian/rules build of %s %s failed: %s (see %s)", p.Package.Source, p.srcVersion, lastLine(out, err), filepath.Join(dir, "build.log"))
+	}
+	p.logf("built in %s", time.Since(start).Round(time.Second))
+	if err := os.WriteFile(filepath.Join(dir, "built"), nil, 0o644); err != nil {
+		return "", false, fmt.Errorf("stock: %w", err)
+	}
+	return tree, false, nil
+}
+
+// applySeries applies debian/patches/series in order, leaving out drops.
+func (p *Prepared) applySeries(ctx context.Context, tree string, drops []string) error {
+	data, err := os.ReadFile(filepath.Join(tree, "debian", "patches", "series"))
+	if errors.Is(err, fs.ErrNotExist) {
+		if len(drops) > 0 {
+			return fmt.Errorf("stock: %s %s has no debian/patches/series to drop %v from", p.Package.Source, p.srcVersion, drops)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stock: %w", err)
+	}
+	left := map[string]bool{}
+	for _, d := range drops {
+		left[d] = true
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		name, level := fields[0], "-p1"
+		if len(fields) > 1 && strings.HasPrefix(fields[1], "-p") {
+			level = fields[1]
+		}
+		if left[name] {
+			delete(left, name)
+			p.logf("leaving out debian/patches/%s", name)
+			continue
+		}
+		out, err := run(ctx, tree, nil, "patch", level, "--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-", "-i", filepath.Join("debian", "patches", name))
+		var exit *exec.ExitError
+		switch {
+		case err == nil:
+		case len(drops) > 0 && errors.As(err, &exit) && exit.ExitCode() == 1:
+			// Some hunks did not apply because a left-out patch came
+			// before them (a changelog entry, say). The rest is applied;
+			// whether the result is the installed program is for the
+			// proof to say, byte by byte.
+			p.logf("debian/patches/%s: some hunks did not apply once patches were left out (%s); the proof decides", name, rejectedFiles(out))
+		default:
+			return fmt.Errorf("stock: debian/patches/%s does not apply: %s", name, lastLine(out, err))
+		}
+	}
+	if len(left) > 0 {
+		var names []string
+		for n := range left {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return fmt.Errorf("stock: --drop-patch %s: not in debian/patches/series of %s %s", strings.Join(names, ", "), p.Package.Source, p.srcVersion)
+	}
+	return nil
+}
+
+// rejectedFiles names the files of patch's output whose hunks failed.
+func rejectedFiles(out string) string {
+	var files []string
+	cur := ""
+	for _, line := range strings.Split(out, "\n") {
+		if f, ok := strings.CutPrefix(line, "patching file "); ok {
+			cur = f
+		}
+		if (strings.Contains(line, "FAILED") || strings.Contains(line, "ignored")) && cur != "" && (len(files) == 0 || files[len(files)-1] != cur) {
+			files = append(files, cur)
+		}
+	}
+	if len(files) == 0 {
+		return "see the build log"
+	}
+	return strings.Join(files, ", ")
+}
+
+// buildDeps installs missing build dependencies when running as root.
+func (p *Prepared) buildDeps(ctx context.Context, tree string) error {
+	out, err := run(ctx, tree, nil, "dpkg-checkbuilddeps")
+	if err == nil {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("stock: build dependencies of %s are missing (%s); run as root or install them with apt-get build-dep", p.Package.Source, lastLine(out, err))
+	}
+	p.logf("installing the build dependencies of %s (apt-get build-dep)", p.Package.Source)
+	env := []string{"DEBIAN_FRONTEND=noninteractive"}
+	if out, err := run(ctx, tree, env, "apt-get", "-o", "DPkg::Lock::Timeout=300", "build-dep", "-y", "-q", "./"); err != nil {
+		return fmt.Errorf("stock: apt-get build-dep %s: %s", p.Package.Source, lastLine(out, err))
+	}
+	return nil
+}
+
+// sourceDateEpoch is what dpkg-buildpackage would set: the date of the
+// latest debian/changelog entry, so timestamps in the build match.
+func sourceDateEpoch(tree string) string {
+	out, err := exec.Command("dpkg-parsechangelog", "-l", filepath.Join(tree, "debian", "changelog"), "-STimestamp").Output()
+	if err != nil {
+		return "0"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// findModules lists the ELF files named name in tree, shortest path first.
+func findModules(tree, name string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(tree, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() && d.Name() == name {
+			if f, err := elf.Open(path); err == nil {
+				f.Close()
+				out = append(out, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stock: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) < len(out[j]) || len(out[i]) == len(out[j]) && out[i] < out[j] })
+	return out, nil
+}
+
+func run(ctx context.Context, dir string, env []string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	return buf.String(), err
+}
+
+// lastLine is the last non-empty line of a command's output, or err.
+func lastLine(out string, err error) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return err.Error()
+}
+
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_', r == '+':
+			return r
+		}
+		return '_'
+	}, s)
+}

@@ -1,0 +1,268 @@
+package stock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/builder"
+	"github.com/hotpatch/hotpatch/engine"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// The stock library of this test: Debian 12's libexpat1 2.5.0-1+deb12u1,
+// as installed on a fresh machine of this kind. The archive no longer has
+// that version's source, so the test fetches 2.5.0-1+deb12u2 and leaves out
+// the three patches that version added; the proof shows the result is the
+// installed file. The fix is Debian's own backport of the upstream fix for
+// CVE-2024-50602 from 2.5.0-1+deb12u2.
+const (
+	expatLib           = "/lib/x86_64-linux-gnu/libexpat.so.1"
+	expatInstalled     = "2.5.0-1+deb12u1"
+	expatSourceVersion = "2.5.0-1+deb12u2"
+)
+
+var expatDrops = []string{
+	"expat-2.5.0-CVE-2023-52425.patch",
+	"expat-2.5.0-CVE-2024-50602.patch",
+	"expat-2.5.0-CVE-2024-8176.patch",
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// prepareExpat rebuilds and proves the installed libexpat, or skips the
+// test when this machine cannot: not root, another libexpat1, or an archive
+// that no longer serves the source version.
+func prepareExpat(t *testing.T, ctx context.Context) *Prepared {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: apt-get build-dep and ptrace")
+	}
+	if _, err := exec.LookPath("dpkg-source"); err != nil {
+		t.Skip("dpkg-dev is not installed")
+	}
+	pkg, err := Identify(ctx, expatLib)
+	if err != nil {
+		t.Skipf("no Debian libexpat1 here: %v", err)
+	}
+	if pkg.Version != expatInstalled {
+		t.Skipf("this test is written for libexpat1 %s (Debian 12 as shipped); %s is installed", expatInstalled, pkg.Version)
+	}
+	prep, err := Prepare(ctx, Options{Binary: expatLib, SourceVersion: expatSourceVersion, DropPatches: expatDrops, Log: logWriter{t}})
+	var fe *FetchError
+	if errors.As(err, &fe) {
+		t.Skipf("the archive does not serve the source: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	return prep
+}
+
+// TestStockLibraryLive is the whole stock path on a real package: the
+// installed libexpat is rebuilt from its source package and proven
+// identical, Debian's fix for CVE-2024-50602 is built the same way, and
+// the patch, made for the installed file's build-id, is applied to a
+// service that uses the system's libexpat while it serves requests;
+// the vulnerable behaviour goes, no request fails, and revert brings it
+// back.
+func TestStockLibraryLive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	prep := prepareExpat(t, ctx)
+
+	fixed, err := prep.Fixed(ctx, []string{"testdata/expat/CVE-2024-50602.patch"})
+	if err != nil {
+		t.Fatalf("Fixed: %v", err)
+	}
+	unsigned, err := prep.Patch(fixed, builder.Options{ID: "expat-CVE-2024-50602", CVEs: []string{"CVE-2024-50602"}})
+	if err != nil {
+		t.Fatalf("Patch: %v", err)
+	}
+	installedID, err := fixture.BuildID(prep.Package.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("%x", unsigned.Target.BuildID) != fmt.Sprintf("%x", installedID) {
+		t.Fatalf("patch targets build-id %x, the installed file has %x", unsigned.Target.BuildID, installedID)
+	}
+	replaced := map[string]bool{}
+	for _, f := range unsigned.Functions {
+		replaced[f.Name] = true
+	}
+	if !replaced["XML_StopParser"] {
+		t.Fatalf("the patch does not replace XML_StopParser (it replaces %v)", replaced)
+	}
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(unsigned, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	svc := filepath.Join(t.TempDir(), "xmlsvc")
+	if out, err := exec.Command("gcc", "-O2", "-o", svc, "testdata/expat/xmlsvc.c", "-lexpat").CombinedOutput(); err != nil {
+		t.Fatalf("gcc xmlsvc: %v\n%s", err, out)
+	}
+	proc := fixture.Start(t, svc)
+	load := startLoad(t, proc)
+	load.waitFor(t, 200)
+
+	if got := load.ask("stop"); !strings.HasSuffix(got, "stop status=1 error=0") {
+		t.Fatalf("before the patch: stop -> %q, want the vulnerable answer status=1 error=0", got)
+	}
+	res, err := engine.Apply(proc.Pid(), p, engine.Options{Trusted: []patch.PublicKey{pub}, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("Apply to the service on the stock libexpat: %v", err)
+	}
+	t.Logf("applied: %d functions, paused %v", res.Functions, res.Paused)
+	load.waitFor(t, load.count()+200)
+	if got := load.ask("stop"); !strings.HasSuffix(got, "stop status=0 error=44") {
+		t.Errorf("after the patch: stop -> %q, want status=0 error=44 (XML_ERROR_NOT_STARTED)", got)
+	}
+	if _, err := engine.Revert(proc.Pid(), p.ID, 10*time.Second); err != nil {
+		t.Fatalf("Revert: %v", err)
+	}
+	if got := load.ask("stop"); !strings.HasSuffix(got, "stop status=1 error=0") {
+		t.Errorf("after revert: stop -> %q, want the original answer again", got)
+	}
+	load.waitFor(t, load.count()+200)
+	n, failed := load.finish()
+	if failed != nil {
+		t.Errorf("a request failed while the library was patched and reverted: %v", failed)
+	}
+	if n < 600 {
+		t.Errorf("only %d parse requests ran during the test; the load did not run", n)
+	}
+	t.Logf("%d parse requests answered, none failed", n)
+}
+
+// load keeps a service busy with parse requests from one goroutine (a
+// fixture.Proc is probed from one goroutine at a time) and lets the test
+// slip its own requests in between.
+type load struct {
+	proc   *fixture.Proc
+	asks   chan string
+	answer chan string
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	n      int
+	failed error
+}
+
+func startLoad(t *testing.T, proc *fixture.Proc) *load {
+	l := &load{proc: proc, asks: make(chan string), answer: make(chan string), stop: make(chan struct{}), done: make(chan struct{})}
+	go l.run()
+	t.Cleanup(func() { l.finish() })
+	return l
+}
+
+func (l *load) run() {
+	defer close(l.done)
+	for {
+		select {
+		case <-l.stop:
+			return
+		case q := <-l.asks:
+			reply, err := l.proc.Probe(q)
+			if err != nil {
+				reply = "error: " + err.Error()
+			}
+			l.answer <- reply
+			continue
+		default:
+		}
+		reply, err := l.proc.Probe("parse <doc><a/><b x='1'/><c>text</c></doc>")
+		l.mu.Lock()
+		switch {
+		case err != nil:
+			l.failed = err
+		case !strings.HasSuffix(reply, " ok elements=4"):
+			l.failed = fmt.Errorf("parse -> %q, want elements=4", reply)
+		default:
+			l.n++
+		}
+		failed := l.failed != nil
+		l.mu.Unlock()
+		if failed {
+			// Keep answering the test's own requests.
+			select {
+			case <-l.stop:
+				return
+			case q := <-l.asks:
+				reply, err := l.proc.Probe(q)
+				if err != nil {
+					reply = "error: " + err.Error()
+				}
+				l.answer <- reply
+			}
+		}
+	}
+}
+
+// count is the number of parse requests answered so far.
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
+// waitFor waits until n parse requests were answered (or one failed).
+func (l *load) waitFor(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		done := l.n >= n || l.failed != nil
+		l.mu.Unlock()
+		if done {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("only %d of %d parse requests answered within a minute", l.count(), n)
+}
+
+// ask sends one request between two parse requests and returns the reply.
+func (l *load) ask(q string) string {
+	select {
+	case l.asks <- q:
+		return <-l.answer
+	case <-l.done:
+		return "error: the load has stopped"
+	}
+}
+
+// finish stops the load and returns how many parse requests were answered
+// and the first failure.
+func (l *load) finish() (int, error) {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n, l.failed
+}
