@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
 )
 
 // NotReproducibleError reports a rebuild whose loaded bytes differ from the
@@ -40,9 +42,10 @@ type Proof struct {
 	Segments int
 	Bytes    uint64
 	// Ignored lists what was allowed to differ, in words: the build-id note
-	// (it hashes the whole file, relocation sections included) and the
-	// section numbers in .dynsym (kept relocation sections renumber the
-	// sections; the loader never reads those numbers beyond defined or not).
+	// (it hashes the whole file, relocation sections included), the ELF
+	// header's section header fields, and the order of the dynamic
+	// linker's tables (kept relocation sections renumber sections and can
+	// change the order the linker emits dynamic symbols in).
 	Ignored []string
 	// InstalledBuildID is the build-id of the installed file, the one a
 	// patch must name to match the running program.
@@ -86,7 +89,7 @@ func Compare(installed, rebuilt string) (*Proof, error) {
 	if a.maskSectionHeaderFields(mask) {
 		proof.Ignored = append(proof.Ignored, "where the ELF header says the section headers are (e_shoff, e_shnum, e_shstrndx)")
 	}
-	dynsymDiffers := false
+	dynDiffers := map[string]bool{}
 	for i := range la {
 		pa, pb := la[i], lb[i]
 		if pa.Vaddr != pb.Vaddr || pa.Filesz != pb.Filesz || pa.Memsz != pb.Memsz || pa.Flags != pb.Flags || pa.Off != pb.Off {
@@ -109,24 +112,34 @@ func Compare(installed, rebuilt string) (*Proof, error) {
 				break
 			}
 			addr := pa.Vaddr + uint64(off+n)
-			switch {
-			case mask.covers(addr):
+			if mask.covers(addr) {
 				off += n + 1
 				continue
-			case a.inDynsymShndx(addr):
-				ok, why := a.sameSymSection(b, addr)
-				if !ok {
-					return nil, fail(addr, why)
+			}
+			if sec := a.dynMetaAt(addr); sec != nil {
+				// Symbol tables of the dynamic linker: kept relocations
+				// can change the order in which the linker emits the
+				// symbols. Compared by meaning below; skip the section.
+				if o := b.f.Section(sec.Name); o == nil || o.Addr != sec.Addr || o.Size != sec.Size {
+					return nil, fail(addr, fmt.Sprintf("section %s is not at the same place and size in the rebuild", sec.Name))
 				}
-				dynsymDiffers = true
-				off += n + 1
+				dynDiffers[sec.Name] = true
+				off = int(sec.Addr + sec.Size - pa.Vaddr)
 				continue
 			}
 			return nil, fail(addr, fmt.Sprintf("byte 0x%02x in the installed file, 0x%02x in the rebuild", da[off+n], db[off+n]))
 		}
 	}
-	if dynsymDiffers {
-		proof.Ignored = append(proof.Ignored, "section numbers of .dynsym entries (same sections by name)")
+	if len(dynDiffers) > 0 {
+		if err := sameDynamic(a, b); err != nil {
+			return nil, &NotReproducibleError{Installed: installed, Rebuilt: rebuilt, Section: ".dynsym", Why: err.Error()}
+		}
+		var names []string
+		for n := range dynDiffers {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		proof.Ignored = append(proof.Ignored, "the order of the dynamic linker's tables ("+strings.Join(names, ", ")+"): the same dynamic symbols and relocations, compared by name")
 	}
 	return proof, nil
 }
@@ -158,7 +171,6 @@ type elfFile struct {
 	buildID []byte
 	// buildIDAt is the link-time address of the build-id descriptor.
 	buildIDAt uint64
-	dynsym    *elf.Section
 }
 
 func openELF(path string) (*elfFile, error) {
@@ -171,7 +183,7 @@ func openELF(path string) (*elfFile, error) {
 		file.Close()
 		return nil, fmt.Errorf("stock: %s is not an ELF file: %w", path, err)
 	}
-	e := &elfFile{file: file, f: f, r: file, dynsym: f.Section(".dynsym")}
+	e := &elfFile{file: file, f: f, r: file}
 	if err := e.readBuildID(); err != nil {
 		file.Close()
 		return nil, fmt.Errorf("stock: %s: %w", path, err)
@@ -210,9 +222,12 @@ func (e *elfFile) readBuildID() error {
 			namesz := uint64(binary.LittleEndian.Uint32(data[off:]))
 			descsz := uint64(binary.LittleEndian.Uint32(data[off+4:]))
 			typ := binary.LittleEndian.Uint32(data[off+8:])
+			// Offsets are aligned within the segment: a name of 4 bytes
+			// after the 12-byte header needs no padding even in an
+			// 8-aligned .note.gnu.property.
 			name := off + 12
-			desc := name + alignUp(namesz, align)
-			end := desc + alignUp(descsz, align)
+			desc := alignUp(name+namesz, align)
+			end := alignUp(desc+descsz, align)
 			if desc+descsz > uint64(len(data)) || end < desc {
 				return errors.New("malformed note segment")
 			}
@@ -260,51 +275,6 @@ func (e *elfFile) sectionAt(addr uint64) string {
 		}
 	}
 	return ""
-}
-
-// inDynsymShndx reports whether addr is within the st_shndx field of an
-// entry of .dynsym (Elf64_Sym: name 4, info 1, other 1, shndx 2, value 8,
-// size 8).
-func (e *elfFile) inDynsymShndx(addr uint64) bool {
-	s := e.dynsym
-	if s == nil || e.f.Class != elf.ELFCLASS64 || addr < s.Addr || addr >= s.Addr+s.Size {
-		return false
-	}
-	in := (addr - s.Addr) % 24
-	return in == 6 || in == 7
-}
-
-// sameSymSection compares the st_shndx of the .dynsym entry at addr in both
-// files by what it means: undefined, absolute and common stay as they are,
-// other values must name sections of the same name.
-func (e *elfFile) sameSymSection(o *elfFile, addr uint64) (bool, string) {
-	entry := addr - (addr-e.dynsym.Addr)%24 + 6
-	read := func(f *elfFile) (uint16, error) {
-		var b [2]byte
-		s := f.dynsym
-		if s == nil || entry < s.Addr || entry+2 > s.Addr+s.Size {
-			return 0, errors.New("no .dynsym entry")
-		}
-		if _, err := f.r.ReadAt(b[:], int64(s.Offset+entry-s.Addr)); err != nil {
-			return 0, err
-		}
-		return binary.LittleEndian.Uint16(b[:]), nil
-	}
-	x, err1 := read(e)
-	y, err2 := read(o)
-	if err1 != nil || err2 != nil {
-		return false, "a .dynsym entry could not be read"
-	}
-	name := func(f *elfFile, i uint16) string {
-		if i == 0 || i >= uint16(elf.SHN_LORESERVE) || int(i) >= len(f.f.Sections) {
-			return fmt.Sprintf("#%d", i)
-		}
-		return f.f.Sections[i].Name
-	}
-	if a, b := name(e, x), name(o, y); a != b {
-		return false, fmt.Sprintf("a dynamic symbol is in section %s in the installed file and %s in the rebuild", a, b)
-	}
-	return true, ""
 }
 
 // mask is a small set of address ranges allowed to differ.

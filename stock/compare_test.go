@@ -2,6 +2,7 @@ package stock
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,5 +150,36 @@ func TestCompareEmptySectionAlignment(t *testing.T) {
 	var nr *NotReproducibleError
 	if !errors.As(err, &nr) {
 		t.Fatalf("Compare = %v, want a *NotReproducibleError (the writable segment differs in size)", err)
+	}
+}
+
+// Executables carry an 8-aligned .note.gnu.property before the build-id;
+// the build-id must still be found (Debian's /usr/sbin/unbound has both).
+func TestCompareExecutableNotes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "main.c")
+	if err := os.WriteFile(src, []byte("#include <stdio.h>\nlong n = 1;\nint main(void) { printf(\"%ld\\n\", n); return 0; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := func(name string, extra ...string) string {
+		out := filepath.Join(dir, name)
+		args := append([]string{"-O2", "-fcf-protection", "-Wl,--build-id", "-o", out, src}, extra...)
+		if msg, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, msg)
+		}
+		return out
+	}
+	installed := strip(t, build("built"), filepath.Join(dir, "installed"))
+	proof, err := Compare(installed, build("rebuilt", "-Wl,--emit-relocs"))
+	if err != nil {
+		t.Fatalf("Compare: %v", err)
+	}
+	id, err := exec.Command("readelf", "-n", installed).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(id), fmt.Sprintf("%x", proof.InstalledBuildID)) || len(proof.InstalledBuildID) == 0 {
+		t.Errorf("build-id %x is not the one readelf shows:\n%s", proof.InstalledBuildID, id)
 	}
 }
