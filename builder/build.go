@@ -88,6 +88,21 @@ type builder struct {
 	textOff map[*symbol]uint64 // fixed function -> offset in Text
 	roOff   map[uint64]uint64  // fixed chunk start -> offset in ROData
 	dataOff map[*symbol]uint64 // fixed new object -> offset in Data or BSS
+	anonOff map[uint64]anonCopy // fixed unnamed writable chunk -> its copy in Data or BSS
+
+	// Comparison of data chunks (see sameChunk).
+	chunkMemo map[chunkPair]bool
+	chunkBusy map[chunkPair]bool
+	chunkTrue []chunkPair
+
+	// Unnamed writable chunks: fixed start -> original start, learnt from
+	// the references of paired functions; 0 when two candidates conflict.
+	anonPair map[uint64]uint64
+}
+
+type anonCopy struct {
+	sec patch.Section
+	off uint64
 }
 
 var cloneNumber = regexp.MustCompile(`\.(constprop|isra|part|cold|lto_priv|localalias)\.[0-9]+|\.[0-9]+$`)
@@ -218,7 +233,7 @@ func (b *builder) sameFunc(o, f *symbol) (bool, error) {
 	}
 	bo, _ := b.orig.bytesAt(o.addr, o.size)
 	bf, _ := b.fixed.bytesAt(f.addr, f.size)
-	return b.sameFields(bo, bf, fo, ff, f.display(), 0)
+	return b.sameFields(bo, bf, fo, ff, f.display())
 }
 
 // checkData refuses changes to existing data: its initial value, size or
@@ -251,7 +266,7 @@ func (b *builder) checkData() error {
 		if err != nil {
 			return err
 		}
-		same, err := b.sameFields(bo, bf, fo, ff, f.display(), 0)
+		same, err := b.sameFields(bo, bf, fo, ff, f.display())
 		if err != nil {
 			return err
 		}
@@ -436,6 +451,8 @@ func (b *builder) target(r ref, from string) (patch.RelocTarget, error) {
 			}
 		}
 		return patch.RelocTarget{}, &UnsupportedError{Function: from, Reason: "reference to symbol " + r.sym.display() + " that the original lacks"}
+	case refAnon:
+		return b.anonTarget(r, from)
 	case refIndirect:
 		t, err := b.target(*r.inner, from)
 		t.Indirect = true
@@ -444,7 +461,7 @@ func (b *builder) target(r ref, from string) (patch.RelocTarget, error) {
 		if r.sym != nil {
 			if o := b.corr[r.sym]; o != nil {
 				ro := ref{kind: refRO, sym: o, start: o.addr, end: o.addr + o.size, off: r.off}
-				if same, err := b.sameROData(ro, r, 0); err != nil {
+				if same, err := b.sameROData(ro, r); err != nil {
 					return patch.RelocTarget{}, err
 				} else if same {
 					return patch.RelocTarget{Kind: patch.InModule, Addr: o.addr + uint64(r.off)}, nil
@@ -513,7 +530,7 @@ func (b *builder) sameRelative(od, d *dynReloc) bool {
 	if err != nil {
 		return false
 	}
-	ok, _ := b.equivalent(ro, rf, 1)
+	ok, _ := b.equivalent(ro, rf)
 	return ok
 }
 
