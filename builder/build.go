@@ -85,9 +85,9 @@ type builder struct {
 	added   map[*symbol]bool // fixed functions absent from the original
 
 	out     *patch.Patch
-	textOff map[*symbol]uint64 // fixed function -> offset in Text
-	roOff   map[uint64]uint64  // fixed chunk start -> offset in ROData
-	dataOff map[*symbol]uint64 // fixed new object -> offset in Data or BSS
+	textOff map[*symbol]uint64  // fixed function -> offset in Text
+	roOff   map[uint64]uint64   // fixed chunk start -> offset in ROData
+	dataOff map[*symbol]uint64  // fixed new object -> offset in Data or BSS
 	anonOff map[uint64]anonCopy // fixed unnamed writable chunk -> its copy in Data or BSS
 
 	// Comparison of data chunks (see sameChunk).

@@ -13,8 +13,8 @@ import (
 // insn is the position of one decoded instruction within a function.
 type insn struct {
 	off, len int
-	pcrel    int // width of a PC-relative field (0 if none)
-	pcrelOff int // offset of that field within the instruction
+	pcrel    int  // width of a PC-relative field (0 if none)
+	pcrelOff int  // offset of that field within the instruction
 	indexed  bool // a memory operand with an index register (sym-8(,%rdx,8))
 }
 

@@ -31,10 +31,10 @@ type ref struct {
 	kind       refKind
 	sym        *symbol
 	off        int64
-	start, end uint64 // refRO, refAnon
+	start, end uint64   // refRO, refAnon
 	sec        *section // refAnon
-	name, ver  string // refExt
-	indirect   bool   // refExt: via a GOT slot
+	name, ver  string   // refExt
+	indirect   bool     // refExt: via a GOT slot
 	dyn        *dynReloc
 	inner      *ref
 }
