@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"debug/elf"
 	"fmt"
@@ -38,7 +37,9 @@ func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
 		return nil, &InputError{Path: fixed, Reason: fmt.Sprintf("is a %v but the original is a %v; build both the same way", f.typ, o.typ)}
 	}
 	b := &builder{orig: o, fixed: f, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
-	b.pair()
+	if err := b.pair(); err != nil {
+		return nil, err
+	}
 	if err := b.checkData(); err != nil {
 		return nil, err
 	}
@@ -113,9 +114,13 @@ func normalKey(key string) string { return cloneNumber.ReplaceAllString(key, ".$
 
 // pair matches the functions and objects of the fixed build with those of
 // the original: by identity first, then by name without clone numbers when
-// that is unambiguous on both sides.
-func (b *builder) pair() {
-	pairList := func(fixed, orig []*symbol) {
+// that is unambiguous on both sides, then statics by name alone, whatever
+// their source file is called (a fix that renamed counter.c to
+// counter-fixed.c keeps the live static counter), again only when that is
+// unambiguous. A writable static that could be one of several is refused:
+// a fresh copy would silently restart its state.
+func (b *builder) pair() error {
+	pairList := func(fixed, orig []*symbol) error {
 		used := map[*symbol]bool{}
 		var rest []*symbol
 		for _, s := range fixed {
@@ -136,15 +141,56 @@ func (b *builder) pair() {
 		for _, s := range rest {
 			restNorm[normalKey(s.key)]++
 		}
+		var rest2 []*symbol
 		for _, s := range rest {
 			k := normalKey(s.key)
 			if c := byNorm[k]; len(c) == 1 && restNorm[k] == 1 && kindOf(c[0]) == kindOf(s) {
 				b.corr[s] = c[0]
+				used[c[0]] = true
+			} else {
+				rest2 = append(rest2, s)
 			}
 		}
+		// Statics of a renamed source file: by name alone.
+		byName := map[string][]*symbol{}
+		for _, o := range orig {
+			if !used[o] && o.file != "" {
+				byName[normalKey(o.name)] = append(byName[normalKey(o.name)], o)
+			}
+		}
+		restName := map[string]int{}
+		for _, s := range rest2 {
+			if s.file != "" {
+				restName[normalKey(s.name)]++
+			}
+		}
+		for _, s := range rest2 {
+			if s.file == "" {
+				continue
+			}
+			k := normalKey(s.name)
+			c := byName[k]
+			switch {
+			case len(c) == 1 && restName[k] == 1 && kindOf(c[0]) == kindOf(s) && c[0].typ == s.typ:
+				b.corr[s] = c[0]
+				used[c[0]] = true
+			case len(c) > 0 && (kindOf(s) == secData || kindOf(s) == secBSS):
+				var where []string
+				for _, o := range c {
+					where = append(where, o.display())
+				}
+				sort.Strings(where)
+				return &DataChangeError{Object: s.display(), Reason: fmt.Sprintf(
+					"is a static with no counterpart in the same source file, and the original has %d of that name (%s) that it could be; rename the source file back or give the static a unique name",
+					len(c), strings.Join(where, ", "))}
+			}
+		}
+		return nil
 	}
-	pairList(b.fixed.funcs, b.orig.funcs)
-	pairList(b.fixed.objects, b.orig.objects)
+	if err := pairList(b.fixed.funcs, b.orig.funcs); err != nil {
+		return err
+	}
+	return pairList(b.fixed.objects, b.orig.objects)
 }
 
 func kindOf(s *symbol) secKind {
@@ -194,13 +240,16 @@ func (b *builder) diff() error {
 		}
 		ff, _ := b.codeFields(b.fixed, f)
 		for _, fl := range ff {
-			if r, err := b.fixed.refOf(fl, f.display()); err == nil && r.kind == refFunc && r.off != 0 && r.sym != f {
+			// A cold part is entered only from its parent, at any offset:
+			// the parent must move with it, or the new part is never run.
+			if r, err := b.fixed.refOf(fl, f.display()); err == nil && r.kind == refFunc && (r.off != 0 || isCold(r.sym.name)) && r.sym != f {
 				midRefs[r.sym] = append(midRefs[r.sym], f)
 			}
 		}
 	}
 	// A function that jumps into the middle of a changed one (a .cold part
-	// going back to its parent) would land in old code: it changes too.
+	// going back to its parent) would land in old code: it changes too. So
+	// does the parent of a changed .cold part, which is not redirected.
 	work := make([]*symbol, 0, len(b.changed))
 	for f := range b.changed {
 		work = append(work, f)
@@ -297,9 +346,23 @@ func (b *builder) checkTLS() error {
 			return &DataChangeError{Object: f.display(), Reason: "thread-local layout changed"}
 		}
 	}
+	// The initial image compares like other data, modulo relocations: a
+	// pointer to a string literal that moved with .rodata is unchanged.
 	ro, _ := b.orig.bytesAt(to.Vaddr, to.Filesz)
 	rf, _ := b.fixed.bytesAt(tf.Vaddr, tf.Filesz)
-	if !bytes.Equal(ro, rf) {
+	fo, err := b.orig.dataFields(to.Vaddr, to.Vaddr+to.Filesz, "thread-local storage")
+	if err != nil {
+		return err
+	}
+	ff, err := b.fixed.dataFields(tf.Vaddr, tf.Vaddr+tf.Filesz, "thread-local storage")
+	if err != nil {
+		return err
+	}
+	same, err := b.sameFields(ro, rf, fo, ff, "thread-local storage")
+	if err != nil {
+		return err
+	}
+	if !same {
 		return &DataChangeError{Object: "thread-local storage", Reason: "initial value of a thread-local variable changed"}
 	}
 	return nil

@@ -24,7 +24,9 @@ func roundTrip(orig, fixed string, p *patch.Patch) error {
 		return err
 	}
 	b := &builder{orig: o, fixed: f, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
-	b.pair()
+	if err := b.pair(); err != nil {
+		return err
+	}
 	inv := map[*symbol]*symbol{}
 	for fs, os := range b.corr {
 		inv[os] = fs
