@@ -1,0 +1,67 @@
+package builder
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// TestIdentityVariants builds the fixtures of the builder's identity
+// problems (unnamed data, renamed files, cold parts, thread-local pointers)
+// under PIE, -no-pie and with -g: each must give what its fixture states,
+// at every setting, and round-trip. local_array's patch holds twice alone
+// and stays small: its unnamed template (in .data under PIE, in .rodata
+// reached by absolute relocations under -no-pie) must neither pull name_of
+// in nor glue unrelated literals into one chunk.
+func TestIdentityVariants(t *testing.T) {
+	subjects := []string{"local_array", "static_rename", "cold_only", "tls_pointer"}
+	variants := []fixture.Flags{
+		{Opt: "-O2"}, {Opt: "-O2", NoPIE: true}, {Opt: "-O2", Debug: true},
+		{Opt: "-O2", NoPIE: true, Debug: true}, {Opt: "-O3"}, {Opt: "-O3", NoPIE: true},
+	}
+	for _, name := range subjects {
+		fx, err := fixture.Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range variants {
+			if fx.Spec.Target == fixture.TargetLib && v.NoPIE {
+				continue
+			}
+			fl := fx.DefaultFlags()
+			fl.Opt, fl.NoPIE, fl.Debug = v.Opt, v.NoPIE, v.Debug
+			label := strings.TrimPrefix(v.Opt, "-")
+			if v.NoPIE {
+				label += "-nopie"
+			}
+			if v.Debug {
+				label += "-g"
+			}
+			t.Run(name+"/"+label, func(t *testing.T) {
+				t.Parallel()
+				orig, fixed := buildPair(t, fx, fl)
+				p, err := Build(orig.Target, fixed.Target, Options{ID: "id-" + name})
+				checkOutcome(t, fx, orig.Target, fixed.Target, p, err)
+				if p == nil || name != "local_array" {
+					return
+				}
+				if replaced, added := patchNames(p); len(replaced) != 1 || len(added) != 0 {
+					t.Errorf("patch replaces %v and adds %v; want twice alone", replaced, added)
+				}
+				key, _, err := patch.GenerateKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, err := patch.Sign(p, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(data) > 1200 {
+					t.Errorf("patch file is %d bytes, want about 1 KB for one small function", len(data))
+				}
+			})
+		}
+	}
+}
