@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -63,5 +64,31 @@ func TestIdentityVariants(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestIdentityShapes builds testdata/identity, where only changed() differs,
+// under PIE and -no-pie: self-referring const data, an offset-base operand,
+// aliased const tables and tail-merged strings must not make any other
+// function look changed.
+func TestIdentityShapes(t *testing.T) {
+	for _, extra := range [][]string{nil, {"-fno-pie", "-no-pie"}, {"-g"}, {"-O3", "-fno-pie", "-no-pie"}} {
+		t.Run(strings.Join(append([]string{"default"}, extra...), ""), func(t *testing.T) {
+			t.Parallel()
+			orig, fixed, err := fixture.CompilePair("ident", "testdata/identity", "ident.c", extra...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := Build(orig, fixed, Options{})
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			if replaced, added := patchNames(p); !slices.Equal(replaced, []string{"changed"}) || len(added) != 0 {
+				t.Errorf("patch replaces %v and adds %v; want changed alone", replaced, added)
+			}
+			if err := roundTrip(orig, fixed, p); err != nil {
+				t.Errorf("round trip: %v", err)
+			}
+		})
 	}
 }
