@@ -180,8 +180,8 @@ func (b *builder) pair() error {
 					where = append(where, o.display())
 				}
 				sort.Strings(where)
-				return &DataChangeError{Object: s.display(), Reason: fmt.Sprintf(
-					"is a static with no counterpart in the same source file, and the original has %d of that name (%s) that it could be; rename the source file back or give the static a unique name",
+				return &UnsupportedError{Function: s.display(), Reason: fmt.Sprintf(
+					"a static with no counterpart in its source file, and the original has %d of that name (%s): which one it continues cannot be told; rename the source file back or give the static a unique name",
 					len(c), strings.Join(where, ", "))}
 			}
 		}

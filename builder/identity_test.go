@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -90,5 +91,29 @@ func TestIdentityShapes(t *testing.T) {
 				t.Errorf("round trip: %v", err)
 			}
 		})
+	}
+}
+
+// TestRenameAmbiguous: a fix that renamed two files that each hold a static
+// count cannot tell which count is which: the build is refused, naming the
+// object, rather than either guessing or silently giving the patch fresh
+// zeroed copies.
+func TestRenameAmbiguous(t *testing.T) {
+	dir := "testdata/rename/"
+	orig, err := fixture.Compile("rename-orig", []string{dir + "orig/main.c", dir + "orig/a.c", dir + "orig/b.c"}, fixture.PatchFlags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := fixture.Compile("rename-fixed", []string{dir + "fixed/main.c", dir + "fixed/a-fixed.c", dir + "fixed/b-fixed.c"}, fixture.PatchFlags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Build(orig, fixed, Options{})
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "count") || !strings.Contains(err.Error(), "a.c:count") {
+		t.Fatalf("Build: %v; want an UnsupportedError naming count and its candidates", err)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error is not one line: %q", err)
 	}
 }
