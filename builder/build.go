@@ -400,6 +400,9 @@ func (b *builder) emit() (*patch.Patch, error) {
 	}
 	sort.Slice(replaced, func(i, j int) bool { return b.corr[replaced[i]].addr < b.corr[replaced[j]].addr })
 	sort.Slice(added, func(i, j int) bool { return added[i].key < added[j].key })
+	if err := b.checkEH(append(append([]*symbol{}, replaced...), added...)); err != nil {
+		return nil, err
+	}
 
 	oldIncluded := map[*symbol]bool{}
 	for _, f := range append(replaced, added...) {

@@ -117,3 +117,18 @@ func TestRenameAmbiguous(t *testing.T) {
 		t.Errorf("error is not one line: %q", err)
 	}
 }
+
+// TestCxxThrowRefused: a changed C++ function that throws, though it has no
+// handler of its own, is refused with the reason: the runtime could not
+// unwind the new code.
+func TestCxxThrowRefused(t *testing.T) {
+	orig, fixed, err := fixture.CompilePair("cxxthrow", "testdata/cxxthrow", "throw.cc", "-Wl,--no-as-needed", "-lstdc++")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Build(orig, fixed, Options{})
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "check") || !strings.Contains(err.Error(), "__cxa_throw") {
+		t.Fatalf("Build: %v; want an UnsupportedError naming check and __cxa_throw", err)
+	}
+}

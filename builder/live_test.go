@@ -1,6 +1,8 @@
 package builder
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/hotpatch/hotpatch/engine"
@@ -93,5 +95,30 @@ func TestLiveIdentity(t *testing.T) {
 				probe(tt.after)
 			})
 		}
+	}
+}
+
+// TestLiveCxxRefused: the C++ handler change of cxx_eh is refused at build
+// time with its reason, and the running original, which already threw and
+// caught, goes on answering as before: nothing reached it.
+func TestLiveCxxRefused(t *testing.T) {
+	fx, err := fixture.Load("cxx_eh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, fixed := buildPair(t, fx, fx.DefaultFlags())
+	proc := fixture.Start(t, orig.Program)
+	for i, pr := range fx.Spec.Probes[:2] {
+		if got, err := proc.Probe(pr.Input); err != nil || got != pr.Orig {
+			t.Fatalf("probe %d: %q, %v; want %q", i, got, err, pr.Orig)
+		}
+	}
+	_, err = Build(orig.Target, fixed.Target, Options{})
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "outer") || !strings.Contains(err.Error(), "exception") {
+		t.Fatalf("Build: %v; want a refusal naming outer and its exception handling", err)
+	}
+	if got, err := proc.Probe("run 5"); err != nil || got != "3 caught in lib v1 5, then caught in main" {
+		t.Errorf("after the refusal: %q, %v", got, err)
 	}
 }
