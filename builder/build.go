@@ -20,6 +20,13 @@ type Options struct {
 	CVEs        []string
 	Severity    patch.Severity
 	Description string
+
+	// IncludeLineChanges carries functions whose only difference is a line
+	// number (__LINE__) or a build stamp (__DATE__, __TIME__), which are
+	// left out by default (see lines.go).
+	IncludeLineChanges bool
+	// Report, if set, receives what the build left out and why.
+	Report *Report
 }
 
 // Build diffs the original and the fixed build of one module and returns the
@@ -36,7 +43,7 @@ func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
 	if o.typ != f.typ {
 		return nil, &InputError{Path: fixed, Reason: fmt.Sprintf("is a %v but the original is a %v; build both the same way", f.typ, o.typ)}
 	}
-	b := &builder{orig: o, fixed: f, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
+	b := &builder{orig: o, fixed: f, opts: opts, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
 	if err := b.pair(); err != nil {
 		return nil, err
 	}
@@ -46,8 +53,11 @@ func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
 	if err := b.diff(); err != nil {
 		return nil, err
 	}
+	if opts.Report != nil {
+		opts.Report.LeftOut = b.leftOut
+	}
 	if len(b.changed) == 0 && len(b.added) == 0 {
-		return nil, ErrNoChange
+		return nil, b.noChange()
 	}
 	p, err := b.emit()
 	if err != nil {
@@ -78,6 +88,8 @@ func sanitizeID(s string) string {
 
 type builder struct {
 	orig, fixed *module
+	opts        Options
+	leftOut     []LeftOut // functions that differ only in line numbers or stamps
 	corr        map[*symbol]*symbol // fixed function or object -> original
 	fields      map[*symbol][]field // code fields per function, either module
 	loose       map[*symbol]error   // functions with references that lack relocations
@@ -235,8 +247,12 @@ func (b *builder) diff() error {
 			return err
 		}
 		if !same {
-			b.changed[f] = true
-			continue
+			if ok, why := b.lineOnly(o, f); ok && !b.opts.IncludeLineChanges {
+				b.leftOut = append(b.leftOut, LeftOut{Function: f.display(), Reason: "only line numbers or build stamps changed (" + why + ")"})
+			} else {
+				b.changed[f] = true
+				continue
+			}
 		}
 		ff, _ := b.codeFields(b.fixed, f)
 		for _, fl := range ff {

@@ -132,3 +132,74 @@ func TestCxxThrowRefused(t *testing.T) {
 		t.Fatalf("Build: %v; want an UnsupportedError naming check and __cxa_throw", err)
 	}
 }
+
+// TestLineNumbersLeftOut: functions that differ only in a __LINE__ (an
+// assert, a log line with "file.c:N") or a __DATE__/__TIME__ stamp are left
+// out of the patch and reported; IncludeLineChanges carries them. A changed
+// constant that is not a line number (twice's limit in local_array, say)
+// is never taken for one: that is checked by every other fixture.
+func TestLineNumbersLeftOut(t *testing.T) {
+	fx, err := fixture.Load("line_number")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fl := range []fixture.Flags{{Opt: "-O2"}, {Opt: "-O2", NoPIE: true}, {Opt: "-O2", Debug: true}, {Opt: "-O0"}} {
+		t.Run(fl.Opt+map[bool]string{true: "-nopie"}[fl.NoPIE]+map[bool]string{true: "-g"}[fl.Debug], func(t *testing.T) {
+			t.Parallel()
+			f := fx.DefaultFlags()
+			f.Opt, f.NoPIE, f.Debug = fl.Opt, fl.NoPIE, fl.Debug
+			orig, fixed := buildPair(t, fx, f)
+			var rep Report
+			p, err := Build(orig.Target, fixed.Target, Options{Report: &rep})
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			replaced, added := patchNames(p)
+			if !slices.Equal(replaced, []string{"check_slot"}) || len(added) != 0 {
+				t.Errorf("patch replaces %v, adds %v; want check_slot alone", replaced, added)
+			}
+			var left []string
+			for _, l := range rep.LeftOut {
+				left = append(left, l.Function)
+				if !strings.Contains(l.Reason, "line") && !strings.Contains(l.Reason, "stamp") {
+					t.Errorf("%s left out for %q", l.Function, l.Reason)
+				}
+			}
+			for _, want := range []string{"main.c:get_slot", "main.c:version"} {
+				if !slices.Contains(left, want) {
+					t.Errorf("%s not reported as left out; left out: %v", want, rep.LeftOut)
+				}
+			}
+			p, err = Build(orig.Target, fixed.Target, Options{IncludeLineChanges: true})
+			if err != nil {
+				t.Fatalf("Build with IncludeLineChanges: %v", err)
+			}
+			replaced, _ = patchNames(p)
+			for _, want := range []string{"check_slot", "get_slot", "version"} {
+				if !slices.Contains(replaced, want) {
+					t.Errorf("IncludeLineChanges: %s not replaced; replaced %v", want, replaced)
+				}
+			}
+		})
+	}
+}
+
+// TestLimitIsNotALine: a changed constant passed in the call that also
+// gets __FILE__ and __LINE__, but not in the line's position, is a real
+// change: the function stays in the patch.
+func TestLimitIsNotALine(t *testing.T) {
+	for _, extra := range [][]string{nil, {"-O0"}, {"-fno-pie", "-no-pie"}} {
+		orig, fixed, err := fixture.CompilePair("limit", "testdata/lines", "limit.c", extra...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep Report
+		p, err := Build(orig, fixed, Options{Report: &rep})
+		if err != nil {
+			t.Fatalf("%v: Build: %v", extra, err)
+		}
+		if replaced, _ := patchNames(p); !slices.Contains(replaced, "limited") || len(rep.LeftOut) != 0 {
+			t.Errorf("%v: replaced %v, left out %v; want limited replaced and nothing left out", extra, replaced, rep.LeftOut)
+		}
+	}
+}

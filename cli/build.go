@@ -28,7 +28,9 @@ Both builds must come from the same compiler with the same flags, plus
 (executables, PIE or not, and shared libraries; any -O level; -g optional).
 Changes that cannot be applied to a live process — a changed initial value,
 size or layout of existing data, or no changed function at all — are refused
-with a reason that names the object.`,
+with a reason that names the object. Functions whose only difference is a
+line number (__LINE__ in an assert or a log line) or a build stamp
+(__DATE__, __TIME__) are left out, and listed as such.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for flag, v := range map[string]string{"--original": orig, "--patched": fixed, "--key": keyPath, "-o": out} {
 				if v == "" {
@@ -46,6 +48,8 @@ with a reason that names the object.`,
 			if err != nil {
 				return err
 			}
+			var report builder.Report
+			opts.Report = &report
 			p, err := builder.Build(orig, fixed, opts)
 			if err != nil {
 				return err
@@ -67,6 +71,9 @@ with a reason that names the object.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes): patch %s for %s, %d function(s) replaced, %d new, %d relocation(s), signed by %s\n",
 				out, len(data), p.ID, p.Target.Name, replaced, added, len(p.Relocs), patch.KeyID(p.Signer))
+			for _, l := range report.LeftOut {
+				fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s (--include-line-changes carries it)\n", l.Function, l.Reason)
+			}
 			return nil
 		},
 	}
@@ -80,6 +87,7 @@ with a reason that names the object.`,
 	f.StringArrayVar(&opts.CVEs, "cve", nil, "CVE id the patch fixes (repeatable)")
 	f.StringVar(&opts.Description, "description", "", "what the patch fixes")
 	f.StringVar(&severity, "severity", "", "low, medium, high or critical")
+	f.BoolVar(&opts.IncludeLineChanges, "include-line-changes", false, "also carry functions that differ only in __LINE__ numbers or __DATE__/__TIME__ stamps (left out by default)")
 	return cmd
 }
 
