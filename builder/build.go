@@ -89,7 +89,7 @@ func sanitizeID(s string) string {
 type builder struct {
 	orig, fixed *module
 	opts        Options
-	leftOut     []LeftOut // functions that differ only in line numbers or stamps
+	leftOut     []LeftOut           // functions that differ only in line numbers or stamps
 	corr        map[*symbol]*symbol // fixed function or object -> original
 	fields      map[*symbol][]field // code fields per function, either module
 	loose       map[*symbol]error   // functions with references that lack relocations
