@@ -63,6 +63,7 @@ func (b *builder) anonCandidates(r ref) ([]uint64, error) {
 // carried in the patch.
 func (b *builder) anonTarget(r ref, from string) (patch.RelocTarget, error) {
 	if os, ok := b.anonPair[r.start]; ok && os != 0 {
+		b.noteBound(r, os)
 		return patch.RelocTarget{Kind: patch.InModule, Addr: os + uint64(r.off)}, nil
 	}
 	cands, err := b.anonCandidates(r)
@@ -71,6 +72,7 @@ func (b *builder) anonTarget(r ref, from string) (patch.RelocTarget, error) {
 	}
 	switch len(cands) {
 	case 1:
+		b.noteBound(r, cands[0])
 		return patch.RelocTarget{Kind: patch.InModule, Addr: cands[0] + uint64(r.off)}, nil
 	case 0:
 		return b.carryAnon(r, from)
@@ -78,6 +80,15 @@ func (b *builder) anonTarget(r ref, from string) (patch.RelocTarget, error) {
 	return patch.RelocTarget{}, &UnsupportedError{Function: from, Reason: fmt.Sprintf(
 		"unnamed writable data at %s+%#x (%d bytes) matches %d places in the original, which cannot be told apart; give the object a name (a static variable)",
 		r.sec.name, r.start-r.sec.addr, r.end-r.start, len(cands))}
+}
+
+// noteBound records which original chunk a fixed chunk was bound to (for
+// the tests' round trip).
+func (b *builder) noteBound(r ref, os uint64) {
+	if b.anonBound == nil {
+		b.anonBound = map[uint64][2]uint64{}
+	}
+	b.anonBound[r.start] = [2]uint64{os, r.end - r.start}
 }
 
 // carryAnon copies an unnamed writable chunk that the original lacks into

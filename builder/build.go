@@ -110,7 +110,8 @@ type builder struct {
 
 	// Unnamed writable chunks: fixed start -> original start, learnt from
 	// the references of paired functions; 0 when two candidates conflict.
-	anonPair map[uint64]uint64
+	anonPair  map[uint64]uint64
+	anonBound map[uint64][2]uint64 // fixed chunk start -> original start and size it was bound to
 }
 
 type anonCopy struct {

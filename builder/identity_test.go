@@ -203,3 +203,28 @@ func TestLimitIsNotALine(t *testing.T) {
 		}
 	}
 }
+
+// TestAnonBinding: a changed function that copies a local array template
+// kept as unnamed data goes on using the original's template (PIE: bound to
+// the original's .data, no copy carried) and round-trips.
+func TestAnonBinding(t *testing.T) {
+	for _, extra := range [][]string{nil, {"-fno-pie", "-no-pie"}} {
+		orig, fixed, err := fixture.CompilePair("anon", "testdata/anon", "anon.c", extra...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Build(orig, fixed, Options{})
+		if err != nil {
+			t.Fatalf("%v: Build: %v", extra, err)
+		}
+		if replaced, added := patchNames(p); !slices.Equal(replaced, []string{"name_of"}) || len(added) != 0 {
+			t.Errorf("%v: patch replaces %v and adds %v; want name_of alone", extra, replaced, added)
+		}
+		if len(p.Data) != 0 || p.BSSSize != 0 {
+			t.Errorf("%v: patch carries %d bytes of data and %d of bss; want the original's template used", extra, len(p.Data), p.BSSSize)
+		}
+		if err := roundTrip(orig, fixed, p); err != nil {
+			t.Errorf("%v: round trip: %v", extra, err)
+		}
+	}
+}
