@@ -9,7 +9,10 @@
  *   f1, f2, f3: three identical static const tables that gcc merges into
  *         one object with three names (t.0, t.1, t.2 at one address);
  *   tag:  a string literal that is the tail of another ("ring" in
- *         "a ring"), followed by a table of pointers to strings.
+ *         "a ring"), followed by a table of pointers to strings;
+ *   greet: a writable table of pointers to string literals, whose initial
+ *         value must compare equal although the fix adds a literal and
+ *         .rodata moves.
  */
 #include <stdio.h>
 
@@ -25,6 +28,7 @@ static const struct node a0 = {&a1, 0}, a1 = {&a2, 1}, a2 = {&a3, 2}, a3 = {&a4,
 			 a4 = {&a5, 4}, a5 = {&a6, 5}, a6 = {&a7, 6}, a7 = {&a8, 7},
 			 a8 = {&a9, 8}, a9 = {&a10, 9}, a10 = {&a11, 10}, a11 = {&a0, 11};
 
+static const char *greetings[] = {"hello", "bonjour", "hallo", "ciao"};
 static long other[3];
 static long tab[16];
 
@@ -66,16 +70,27 @@ NOINLINE const char *tag(int i)
 	return names[i & 3];
 }
 
+NOINLINE const char *greet(int i)
+{
+	const char *g = greetings[i & 3];
+	greetings[i & 3] = greetings[(i + 1) & 3];
+	return g;
+}
+
 __attribute__((noipa)) int changed(int i)
 {
-	return i > 100 ? 100 : i + 1;
+	if (i > 100) {
+		puts("clamped to 100");
+		return 100;
+	}
+	return i + 1;
 }
 
 int main(int argc, char **argv)
 {
 	other[1] = argc;
 	tab[3] = argc;
-	printf("%d %ld %d %d %d %s %d %s\n", walk(argc), get(argc), f1(argc), f2(argc), f3(argc),
-	       tag(argc), changed(argc), argv[0]);
+	printf("%d %ld %d %d %d %s %s %d %s\n", walk(argc), get(argc), f1(argc), f2(argc), f3(argc),
+	       tag(argc), greet(argc), changed(argc), argv[0]);
 	return 0;
 }
