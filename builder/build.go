@@ -337,6 +337,14 @@ func (b *builder) checkData() error {
 			return err
 		}
 		if !same {
+			if why, ok := b.stampsOnly(bo, bf, fo, ff); ok {
+				// The process keeps the original's value, as for any
+				// existing object: only a build stamp or a line number
+				// differs (whatever IncludeLineChanges says: data cannot
+				// be carried).
+				b.leftOut = append(b.leftOut, LeftOut{Function: f.display(), Reason: "initial value differs only in " + why + "; the running value is kept", Data: true})
+				continue
+			}
 			return &DataChangeError{Object: f.display(), Reason: "initial value changed"}
 		}
 	}

@@ -36,6 +36,9 @@ import (
 type LeftOut struct {
 	Function string // as in messages: "file.c:name" for statics
 	Reason   string // e.g. "only line numbers changed (__LINE__: 41 -> 44)"
+	// Data marks a data object (Function is then its name) whose initial
+	// value differs only in a stamp: the running value is kept, always.
+	Data bool
 }
 
 // Report receives what a build decided beyond the patch itself.
@@ -313,4 +316,47 @@ func (b *builder) noChange() error {
 		names = append(names, l.Function)
 	}
 	return fmt.Errorf("%w: %s differ only in line numbers or build stamps, which are left out; build with --include-line-changes to carry them", ErrNoChange, strings.Join(names, ", "))
+}
+
+// stampsOnly reports whether two initial values of a data object differ
+// only in pointers to string literals that differ only in build stamps or
+// line numbers.
+func (b *builder) stampsOnly(bo, bf []byte, fo, ff []field) (string, bool) {
+	if len(bo) != len(bf) || len(fo) != len(ff) {
+		return "", false
+	}
+	mo, mf := bytes.Clone(bo), bytes.Clone(bf)
+	var notes []string
+	for i := range ff {
+		if fo[i].off != ff[i].off || fo[i].typ != ff[i].typ || fo[i].keep != ff[i].keep || fo[i].ext != ff[i].ext {
+			return "", false
+		}
+		if ff[i].keep {
+			continue
+		}
+		n := min(ff[i].off+uint64(ff[i].typ.Size()), uint64(len(mf)))
+		clear(mo[fo[i].off:n])
+		clear(mf[ff[i].off:n])
+		ro, err1 := b.orig.refOf(fo[i], "stamp check")
+		rf, err2 := b.fixed.refOf(ff[i], "stamp check")
+		if err1 != nil || err2 != nil {
+			return "", false
+		}
+		if same, err := b.equivalent(ro, rf); err == nil && same {
+			continue
+		}
+		so, sf := b.orig.stringAt(ro), b.fixed.stringAt(rf)
+		if so == "" || sf == "" {
+			return "", false
+		}
+		note, ok := stampOrLine(so, sf)
+		if !ok {
+			return "", false
+		}
+		notes = append(notes, note)
+	}
+	if !bytes.Equal(mo, mf) || len(notes) == 0 {
+		return "", false
+	}
+	return strings.Join(notes, ", "), true
 }

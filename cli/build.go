@@ -72,7 +72,11 @@ line number (__LINE__ in an assert or a log line) or a build stamp
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes): patch %s for %s, %d function(s) replaced, %d new, %d relocation(s), signed by %s\n",
 				out, len(data), p.ID, p.Target.Name, replaced, added, len(p.Relocs), patch.KeyID(p.Signer))
 			for _, l := range report.LeftOut {
-				fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s (--include-line-changes carries it)\n", l.Function, l.Reason)
+				if l.Data {
+					fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s\n", l.Function, l.Reason)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s (--include-line-changes carries it)\n", l.Function, l.Reason)
+				}
 			}
 			return nil
 		},
