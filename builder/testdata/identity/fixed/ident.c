@@ -80,7 +80,7 @@ NOINLINE const char *greet(int i)
 __attribute__((noipa)) int changed(int i)
 {
 	if (i > 100) {
-		puts("clamped to 100");
+		puts("clamp B");
 		return 100;
 	}
 	return i + 1;

@@ -79,6 +79,8 @@ NOINLINE const char *greet(int i)
 
 __attribute__((noipa)) int changed(int i)
 {
+	if (i > 100)
+		puts("clamp A");
 	return i + 1;
 }
 
