@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"debug/elf"
 	"fmt"
@@ -21,6 +20,13 @@ type Options struct {
 	CVEs        []string
 	Severity    patch.Severity
 	Description string
+
+	// IncludeLineChanges carries functions whose only difference is a line
+	// number (__LINE__) or a build stamp (__DATE__, __TIME__), which are
+	// left out by default (see lines.go).
+	IncludeLineChanges bool
+	// Report, if set, receives what the build left out and why.
+	Report *Report
 }
 
 // Build diffs the original and the fixed build of one module and returns the
@@ -37,16 +43,21 @@ func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
 	if o.typ != f.typ {
 		return nil, &InputError{Path: fixed, Reason: fmt.Sprintf("is a %v but the original is a %v; build both the same way", f.typ, o.typ)}
 	}
-	b := &builder{orig: o, fixed: f, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
-	b.pair()
+	b := &builder{orig: o, fixed: f, opts: opts, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
+	if err := b.pair(); err != nil {
+		return nil, err
+	}
 	if err := b.checkData(); err != nil {
 		return nil, err
 	}
 	if err := b.diff(); err != nil {
 		return nil, err
 	}
+	if opts.Report != nil {
+		opts.Report.LeftOut = b.leftOut
+	}
 	if len(b.changed) == 0 && len(b.added) == 0 {
-		return nil, ErrNoChange
+		return nil, b.noChange()
 	}
 	p, err := b.emit()
 	if err != nil {
@@ -77,6 +88,8 @@ func sanitizeID(s string) string {
 
 type builder struct {
 	orig, fixed *module
+	opts        Options
+	leftOut     []LeftOut           // functions that differ only in line numbers or stamps
 	corr        map[*symbol]*symbol // fixed function or object -> original
 	fields      map[*symbol][]field // code fields per function, either module
 	loose       map[*symbol]error   // functions with references that lack relocations
@@ -85,9 +98,25 @@ type builder struct {
 	added   map[*symbol]bool // fixed functions absent from the original
 
 	out     *patch.Patch
-	textOff map[*symbol]uint64 // fixed function -> offset in Text
-	roOff   map[uint64]uint64  // fixed chunk start -> offset in ROData
-	dataOff map[*symbol]uint64 // fixed new object -> offset in Data or BSS
+	textOff map[*symbol]uint64  // fixed function -> offset in Text
+	roOff   map[uint64]uint64   // fixed chunk start -> offset in ROData
+	dataOff map[*symbol]uint64  // fixed new object -> offset in Data or BSS
+	anonOff map[uint64]anonCopy // fixed unnamed writable chunk -> its copy in Data or BSS
+
+	// Comparison of data chunks (see sameChunk).
+	chunkMemo map[chunkPair]bool
+	chunkBusy map[chunkPair]bool
+	chunkTrue []chunkPair
+
+	// Unnamed writable chunks: fixed start -> original start, learnt from
+	// the references of paired functions; 0 when two candidates conflict.
+	anonPair  map[uint64]uint64
+	anonBound map[uint64][2]uint64 // fixed chunk start -> original start and size it was bound to
+}
+
+type anonCopy struct {
+	sec patch.Section
+	off uint64
 }
 
 var cloneNumber = regexp.MustCompile(`\.(constprop|isra|part|cold|lto_priv|localalias)\.[0-9]+|\.[0-9]+$`)
@@ -98,9 +127,13 @@ func normalKey(key string) string { return cloneNumber.ReplaceAllString(key, ".$
 
 // pair matches the functions and objects of the fixed build with those of
 // the original: by identity first, then by name without clone numbers when
-// that is unambiguous on both sides.
-func (b *builder) pair() {
-	pairList := func(fixed, orig []*symbol) {
+// that is unambiguous on both sides, then statics by name alone, whatever
+// their source file is called (a fix that renamed counter.c to
+// counter-fixed.c keeps the live static counter), again only when that is
+// unambiguous. A writable static that could be one of several is refused:
+// a fresh copy would silently restart its state.
+func (b *builder) pair() error {
+	pairList := func(fixed, orig []*symbol) error {
 		used := map[*symbol]bool{}
 		var rest []*symbol
 		for _, s := range fixed {
@@ -121,15 +154,56 @@ func (b *builder) pair() {
 		for _, s := range rest {
 			restNorm[normalKey(s.key)]++
 		}
+		var rest2 []*symbol
 		for _, s := range rest {
 			k := normalKey(s.key)
 			if c := byNorm[k]; len(c) == 1 && restNorm[k] == 1 && kindOf(c[0]) == kindOf(s) {
 				b.corr[s] = c[0]
+				used[c[0]] = true
+			} else {
+				rest2 = append(rest2, s)
 			}
 		}
+		// Statics of a renamed source file: by name alone.
+		byName := map[string][]*symbol{}
+		for _, o := range orig {
+			if !used[o] && o.file != "" {
+				byName[normalKey(o.name)] = append(byName[normalKey(o.name)], o)
+			}
+		}
+		restName := map[string]int{}
+		for _, s := range rest2 {
+			if s.file != "" {
+				restName[normalKey(s.name)]++
+			}
+		}
+		for _, s := range rest2 {
+			if s.file == "" {
+				continue
+			}
+			k := normalKey(s.name)
+			c := byName[k]
+			switch {
+			case len(c) == 1 && restName[k] == 1 && kindOf(c[0]) == kindOf(s) && c[0].typ == s.typ:
+				b.corr[s] = c[0]
+				used[c[0]] = true
+			case len(c) > 0 && (kindOf(s) == secData || kindOf(s) == secBSS):
+				var where []string
+				for _, o := range c {
+					where = append(where, o.display())
+				}
+				sort.Strings(where)
+				return &UnsupportedError{Function: s.display(), Reason: fmt.Sprintf(
+					"a static with no counterpart in its source file, and the original has %d of that name (%s): which one it continues cannot be told; rename the source file back or give the static a unique name",
+					len(c), strings.Join(where, ", "))}
+			}
+		}
+		return nil
 	}
-	pairList(b.fixed.funcs, b.orig.funcs)
-	pairList(b.fixed.objects, b.orig.objects)
+	if err := pairList(b.fixed.funcs, b.orig.funcs); err != nil {
+		return err
+	}
+	return pairList(b.fixed.objects, b.orig.objects)
 }
 
 func kindOf(s *symbol) secKind {
@@ -174,18 +248,25 @@ func (b *builder) diff() error {
 			return err
 		}
 		if !same {
-			b.changed[f] = true
-			continue
+			if ok, why := b.lineOnly(o, f); ok && !b.opts.IncludeLineChanges {
+				b.leftOut = append(b.leftOut, LeftOut{Function: f.display(), Reason: "only line numbers or build stamps changed (" + why + ")"})
+			} else {
+				b.changed[f] = true
+				continue
+			}
 		}
 		ff, _ := b.codeFields(b.fixed, f)
 		for _, fl := range ff {
-			if r, err := b.fixed.refOf(fl, f.display()); err == nil && r.kind == refFunc && r.off != 0 && r.sym != f {
+			// A cold part is entered only from its parent, at any offset:
+			// the parent must move with it, or the new part is never run.
+			if r, err := b.fixed.refOf(fl, f.display()); err == nil && r.kind == refFunc && (r.off != 0 || isCold(r.sym.name)) && r.sym != f {
 				midRefs[r.sym] = append(midRefs[r.sym], f)
 			}
 		}
 	}
 	// A function that jumps into the middle of a changed one (a .cold part
-	// going back to its parent) would land in old code: it changes too.
+	// going back to its parent) would land in old code: it changes too. So
+	// does the parent of a changed .cold part, which is not redirected.
 	work := make([]*symbol, 0, len(b.changed))
 	for f := range b.changed {
 		work = append(work, f)
@@ -218,7 +299,7 @@ func (b *builder) sameFunc(o, f *symbol) (bool, error) {
 	}
 	bo, _ := b.orig.bytesAt(o.addr, o.size)
 	bf, _ := b.fixed.bytesAt(f.addr, f.size)
-	return b.sameFields(bo, bf, fo, ff, f.display(), 0)
+	return b.sameFields(bo, bf, fo, ff, f.display())
 }
 
 // checkData refuses changes to existing data: its initial value, size or
@@ -251,11 +332,19 @@ func (b *builder) checkData() error {
 		if err != nil {
 			return err
 		}
-		same, err := b.sameFields(bo, bf, fo, ff, f.display(), 0)
+		same, err := b.sameFields(bo, bf, fo, ff, f.display())
 		if err != nil {
 			return err
 		}
 		if !same {
+			if why, ok := b.stampsOnly(bo, bf, fo, ff); ok {
+				// The process keeps the original's value, as for any
+				// existing object: only a build stamp or a line number
+				// differs (whatever IncludeLineChanges says: data cannot
+				// be carried).
+				b.leftOut = append(b.leftOut, LeftOut{Function: f.display(), Reason: "initial value differs only in " + why + "; the running value is kept", Data: true})
+				continue
+			}
 			return &DataChangeError{Object: f.display(), Reason: "initial value changed"}
 		}
 	}
@@ -282,9 +371,23 @@ func (b *builder) checkTLS() error {
 			return &DataChangeError{Object: f.display(), Reason: "thread-local layout changed"}
 		}
 	}
+	// The initial image compares like other data, modulo relocations: a
+	// pointer to a string literal that moved with .rodata is unchanged.
 	ro, _ := b.orig.bytesAt(to.Vaddr, to.Filesz)
 	rf, _ := b.fixed.bytesAt(tf.Vaddr, tf.Filesz)
-	if !bytes.Equal(ro, rf) {
+	fo, err := b.orig.dataFields(to.Vaddr, to.Vaddr+to.Filesz, "thread-local storage")
+	if err != nil {
+		return err
+	}
+	ff, err := b.fixed.dataFields(tf.Vaddr, tf.Vaddr+tf.Filesz, "thread-local storage")
+	if err != nil {
+		return err
+	}
+	same, err := b.sameFields(ro, rf, fo, ff, "thread-local storage")
+	if err != nil {
+		return err
+	}
+	if !same {
 		return &DataChangeError{Object: "thread-local storage", Reason: "initial value of a thread-local variable changed"}
 	}
 	return nil
@@ -322,6 +425,9 @@ func (b *builder) emit() (*patch.Patch, error) {
 	}
 	sort.Slice(replaced, func(i, j int) bool { return b.corr[replaced[i]].addr < b.corr[replaced[j]].addr })
 	sort.Slice(added, func(i, j int) bool { return added[i].key < added[j].key })
+	if err := b.checkEH(append(append([]*symbol{}, replaced...), added...)); err != nil {
+		return nil, err
+	}
 
 	oldIncluded := map[*symbol]bool{}
 	for _, f := range append(replaced, added...) {
@@ -436,6 +542,8 @@ func (b *builder) target(r ref, from string) (patch.RelocTarget, error) {
 			}
 		}
 		return patch.RelocTarget{}, &UnsupportedError{Function: from, Reason: "reference to symbol " + r.sym.display() + " that the original lacks"}
+	case refAnon:
+		return b.anonTarget(r, from)
 	case refIndirect:
 		t, err := b.target(*r.inner, from)
 		t.Indirect = true
@@ -444,7 +552,7 @@ func (b *builder) target(r ref, from string) (patch.RelocTarget, error) {
 		if r.sym != nil {
 			if o := b.corr[r.sym]; o != nil {
 				ro := ref{kind: refRO, sym: o, start: o.addr, end: o.addr + o.size, off: r.off}
-				if same, err := b.sameROData(ro, r, 0); err != nil {
+				if same, err := b.sameROData(ro, r); err != nil {
 					return patch.RelocTarget{}, err
 				} else if same {
 					return patch.RelocTarget{Kind: patch.InModule, Addr: o.addr + uint64(r.off)}, nil
@@ -513,7 +621,7 @@ func (b *builder) sameRelative(od, d *dynReloc) bool {
 	if err != nil {
 		return false
 	}
-	ok, _ := b.equivalent(ro, rf, 1)
+	ok, _ := b.equivalent(ro, rf)
 	return ok
 }
 

@@ -20,17 +20,22 @@
 //  1. reads both files (symbols grouped by source file, emitted and dynamic
 //     relocations, sections) and decodes the instructions that carry
 //     relocations, to learn the exact address each one refers to;
-//  2. pairs the functions of both builds by name (static functions by source
-//     file and name; gcc clones like foo.constprop.0 even if their number
-//     changed);
+//  2. pairs the functions and objects of both builds by name (statics by
+//     source file and name, or by name alone when the file was renamed and
+//     that is unambiguous; gcc clones like foo.constprop.0 even if their
+//     number changed), and unnamed data by section and contents modulo
+//     relocations;
 //  3. compares each pair modulo relocations: same bytes outside relocated
 //     fields, and every relocated field refers to an equivalent place (the
 //     paired function at the same offset, the same global, read-only data with
 //     the same contents, the same external symbol). A function that jumps into
-//     the middle of a changed function is changed too;
+//     the middle of a changed function, or the parent of a changed .cold
+//     part, is changed too; a function that differs only in a __LINE__ or a
+//     build stamp is left out (and reported) unless asked for;
 //  4. refuses what cannot be patched live: a changed initial value, size or
 //     section of an existing global or static, a changed thread-local layout,
-//     a fix that changes no function;
+//     a static that cannot be paired unambiguously, C++ exception handling in
+//     changed code, a fix that changes no function;
 //  5. copies the code of changed and new functions, the read-only data they
 //     use that the original lacks (string literals, jump tables, changed const
 //     tables) and new writable data, and records each reference as a

@@ -14,8 +14,9 @@ import (
 // insn is the position of one decoded instruction within a function.
 type insn struct {
 	off, len int
-	pcrel    int // width of a PC-relative field (0 if none)
-	pcrelOff int // offset of that field within the instruction
+	pcrel    int  // width of a PC-relative field (0 if none)
+	pcrelOff int  // offset of that field within the instruction
+	indexed  bool // a memory operand with an index register (sym-8(,%rdx,8))
 }
 
 // decodeFunc decodes a function by linear sweep. gcc on x86-64 never puts
@@ -33,7 +34,13 @@ func decodeFunc(name string, code []byte) ([]insn, error) {
 		if err != nil {
 			return nil, &UnsupportedError{Function: name, Reason: fmt.Sprintf("cannot decode the instruction at offset %#x (% x): %v", off, code[off:min(off+8, len(code))], err)}
 		}
-		out = append(out, insn{off: off, len: in.Len, pcrel: in.PCRel, pcrelOff: in.PCRelOff})
+		ix := false
+		for _, a := range in.Args {
+			if mem, ok := a.(x86asm.Mem); ok && mem.Index != 0 {
+				ix = true
+			}
+		}
+		out = append(out, insn{off: off, len: in.Len, pcrel: in.PCRel, pcrelOff: in.PCRelOff, indexed: ix})
 		off += in.Len
 	}
 	return out, nil
@@ -67,6 +74,9 @@ type field struct {
 	keep   bool // a link-time constant (thread-local offset) kept as it is
 	tls    bool // keep depends on an unchanged thread-local layout
 	ext    bool // refers to an undefined (external) symbol
+	// indexed: the field is the displacement of a memory operand with an
+	// index register, which may point before the object it indexes.
+	indexed bool
 }
 
 func isTLSReloc(t elf.R_X86_64) bool {
@@ -119,6 +129,7 @@ func (m *module) codeFields(fn *symbol) (fields []field, loose, err error) {
 			return nil, nil, &UnsupportedError{Function: fn.display(), Reason: fmt.Sprintf("relocation at offset %#x is outside any instruction", off)}
 		}
 		covered[in.off] = true
+		f.indexed = in.indexed
 		end := uint64(in.off + in.len)
 		pcField := in.pcrel == 4 && in.off+in.pcrelOff == off
 		switch {

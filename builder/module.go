@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -90,7 +91,8 @@ type module struct {
 
 	funcs   []*symbol          // functions with a size, sorted by address
 	objects []*symbol          // data objects with a size, sorted by address
-	labels  []uint64           // addresses of every symbol in a data section, sorted (extent boundaries)
+	labels  []uint64           // chunk boundaries in data sections, sorted: every symbol's start and end, every section's bounds and every address a relocation refers to
+	hard    []uint64           // the subset of labels that symbols and sections make (a chunk never crosses one)
 	byKey   map[string]*symbol // functions and objects by identity
 
 	relocs []reloc              // emitted relocations in allocated sections, sorted by off
@@ -282,6 +284,9 @@ func (m *module) readSymbols(f *elf.File) error {
 		switch s.sec.kind {
 		case secROData, secData, secBSS, secTLS, secGOT, secOther:
 			m.labels = append(m.labels, s.addr)
+			if s.size > 0 {
+				m.labels = append(m.labels, s.addr+s.size)
+			}
 			if (s.typ == elf.STT_OBJECT || s.typ == elf.STT_TLS) && s.size > 0 {
 				m.objects = append(m.objects, s)
 			}
@@ -297,7 +302,8 @@ func (m *module) readSymbols(f *elf.File) error {
 	for _, s := range m.sections {
 		m.labels = append(m.labels, s.addr, s.addr+s.size)
 	}
-	sort.Slice(m.labels, func(i, j int) bool { return m.labels[i] < m.labels[j] })
+	slices.Sort(m.labels)
+	m.hard = slices.Compact(slices.Clone(m.labels))
 	return nil
 }
 
@@ -385,22 +391,34 @@ func (m *module) readRelocs(f *elf.File) error {
 		return &InputError{Path: m.path, Reason: "no emitted relocations; link both builds with -Wl,--emit-relocs (and compile with -ffunction-sections -fdata-sections)"}
 	}
 	sort.Slice(m.relocs, func(i, j int) bool { return m.relocs[i].off < m.relocs[j].off })
-	// Places that code refers to through a section symbol start a chunk of
-	// their own, like a jump table without a label. S+A+4 is exact for the
-	// instructions that take such addresses (lea, mov without immediate).
+	// Places that code or data refer to through a section symbol start a
+	// chunk of their own, like a jump table or a string literal without a
+	// label: PC-relative references from code (S+A+4 is exact for the
+	// instructions that take such addresses: lea, mov without immediate)
+	// and absolute ones from anywhere (S+A; non-PIE code and pointers in
+	// data). So unrelated literals never glue into one chunk.
 	for _, r := range m.relocs {
-		if r.sym == nil || r.sym.typ != elf.STT_SECTION || r.typ != elf.R_X86_64_PC32 {
+		if r.sym == nil || r.sym.typ != elf.STT_SECTION || !r.sym.defined() {
 			continue
 		}
-		if s := m.sectionAt(r.off); s == nil || s.kind != secCode {
+		var t uint64
+		switch r.typ {
+		case elf.R_X86_64_PC32:
+			if s := m.sectionAt(r.off); s == nil || s.kind != secCode {
+				continue
+			}
+			t = r.sym.addr + uint64(r.addend) + 4
+		case elf.R_X86_64_32, elf.R_X86_64_32S, elf.R_X86_64_64:
+			t = r.sym.addr + uint64(r.addend)
+		default:
 			continue
 		}
-		t := r.sym.addr + uint64(r.addend) + 4
-		if s := m.sectionAt(t); s != nil && s.kind == secROData {
+		if s := m.sectionAt(t); s != nil && (s.kind == secROData || s.kind == secData || s.kind == secBSS) && m.objectIn(t) == nil {
 			m.labels = append(m.labels, t)
 		}
 	}
-	sort.Slice(m.labels, func(i, j int) bool { return m.labels[i] < m.labels[j] })
+	slices.Sort(m.labels)
+	m.labels = slices.Compact(m.labels)
 	return nil
 }
 
@@ -447,8 +465,36 @@ func (m *module) objectIn(addr uint64) *symbol {
 // extent returns the anonymous read-only chunk that starts at addr (where
 // code refers to it) and ends at the next label or referenced address,
 // extended to the end of a C string that runs past it (the linker merges
-// string tails, so "world" may sit inside "hello world").
+// string tails, so "world" may sit inside "hello world"). The extension
+// never crosses a symbol or a relocated field, and a chunk never ends
+// inside a relocated field.
 func (m *module) extent(addr uint64) (start, end uint64) {
+	start, end = m.plainExtent(addr)
+	sec := m.sectionAt(addr)
+	if sec.data == nil || end <= start {
+		return start, end
+	}
+	b := sec.data[start-sec.addr : end-sec.addr]
+	if !looksLikeString(b) || b[len(b)-1] == 0 || len(m.relocsIn(start, end-start)) > 0 {
+		return start, end
+	}
+	limit := sec.addr + sec.size
+	if i := sort.Search(len(m.hard), func(i int) bool { return m.hard[i] > end }); i < len(m.hard) {
+		limit = min(limit, m.hard[i])
+	}
+	if rs := m.relocsIn(end, limit-end); len(rs) > 0 {
+		limit = rs[0].off
+	}
+	rest := sec.data[end-sec.addr : limit-sec.addr]
+	if n := bytes.IndexByte(rest, 0); n >= 0 && looksLikeString(rest[:n]) {
+		end += uint64(n) + 1
+	}
+	return start, end
+}
+
+// plainExtent returns the chunk from addr to the next label, the end of
+// its section, or the end of a relocated field that straddles that point.
+func (m *module) plainExtent(addr uint64) (start, end uint64) {
 	i := sort.Search(len(m.labels), func(i int) bool { return m.labels[i] > addr })
 	start = addr
 	sec := m.sectionAt(addr)
@@ -456,16 +502,22 @@ func (m *module) extent(addr uint64) (start, end uint64) {
 	if i < len(m.labels) && m.labels[i] < end {
 		end = m.labels[i]
 	}
-	if sec.data != nil {
-		b := sec.data[start-sec.addr : end-sec.addr]
-		if looksLikeString(b) && b[len(b)-1] != 0 {
-			rest := sec.data[end-sec.addr:]
-			if n := bytes.IndexByte(rest, 0); n >= 0 {
-				end += uint64(n) + 1
+	if start >= 8 {
+		for _, r := range m.relocsIn(start-7, end-start+7) {
+			if fe := r.off + relocSize(r.typ); r.off < end && fe > end {
+				end = min(fe, sec.addr+sec.size)
 			}
 		}
 	}
 	return start, end
+}
+
+func relocSize(t elf.R_X86_64) uint64 {
+	switch t {
+	case elf.R_X86_64_64, elf.R_X86_64_DTPOFF64, elf.R_X86_64_TPOFF64, elf.R_X86_64_PC64:
+		return 8
+	}
+	return 4
 }
 
 func looksLikeString(b []byte) bool {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"sort"
 
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -22,6 +23,7 @@ const (
 	refGOT                         // a GOT slot filled by a dynamic relocation
 	refIndirect                    // a statically filled GOT slot holding the address of inner
 	refLabel                       // a symbol outside every section (__TMC_END__), at offset off
+	refAnon                        // unnamed writable data chunk [start, end) in section sec, at offset off
 )
 
 // ref is the meaning of a relocated field, independent of layout.
@@ -29,9 +31,10 @@ type ref struct {
 	kind       refKind
 	sym        *symbol
 	off        int64
-	start, end uint64 // refRO
-	name, ver  string // refExt
-	indirect   bool   // refExt: via a GOT slot
+	start, end uint64   // refRO, refAnon
+	sec        *section // refAnon
+	name, ver  string   // refExt
+	indirect   bool     // refExt: via a GOT slot
 	dyn        *dynReloc
 	inner      *ref
 }
@@ -46,7 +49,7 @@ func (m *module) refOf(f field, from string) (ref, error) {
 		sec := m.sectionAt(f.target)
 		return ref{kind: refExt, name: s.base, ver: s.version, off: extOffset(f), indirect: f.typ == patch.PC32 && sec != nil && sec.kind == secGOT}, nil
 	}
-	return m.refAt(f.target, f.r.sym, from)
+	return m.refAtField(f.target, f.r.sym, f.indexed, from)
 }
 
 // extOffset is the offset from the external symbol an absolute field adds.
@@ -58,6 +61,47 @@ func extOffset(f field) int64 {
 }
 
 func (m *module) refAt(t uint64, sym *symbol, from string) (ref, error) {
+	return m.refAtField(t, sym, false, from)
+}
+
+// offsetBase returns the object that an indexed operand refers to when its
+// displacement, expressed against the section symbol, lies in no object:
+// gcc writes a[i-1] as a-8(,%rdx,8), which points before a (into padding,
+// or before the start of the section). The object is the first one of the
+// section at or after the displacement, at most 64 bytes on.
+func (m *module) offsetBase(t uint64, sym *symbol) *symbol {
+	if sym == nil || sym.typ != elf.STT_SECTION || sym.sec == nil {
+		return nil
+	}
+	sec := sym.sec
+	if sec.kind != secData && sec.kind != secBSS && sec.kind != secROData {
+		return nil
+	}
+	if s := m.sectionAt(t); s == sec && m.objectIn(t) != nil {
+		return nil
+	}
+	i := sort.Search(len(m.objects), func(i int) bool { return m.objects[i].addr >= t })
+	for ; i < len(m.objects); i++ {
+		o := m.objects[i]
+		if o.addr-t > 64 {
+			return nil
+		}
+		if o.sec == sec {
+			return o
+		}
+	}
+	return nil
+}
+
+func (m *module) refAtField(t uint64, sym *symbol, indexed bool, from string) (ref, error) {
+	if indexed {
+		if o := m.offsetBase(t, sym); o != nil {
+			if o.sec.kind == secROData {
+				return ref{kind: refRO, sym: o, start: o.addr, end: o.addr + o.size, off: int64(t - o.addr)}, nil
+			}
+			return m.objRef(o, t)
+		}
+	}
 	sec := m.sectionAt(t)
 	if sec == nil {
 		// One past the end of the last object of a section.
@@ -82,7 +126,9 @@ func (m *module) refAt(t uint64, sym *symbol, from string) (ref, error) {
 			}
 		case sym.size == 0 && t == sym.addr && sec.kind != secROData && sec.kind != secCode:
 			return ref{kind: refLabel, sym: sym, off: 0}, nil
-		case sym.size > 0 && t >= sym.addr && t <= sym.addr+sym.size && (sym.typ == elf.STT_OBJECT):
+		case sym.size > 0 && sym.typ == elf.STT_OBJECT && sym.sec != nil && (t >= sym.addr && t <= sym.addr+sym.size || indexed):
+			// An indexed operand may point outside the object it indexes
+			// (a-8(,%rdx,8)): the symbol still says which object it is.
 			if o := m.byKey[sym.key]; o == sym {
 				if sym.sec.kind == secROData {
 					return ref{kind: refRO, sym: o, start: o.addr, end: o.addr + o.size, off: int64(t - o.addr)}, nil
@@ -133,7 +179,10 @@ func (m *module) refAt(t uint64, sym *symbol, from string) (ref, error) {
 			return ref{kind: refLabel, sym: sym, off: int64(t - sym.addr)}, nil
 		}
 		if o == nil {
-			return ref{}, &UnsupportedError{Function: from, Reason: fmt.Sprintf("reference to unnamed writable data at %#x in %s", t, sec.name)}
+			// Unnamed writable data: under PIE, gcc keeps the initialiser
+			// template of a local array that holds pointers in .data.
+			start, end := m.plainExtent(t)
+			return ref{kind: refAnon, sec: sec, start: start, end: end}, nil
 		}
 		return m.objRef(o, t)
 	case secTLS:
@@ -151,8 +200,8 @@ func (m *module) objRef(o *symbol, t uint64) (ref, error) {
 }
 
 // equivalent reports whether field fo of the original and ff of the fixed
-// build mean the same thing. depth bounds the recursion through data.
-func (b *builder) equivalent(ro, rf ref, depth int) (bool, error) {
+// build mean the same thing.
+func (b *builder) equivalent(ro, rf ref) (bool, error) {
 	if ro.kind != rf.kind {
 		return false, nil
 	}
@@ -179,49 +228,120 @@ func (b *builder) equivalent(ro, rf ref, depth int) (bool, error) {
 			if err != nil {
 				return false, err
 			}
-			return b.equivalent(io, iff, depth+1)
+			return b.equivalent(io, iff)
 		}
 		return d.addend == e.addend, nil
 	case refIndirect:
-		return b.equivalent(*ro.inner, *rf.inner, depth+1)
+		return b.equivalent(*ro.inner, *rf.inner)
 	case refLabel:
 		return ro.sym.key == rf.sym.key && ro.off == rf.off, nil
 	case refRO:
-		return b.sameROData(ro, rf, depth)
+		return b.sameROData(ro, rf)
+	case refAnon:
+		if ro.off != rf.off || ro.sec.name != rf.sec.name {
+			return false, nil
+		}
+		same, err := b.sameChunk(ro.start, ro.end, rf.start, rf.end, "unnamed data")
+		if same && err == nil {
+			b.notePair(ro.start, rf.start)
+		}
+		return same, err
 	}
 	return false, nil
 }
 
 // sameROData compares two read-only chunks by contents and by what their
-// relocated fields refer to.
-func (b *builder) sameROData(ro, rf ref, depth int) (bool, error) {
-	if depth > 8 {
+// relocated fields refer to. Names do not matter: read-only data with the
+// same contents is interchangeable (aliases X.1, X.2 at one address compare
+// once, by contents).
+func (b *builder) sameROData(ro, rf ref) (bool, error) {
+	if ro.off != rf.off {
 		return false, nil
 	}
-	if (ro.sym == nil) != (rf.sym == nil) || ro.off != rf.off {
+	if ro.sym == nil || rf.sym == nil {
+		bo, _ := b.orig.bytesAt(ro.start, ro.end-ro.start)
+		bf, _ := b.fixed.bytesAt(rf.start, rf.end-rf.start)
+		if looksLikeString(bo) && looksLikeString(bf) && ro.off >= 0 && ro.off < int64(len(bo)) && rf.off < int64(len(bf)) &&
+			len(b.orig.relocsIn(ro.start, ro.end-ro.start)) == 0 && len(b.fixed.relocsIn(rf.start, rf.end-rf.start)) == 0 {
+			// String literals: what the code reads is the C string at the target.
+			return bytes.Equal(cstring(bo[ro.off:]), cstring(bf[rf.off:])), nil
+		}
+	}
+	return b.sameChunk(ro.start, ro.end, rf.start, rf.end, "read-only data")
+}
+
+// chunkPair names a comparison of an original chunk with a fixed one.
+type chunkPair struct{ os, oe, fs, fe uint64 }
+
+// sameChunk compares two data chunks, bytes and relocated fields. Data may
+// refer to itself (a self-pointing array, a cyclic list of descriptors):
+// the comparison is a bisimulation. A pair under comparison counts as
+// equal; a pair found different stays different; pairs found equal are kept
+// only once the outermost comparison has succeeded, since they may rest on
+// an assumption it disproved. No depth limit turns "same" into "different".
+func (b *builder) sameChunk(os, oe, fs, fe uint64, what string) (bool, error) {
+	if oe-os != fe-fs {
 		return false, nil
 	}
-	if ro.sym != nil && b.corr[rf.sym] != ro.sym {
+	k := chunkPair{os, oe, fs, fe}
+	if v, ok := b.chunkMemo[k]; ok {
+		return v, nil
+	}
+	if b.chunkBusy[k] {
+		return true, nil
+	}
+	if b.chunkBusy == nil {
+		b.chunkBusy = map[chunkPair]bool{}
+	}
+	if b.chunkMemo == nil {
+		b.chunkMemo = map[chunkPair]bool{}
+	}
+	outer := len(b.chunkBusy) == 0
+	b.chunkBusy[k] = true
+	same, err := b.compareChunk(os, oe, fs, fe, what)
+	delete(b.chunkBusy, k)
+	switch {
+	case err != nil:
+	case !same:
+		b.chunkMemo[k] = false
+		if outer {
+			b.chunkTrue = b.chunkTrue[:0]
+		}
+	case outer:
+		for _, t := range b.chunkTrue {
+			b.chunkMemo[t] = true
+		}
+		b.chunkTrue = b.chunkTrue[:0]
+		b.chunkMemo[k] = true
+	default:
+		b.chunkTrue = append(b.chunkTrue, k)
+	}
+	return same, err
+}
+
+func (b *builder) compareChunk(os, oe, fs, fe uint64, what string) (bool, error) {
+	so, sf := b.orig.sectionAt(os), b.fixed.sectionAt(fs)
+	if so == nil || sf == nil || so.kind != sf.kind {
 		return false, nil
 	}
-	bo, _ := b.orig.bytesAt(ro.start, ro.end-ro.start)
-	bf, _ := b.fixed.bytesAt(rf.start, rf.end-rf.start)
-	if ro.sym == nil && looksLikeString(bo) && looksLikeString(bf) {
-		// String literals: what the code reads is the C string at the target.
-		return bytes.Equal(cstring(bo[ro.off:]), cstring(bf[rf.off:])), nil
-	}
-	if len(bo) != len(bf) {
+	bo, okO := b.orig.bytesAt(os, oe-os)
+	bf, okF := b.fixed.bytesAt(fs, fe-fs)
+	if okO != okF {
 		return false, nil
 	}
-	fo, err := b.orig.dataFields(ro.start, ro.end, "read-only data")
+	if !okO {
+		// NOBITS (.bss): all zero; only the size and relocations count.
+		bo, bf = make([]byte, oe-os), make([]byte, fe-fs)
+	}
+	fo, err := b.orig.dataFields(os, oe, what)
 	if err != nil {
 		return false, err
 	}
-	ff, err := b.fixed.dataFields(rf.start, rf.end, "read-only data")
+	ff, err := b.fixed.dataFields(fs, fe, what)
 	if err != nil {
 		return false, err
 	}
-	return b.sameFields(bo, bf, fo, ff, "read-only data", depth+1)
+	return b.sameFields(bo, bf, fo, ff, what)
 }
 
 func cstring(b []byte) []byte {
@@ -233,7 +353,7 @@ func cstring(b []byte) []byte {
 
 // sameFields compares two byte ranges with their relocated fields: the bytes
 // outside the fields must be equal and each pair of fields equivalent.
-func (b *builder) sameFields(bo, bf []byte, fo, ff []field, what string, depth int) (bool, error) {
+func (b *builder) sameFields(bo, bf []byte, fo, ff []field, what string) (bool, error) {
 	if len(bo) != len(bf) || len(fo) != len(ff) {
 		return false, nil
 	}
@@ -245,6 +365,11 @@ func (b *builder) sameFields(bo, bf []byte, fo, ff []field, what string, depth i
 		}
 		if !ff[i].keep {
 			n := uint64(ff[i].typ.Size())
+			if ff[i].off+n > uint64(len(mf)) {
+				// A field that runs past the end of the range: compare
+				// what lies inside as plain bytes.
+				n = uint64(len(mf)) - ff[i].off
+			}
 			clear(mo[fo[i].off : fo[i].off+n])
 			clear(mf[ff[i].off : ff[i].off+n])
 		}
@@ -262,7 +387,7 @@ func (b *builder) sameFields(bo, bf []byte, fo, ff []field, what string, depth i
 		if err != nil {
 			return false, err
 		}
-		if ok, err := b.equivalent(ro, rf, depth); err != nil || !ok {
+		if ok, err := b.equivalent(ro, rf); err != nil || !ok {
 			debugf("%s: field at %#x differs: %+v vs %+v (%v)", what, ff[i].off, ro, rf, err)
 			return false, err
 		}

@@ -24,7 +24,9 @@ func roundTrip(orig, fixed string, p *patch.Patch) error {
 		return err
 	}
 	b := &builder{orig: o, fixed: f, corr: map[*symbol]*symbol{}, fields: map[*symbol][]field{}, loose: map[*symbol]error{}}
-	b.pair()
+	if err := b.pair(); err != nil {
+		return err
+	}
 	inv := map[*symbol]*symbol{}
 	for fs, os := range b.corr {
 		inv[os] = fs
@@ -76,6 +78,15 @@ func roundTrip(orig, fixed string, p *patch.Patch) error {
 				return best, nil
 			}
 		case patch.Data, patch.BSS:
+			for start, c := range b2.anonOff {
+				if c.sec == sec && off >= c.off {
+					for _, ob := range p.Objects {
+						if ob.Section == sec && ob.Offset == c.off && off <= c.off+ob.Size {
+							return start + off - c.off, nil
+						}
+					}
+				}
+			}
 			for s, o := range b2.dataOff {
 				if off >= o && off <= o+s.size && (s.sec.kind == secBSS) == (sec == patch.BSS) {
 					return s.addr + off - o, nil
@@ -90,6 +101,11 @@ func roundTrip(orig, fixed string, p *patch.Patch) error {
 		}
 		if s := o.objectAt(a); s != nil && inv[s] != nil {
 			return inv[s].addr + a - s.addr, nil
+		}
+		for fs, ob := range b2.anonBound {
+			if a >= ob[0] && a <= ob[0]+ob[1] {
+				return fs + a - ob[0], nil
+			}
 		}
 		if d := o.dyn[a]; d != nil {
 			for _, e := range f.dynSorted() {

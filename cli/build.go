@@ -31,7 +31,9 @@ Both builds must come from the same compiler with the same flags, plus
 (executables, PIE or not, and shared libraries; any -O level; -g optional).
 Changes that cannot be applied to a live process — a changed initial value,
 size or layout of existing data, or no changed function at all — are refused
-with a reason that names the object.
+with a reason that names the object. Functions whose only difference is a
+line number (__LINE__ in an assert or a log line) or a build stamp
+(__DATE__, __TIME__) are left out, and listed as such.
 
 For a binary a distribution installed (stripped, built without those flags),
 name it with --stock and give the fix as a unified diff with --fix: the
@@ -68,6 +70,8 @@ prepare').`,
 			if err != nil {
 				return err
 			}
+			var report builder.Report
+			opts.Report = &report
 			var p *patch.Patch
 			if stockBinary != "" {
 				p, err = buildStock(cmd.Context(), stockBinary, fixes, &sf, opts, cmd.ErrOrStderr())
@@ -94,6 +98,13 @@ prepare').`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes): patch %s for %s, %d function(s) replaced, %d new, %d relocation(s), signed by %s\n",
 				out, len(data), p.ID, p.Target.Name, replaced, added, len(p.Relocs), patch.KeyID(p.Signer))
+			for _, l := range report.LeftOut {
+				if l.Data {
+					fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s\n", l.Function, l.Reason)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s (--include-line-changes carries it)\n", l.Function, l.Reason)
+				}
+			}
 			return nil
 		},
 	}
@@ -110,6 +121,7 @@ prepare').`,
 	f.StringVar(&stockBinary, "stock", "", "an installed binary of a distribution package: rebuild it from its source package instead of --original/--patched")
 	f.StringArrayVar(&fixes, "fix", nil, "with --stock: the fix as a unified diff against the source package, applied with patch -p1 (repeatable)")
 	sf.add(cmd)
+	f.BoolVar(&opts.IncludeLineChanges, "include-line-changes", false, "also carry functions that differ only in __LINE__ numbers or __DATE__/__TIME__ stamps (left out by default)")
 	return cmd
 }
 

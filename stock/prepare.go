@@ -21,7 +21,7 @@ import (
 
 // recipe changes whenever the way a tree is made or built changes, so that
 // old cache entries are not reused.
-const recipe = "stock-1"
+const recipe = "stock-2"
 
 // Package is the distribution package an installed file belongs to.
 type Package struct {
@@ -306,15 +306,18 @@ func (p *Prepared) tree(ctx context.Context, fixes []string) (string, bool, erro
 		return "", false, err
 	}
 	start := time.Now()
-	p.logf("building the %s %s %s with its own debian/rules and flags, plus -Wl,--emit-relocs (log: %s)", kind, p.Package.Source, p.srcVersion, filepath.Join(dir, "build.log"))
+	p.logf("building the %s %s %s with its own debian/rules and flags, plus -Wl,--emit-relocs (dpkg-buildpackage --rules-target=build; log: %s)", kind, p.Package.Source, p.srcVersion, filepath.Join(dir, "build.log"))
 	env := []string{
 		"DEB_BUILD_OPTIONS=nocheck nostrip noautodbgsym parallel=" + fmt.Sprint(p.opts.Jobs),
 		"DEB_BUILD_PROFILES=nocheck",
 		"DEB_LDFLAGS_APPEND=-Wl,--emit-relocs",
 		"LC_ALL=C.UTF-8",
-		"SOURCE_DATE_EPOCH=" + sourceDateEpoch(tree),
 	}
-	out, err := run(ctx, tree, env, "debian/rules", "build")
+	// dpkg-buildpackage runs the rules' build target with the environment
+	// a package build has (DEB_BUILD_ARCH_OS and the other dpkg-architecture
+	// variables, SOURCE_DATE_EPOCH from the changelog); rules test them
+	// (mosquitto links libsystemd only when DEB_BUILD_ARCH_OS is linux).
+	out, err := run(ctx, tree, env, "dpkg-buildpackage", "--rules-target=build", "--no-sign", "--no-check-builddeps", "--no-pre-clean")
 	os.WriteFile(filepath.Join(dir, "build.log"), []byte(out), 0o644)
 	if err != nil {
 		return "", false, fmt.Errorf("stock: debian/rules build of %s %s failed: %s (see %s)", p.Package.Source, p.srcVersion, lastLine(out, err), filepath.Join(dir, "build.log"))
@@ -415,16 +418,6 @@ func (p *Prepared) buildDeps(ctx context.Context, tree string) error {
 		return fmt.Errorf("stock: apt-get build-dep %s: %s", p.Package.Source, lastLine(out, err))
 	}
 	return nil
-}
-
-// sourceDateEpoch is what dpkg-buildpackage would set: the date of the
-// latest debian/changelog entry, so timestamps in the build match.
-func sourceDateEpoch(tree string) string {
-	out, err := exec.Command("dpkg-parsechangelog", "-l", filepath.Join(tree, "debian", "changelog"), "-STimestamp").Output()
-	if err != nil {
-		return "0"
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // findModules lists the ELF files named name in tree, shortest path first.

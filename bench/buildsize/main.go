@@ -28,8 +28,9 @@ func main() {
 }
 
 var (
-	n     = flag.Int("n", 20, "builds per fixture; the median time is shown")
-	large = flag.Int("large", 4000, "functions in the synthetic large target")
+	n         = flag.Int("n", 20, "builds per fixture; the median time is shown")
+	large     = flag.Int("large", 4000, "functions in the synthetic large target")
+	onlyLarge = flag.Bool("only-large", false, "measure the synthetic large target only")
 )
 
 func run(n int) error {
@@ -44,6 +45,9 @@ func run(n int) error {
 	w := os.Stdout
 	fmt.Fprintln(w, "| fixture | target (bytes) | patch file (bytes) | text | rodata | functions | relocations | build time (median) |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	if *onlyLarge {
+		names = nil
+	}
 	for _, name := range names {
 		fx, err := fixture.Load(name)
 		if err != nil {
@@ -83,13 +87,21 @@ func run(n int) error {
 		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %d | %v |\n", name, st.Size(), len(data), len(p.Text), len(p.ROData),
 			len(p.Functions), len(p.Relocs), times[len(times)/2].Round(time.Microsecond))
 	}
-	return synthetic(w, key, *large)
+	for _, nopie := range []bool{false, true} {
+		if err := synthetic(w, key, *large, nopie); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // synthetic measures the builder on a large generated program: nfunc
 // functions that call each other and share globals and strings, of which
-// the fix changes one.
-func synthetic(w *os.File, key patch.PrivateKey, nfunc int) error {
+// the fix changes one. One function in 50 copies a local array of
+// pointers, whose template gcc keeps as unnamed data (.data under PIE,
+// .rodata reached by absolute relocations under -no-pie): the patch must
+// stay proportional to the fix, not to the layout shift behind it.
+func synthetic(w *os.File, key patch.PrivateKey, nfunc int, nopie bool) error {
 	dir, err := os.MkdirTemp("", "hotpatch-bench-")
 	if err != nil {
 		return err
@@ -104,6 +116,13 @@ func synthetic(w *os.File, key patch.PrivateKey, nfunc int) error {
 				b.WriteString("  if (strlen(s) > 64) { fprintf(stderr, \"too long\\n\"); return -1; }\n")
 			}
 			fmt.Fprintf(&b, "  counters[%d]++;\n  if (s[0] == '%c') return (int)strlen(s) + %d;\n", i%64, 'a'+i%26, i)
+			if i%50 == 25 {
+				b.WriteString("  struct { long v; const char *n; } t[] = {")
+				for k := 0; k < 24; k++ {
+					fmt.Fprintf(&b, "{%d, \"t%d_%d\"}, ", k, i, k)
+				}
+				b.WriteString("{0, 0}};\n  for (int k = 0; t[k].n; k++) if (t[k].v == s[1]) return puts(t[k].n);\n")
+			}
 			if i > 0 {
 				fmt.Fprintf(&b, "  return f%d(s + 1) + printf(\"f%d %%s\\n\", s);\n}\n", i-1, i)
 			} else {
@@ -124,7 +143,11 @@ func synthetic(w *os.File, key patch.PrivateKey, nfunc int) error {
 			return err
 		}
 		bins[i] = filepath.Join(sub, "large")
-		cmd := exec.Command("gcc", "-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs", "-o", bins[i], "large.c")
+		args := []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--emit-relocs", "-o", bins[i], "large.c"}
+		if nopie {
+			args = append(args, "-fno-pie", "-no-pie")
+		}
+		cmd := exec.Command("gcc", args...)
 		cmd.Dir = sub
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("gcc: %v: %s", err, out)
@@ -149,7 +172,11 @@ func synthetic(w *os.File, key patch.PrivateKey, nfunc int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "| synthetic, %d functions | %d | %d | %d | %d | %d | %d | %v |\n", nfunc, st.Size(), len(data), len(p.Text), len(p.ROData),
+	kind := "PIE"
+	if nopie {
+		kind = "non-PIE"
+	}
+	fmt.Fprintf(w, "| synthetic, %d functions, %s | %d | %d | %d | %d | %d | %d | %v |\n", nfunc, kind, st.Size(), len(data), len(p.Text), len(p.ROData),
 		len(p.Functions), len(p.Relocs), times[len(times)/2].Round(time.Microsecond))
 	return nil
 }
