@@ -21,6 +21,13 @@ type Options struct {
 	CVEs        []string
 	Severity    patch.Severity
 	Description string
+
+	// AllowStartupOnly builds a patch whose changed code runs only at
+	// process start-up, marked patch.FlagStartupOnly, instead of refusing it.
+	AllowStartupOnly bool
+	// AllowNewExports builds a patch although the fixed build exports new
+	// symbols, carrying the new functions hidden (patch.FuncExported).
+	AllowNewExports bool
 }
 
 // Build diffs the original and the fixed build of one module and returns the
@@ -50,6 +57,9 @@ func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
 	}
 	p, err := b.emit()
 	if err != nil {
+		return nil, err
+	}
+	if err := b.review(p, opts); err != nil { // review.go
 		return nil, err
 	}
 	p.ID = opts.ID
