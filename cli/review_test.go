@@ -9,6 +9,7 @@ import (
 
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/server/api"
 )
 
 // TestBuildNotes checks that build and inspect say what the builder could
@@ -128,5 +129,21 @@ func TestApplyStartupOnly(t *testing.T) {
 	code, stdout, stderr = run(t, "apply", "--pid", pid, "--trust", pub, file)
 	if code != 0 || !strings.Contains(stdout, "restart needed") {
 		t.Errorf("apply text: exit %d, %q %q", code, stdout, stderr)
+	}
+}
+
+// TestReportRestartNeeded checks that the fleet report's table shows the
+// devices a start-up-only patch was applied to as needing a restart.
+func TestReportRestartNeeded(t *testing.T) {
+	rep := &api.Report{CVEs: []api.CVEReport{{CVE: "CVE-2026-0042", Patches: []string{"kv-fix"}, Vulnerable: 2, NeedRestart: 1,
+		Devices: []api.DeviceExposure{{Device: "d1", Name: "web1", State: "restart_needed"}}}}}
+	var b strings.Builder
+	if err := writeReport(&b, rep, "CVE-2026-0042"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"2 (1 restart needed)", "restart_needed"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report does not show %q:\n%s", want, b.String())
+		}
 	}
 }
