@@ -23,6 +23,7 @@ type callGraph struct {
 	threadStart map[*symbol]string   // address taken by a function that calls pthread_create: that function
 	extCalls    map[*symbol][]string // external functions each calls or jumps to
 	exported    map[string]bool      // functions of the module's .dynsym: callable from outside
+	incomplete  bool                 // a reference could not be classified: an edge may be missing
 }
 
 // edge is one direct call or jump: its callee and the offset of its field in
@@ -79,6 +80,7 @@ func (b *builder) callGraph() (*callGraph, error) {
 			}
 			r, err := m.refOf(fl, fn.display())
 			if err != nil {
+				g.incomplete = true
 				continue
 			}
 			if r.kind == refIndirect && r.inner != nil {
@@ -250,7 +252,7 @@ func (e *StartupOnlyError) Error() string {
 // one exported in .dynsym, and one with no caller the builder can see may
 // run at any time, and so may everything it calls.
 func (b *builder) checkEffect(p *patch.Patch, g *callGraph) *StartupOnlyError {
-	if g == nil {
+	if g == nil || g.incomplete {
 		return nil
 	}
 	targets := b.redirected(p)

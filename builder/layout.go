@@ -255,6 +255,26 @@ func bitOffset(f *dwarf.StructField) int64 {
 	return f.ByteOffset*8 + f.BitOffset
 }
 
+// typeName names a member's type for comparison: its C spelling, except
+// that an enum is named without its values (a new enumerator changes no
+// layout).
+func typeName(t dwarf.Type) string {
+	switch t := t.(type) {
+	case nil:
+		return "void"
+	case *dwarf.EnumType:
+		if t.EnumName != "" {
+			return "enum " + t.EnumName
+		}
+		return fmt.Sprintf("enum (%d bytes)", t.ByteSize)
+	case *dwarf.QualType:
+		return t.Qual + " " + typeName(t.Type)
+	case *dwarf.ArrayType:
+		return fmt.Sprintf("[%d]%s", t.Count, typeName(t.Type))
+	}
+	return t.String()
+}
+
 func typeSize(t dwarf.Type) int64 {
 	if t == nil {
 		return 0
@@ -291,8 +311,8 @@ func layoutDiff(o, f *dwarf.StructType) (member, change string) {
 		if bitOffset(fm) != bitOffset(om) || fm.BitSize != om.BitSize {
 			return ok[i], fmt.Sprintf("bit-field %s moved or changed width", memberName(ok[i]))
 		}
-		if fm.Type.String() != om.Type.String() || typeSize(fm.Type) != typeSize(om.Type) {
-			return ok[i], fmt.Sprintf("member %s changed type from %s (%d bytes) to %s (%d bytes)", memberName(ok[i]), om.Type, typeSize(om.Type), fm.Type, typeSize(fm.Type))
+		if typeName(fm.Type) != typeName(om.Type) || typeSize(fm.Type) != typeSize(om.Type) {
+			return ok[i], fmt.Sprintf("member %s changed type from %s (%d bytes) to %s (%d bytes)", memberName(ok[i]), typeName(om.Type), typeSize(om.Type), typeName(fm.Type), typeSize(fm.Type))
 		}
 	}
 	for k, fm := range f.Field {

@@ -171,3 +171,32 @@ func TestNewExportAllowed(t *testing.T) {
 		t.Errorf("round trip: %v", err)
 	}
 }
+
+// TestLayoutCheckVariants runs the layout check at other optimisation
+// levels and without PIE: the refusals stay, and fixes that change no type
+// build, marked checked.
+func TestLayoutCheckVariants(t *testing.T) {
+	t.Parallel()
+	variants := []fixture.Flags{{Opt: "-O0"}, {Opt: "-O1"}, {Opt: "-O3"}, {Opt: "-Os"}, {Opt: "-O2", NoPIE: true}}
+	for _, v := range variants {
+		set := func(f *fixture.Flags) { f.Opt, f.NoPIE, f.Debug = v.Opt, v.NoPIE, true }
+		for _, name := range []string{"layout_replaced_field", "layout_inserted", "layout_append"} {
+			_, orig, fixed := loadPair(t, name, set)
+			var le *LayoutError
+			if _, err := Build(orig, fixed, Options{}); !errors.As(err, &le) || le.Type != "struct session" {
+				t.Errorf("%s %s nopie=%v: %v, want a layout refusal of struct session", name, v.Opt, v.NoPIE, err)
+			}
+		}
+		for _, name := range []string{"layout_new_type", "bounds_check", "state_counters", "new_helper", "multithreaded"} {
+			_, orig, fixed := loadPair(t, name, set)
+			p, err := Build(orig, fixed, Options{})
+			if err != nil {
+				t.Errorf("%s %s nopie=%v -g: %v", name, v.Opt, v.NoPIE, err)
+				continue
+			}
+			if p.Flags&patch.FlagLayoutChecked == 0 {
+				t.Errorf("%s %s nopie=%v -g: patch not marked layout-checked", name, v.Opt, v.NoPIE)
+			}
+		}
+	}
+}
