@@ -3,6 +3,7 @@ package builder
 import (
 	"debug/elf"
 	"fmt"
+	"sort"
 	"strings"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -340,11 +341,14 @@ func (b *builder) checkEffect(p *patch.Patch, g *callGraph) *StartupOnlyError {
 }
 
 // beforeLoop returns the offset in main below which its code runs once,
-// before its loop: the first target of a backward jump, or of a call to a
-// function that never returns, whichever comes first. It returns 0 (nothing
+// before its loop: the lowest target of a backward jump, or a call to a
+// function that never returns, whichever comes first. Code below the lowest
+// backward target runs at most once, since any way back to it would be a
+// backward jump. An indirect jump (a switch) may go to any place of main
+// that data or main's own code takes the address of (its jump table's
+// entries): those below it count as backward targets. It returns 0 (nothing
 // is known to run once) when main has no backward jump (its loop, if any,
-// is in a function it calls) or an indirect jump (a switch whose cases could
-// be anywhere).
+// is in a function it calls), or an indirect jump and no known targets.
 func (b *builder) beforeLoop(main *symbol, g *callGraph) uint64 {
 	code, ok := b.orig.bytesAt(main.addr, main.size)
 	if !ok {
@@ -352,6 +356,8 @@ func (b *builder) beforeLoop(main *symbol, g *callGraph) uint64 {
 	}
 	limit := uint64(len(code))
 	loop := false
+	var indirect []uint64
+	targets := b.jumpTargets(main)
 	for off := 0; off < len(code); {
 		if isEndbr64(code[off:]) {
 			off += 4
@@ -362,16 +368,33 @@ func (b *builder) beforeLoop(main *symbol, g *callGraph) uint64 {
 			return 0
 		}
 		if isJump(in.Op) {
-			rel, ok := in.Args[0].(x86asm.Rel)
-			if !ok {
-				return 0
-			}
-			if t := int64(off+in.Len) + int64(rel); t >= 0 && t <= int64(off) {
+			if rel, ok := in.Args[0].(x86asm.Rel); !ok {
+				indirect = append(indirect, uint64(off))
+			} else if t := int64(off+in.Len) + int64(rel); t >= 0 && t <= int64(off) {
 				loop = true
 				limit = min(limit, uint64(t))
 			}
 		}
+		// lea of a place inside main itself (a computed goto's label).
+		if in.Op == x86asm.LEA && in.PCRel == 4 {
+			if m, ok := in.Args[1].(x86asm.Mem); ok && m.Base == x86asm.RIP {
+				if t := int64(off+in.Len) + m.Disp; t > 0 && t < int64(len(code)) {
+					targets = append(targets, uint64(t))
+				}
+			}
+		}
 		off += in.Len
+	}
+	if len(indirect) > 0 && len(targets) == 0 {
+		return 0
+	}
+	for _, j := range indirect {
+		for _, t := range targets {
+			if t <= j {
+				loop = true
+				limit = min(limit, t)
+			}
+		}
 	}
 	if !loop {
 		return 0
@@ -392,4 +415,37 @@ func isJump(op x86asm.Op) bool {
 		return true
 	}
 	return false
+}
+
+// jumpTargets returns the offsets inside fn that data refers to: the
+// entries of its jump tables (absolute, or relative to the table's start as
+// gcc writes them for PIC) and the labels of computed gotos.
+func (b *builder) jumpTargets(fn *symbol) []uint64 {
+	m := b.orig
+	var out []uint64
+	for _, r := range m.relocs {
+		sec := m.sectionAt(r.off)
+		if sec == nil || sec.kind == secCode {
+			continue
+		}
+		var t uint64
+		switch r.typ {
+		case elf.R_X86_64_64, elf.R_X86_64_32, elf.R_X86_64_32S:
+			t = symValue(r)
+		case elf.R_X86_64_PC32:
+			// ".long .Lcase - .Ltable": the table starts at the label at or
+			// before the entry.
+			i := sort.Search(len(m.labels), func(i int) bool { return m.labels[i] > r.off }) - 1
+			if i < 0 {
+				continue
+			}
+			t = symValue(r) - (r.off - m.labels[i])
+		default:
+			continue
+		}
+		if t > fn.addr && t < fn.addr+fn.size {
+			out = append(out, t-fn.addr)
+		}
+	}
+	return out
 }

@@ -100,7 +100,7 @@ func TestStartupOnlyAllowed(t *testing.T) {
 // found however gcc lays them out.
 func TestStartupOnlyFlagMatrix(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"startup_options", "startup_ctor"} {
+	for _, name := range []string{"startup_options", "startup_ctor", "startup_dispatch"} {
 		for _, v := range []fixture.Flags{{Opt: "-O0"}, {Opt: "-O1"}, {Opt: "-O3"}, {Opt: "-Os"}, {Opt: "-O2", NoPIE: true}} {
 			_, orig, fixed := loadPair(t, name, func(f *fixture.Flags) { f.Opt, f.NoPIE = v.Opt, v.NoPIE })
 			_, err := Build(orig, fixed, Options{})
