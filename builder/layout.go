@@ -371,8 +371,8 @@ func (di *debugInfo) origAggregates(key, cu string) []*dwarf.StructType {
 // original. A type the original defines is in use there (gcc emits only the
 // types a unit uses), so objects of it may exist in the process: a changed
 // layout is refused. A type the original lacks is new and free to have any
-// layout. It reports whether the check ran: false when either build lacks
-// DWARF.
+// layout. It reports whether the check covered the patch: false when either
+// build lacks DWARF or a function of the patch has none.
 func (b *builder) checkLayouts() (bool, error) {
 	fdi, err := loadDebugInfo(b.fixed.path)
 	if err != nil {
@@ -396,11 +396,17 @@ func (b *builder) checkLayouts() (bool, error) {
 	}
 	sort.Slice(funcs, func(i, j int) bool { return funcs[i].addr < funcs[j].addr })
 
+	covered := true
 	for _, fn := range funcs {
 		roots := map[dwarf.Offset]bool{}
 		seen := map[dwarf.Offset]bool{}
 		if off, ok := fdi.subprogramAt(fn.addr); ok {
 			fdi.typesOf(off, seen, roots)
+		} else {
+			// Code without debug information (assembly, a unit built
+			// without -g): its types cannot be known.
+			debugf("%s: no DWARF subprogram; its types are not checked", fn.display())
+			covered = false
 		}
 		// The globals and statics the function refers to.
 		fields, _ := b.codeFields(b.fixed, fn)
@@ -442,5 +448,5 @@ func (b *builder) checkLayouts() (bool, error) {
 			}
 		}
 	}
-	return true, nil
+	return covered, nil
 }
