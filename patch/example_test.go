@@ -104,7 +104,7 @@ func ExampleSummary_WriteText() {
 	// target        ledger (x86_64, pie)
 	// build-id      5e1f4b07c29a3310
 	// description   memo bounds check
-	// effect        takes effect in running processes
+	// effect        not start-up only (takes effect in running processes)
 	// type layouts  not checked (no DWARF)
 	//
 	// functions: 1 (1 replaced, 0 new, 0 cold parts)

@@ -207,7 +207,7 @@ func (s Summary) WriteText(w io.Writer) error {
 		line("effect\tSTARTUP-ONLY: the patch changes only code that runs at process start-up;")
 		line("\ta process it is applied to stays vulnerable: restart needed")
 	} else {
-		line("effect\ttakes effect in running processes")
+		line("effect\tnot start-up only (takes effect in running processes)")
 	}
 	if s.LayoutChecked {
 		line("type layouts\tchecked with DWARF: unchanged")

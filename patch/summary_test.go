@@ -141,7 +141,7 @@ func TestSummaryFlags(t *testing.T) {
 	if err := s.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"type layouts  not checked (no DWARF)", "takes effect in running processes", "api change", "check_memo carried hidden"} {
+	for _, want := range []string{"type layouts  not checked (no DWARF)", "not start-up only (takes effect in running processes)", "api change", "check_memo carried hidden"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text does not show %q:\n%s", want, text.String())
 		}
@@ -161,7 +161,7 @@ func TestSummaryFlags(t *testing.T) {
 			t.Errorf("text does not show %q:\n%s", want, text.String())
 		}
 	}
-	if strings.Contains(text.String(), "takes effect in running processes") {
+	if strings.Contains(text.String(), "not start-up only (takes effect in running processes)") {
 		t.Errorf("a start-up-only patch is shown as taking effect:\n%s", text.String())
 	}
 }
