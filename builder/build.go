@@ -28,6 +28,11 @@ type Options struct {
 	// AllowNewExports builds a patch although the fixed build exports new
 	// symbols, carrying the new functions hidden (patch.FuncExported).
 	AllowNewExports bool
+	// AllowNeverApplies builds a patch that the engine will certainly
+	// refuse (it replaces main, a thread's endless top function or an entry
+	// too short for the redirect). Only for tests of the engine's own
+	// refusals; the CLI has no flag for it.
+	AllowNeverApplies bool
 }
 
 // Build diffs the original and the fixed build of one module and returns the

@@ -27,7 +27,7 @@ func (b *builder) review(p *patch.Patch, opts Options) error {
 		debugf("no call graph, start-up and thread checks skipped: %v", err)
 		g = nil
 	}
-	if err := b.checkApplicable(p, g); err != nil {
+	if err := b.checkApplicable(p, g, opts.AllowNeverApplies); err != nil {
 		return err
 	}
 	if err := b.checkExports(p, opts.AllowNewExports); err != nil {
@@ -87,8 +87,9 @@ const redirectSize = 5
 
 // checkApplicable refuses patches that can never apply: one that replaces
 // main, the top function of a thread that never returns, or an entry too
-// short for the redirect; and one that redirects nothing.
-func (b *builder) checkApplicable(p *patch.Patch, g *callGraph) error {
+// short for the redirect (unless allowNever); and one that redirects
+// nothing.
+func (b *builder) checkApplicable(p *patch.Patch, g *callGraph, allowNever bool) error {
 	targets := b.redirected(p)
 	if len(targets) == 0 {
 		var carried []string
@@ -98,6 +99,9 @@ func (b *builder) checkApplicable(p *patch.Patch, g *callGraph) error {
 			}
 		}
 		return &NoRedirectError{Carried: carried}
+	}
+	if allowNever {
+		return nil
 	}
 	for _, o := range targets {
 		if o.name == "main" && o.file == "" && b.orig.typ != patch.SharedObject {

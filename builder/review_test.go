@@ -127,6 +127,10 @@ func TestNeverApplies(t *testing.T) {
 		if !errors.As(err, &ne) || ne.Function != tt.function {
 			t.Errorf("%s: %v, want a NeverAppliesError for %s", tt.fixture, err, tt.function)
 		}
+		// The engine's own refusal is tested with such patches.
+		if _, err := Build(orig, fixed, Options{AllowNeverApplies: true}); err != nil {
+			t.Errorf("%s with AllowNeverApplies: %v", tt.fixture, err)
+		}
 	}
 	_, orig, fixed := loadPair(t, "refuse_no_redirect", nil)
 	_, err := Build(orig, fixed, Options{AllowStartupOnly: true})
