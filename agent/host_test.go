@@ -86,7 +86,9 @@ func (h *host) start(t *testing.T, args ...string) (*fixture.Proc, int) {
 // returns the patch and the file's bytes.
 func signed(t *testing.T, orig, fixed, id string, key patch.PrivateKey) (*patch.Patch, []byte) {
 	t.Helper()
-	u, err := builder.Build(orig, fixed, builder.Options{ID: id})
+	// AllowNeverApplies: the agent must cope with patches the engine refuses
+	// (TestAgentFallback patches main's loop on purpose).
+	u, err := builder.Build(orig, fixed, builder.Options{ID: id, AllowNeverApplies: true})
 	if err != nil {
 		t.Fatal(err)
 	}

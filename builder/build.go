@@ -27,6 +27,17 @@ type Options struct {
 	IncludeLineChanges bool
 	// Report, if set, receives what the build left out and why.
 	Report *Report
+	// AllowStartupOnly builds a patch whose changed code runs only at
+	// process start-up, marked patch.FlagStartupOnly, instead of refusing it.
+	AllowStartupOnly bool
+	// AllowNewExports builds a patch although the fixed build exports new
+	// symbols, carrying the new functions hidden (patch.FuncExported).
+	AllowNewExports bool
+	// AllowNeverApplies builds a patch that the engine will certainly
+	// refuse (it replaces main, a thread's endless top function or an entry
+	// too short for the redirect). Only for tests of the engine's own
+	// refusals; the CLI has no flag for it.
+	AllowNeverApplies bool
 }
 
 // Build diffs the original and the fixed build of one module and returns the
@@ -61,6 +72,9 @@ func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
 	}
 	p, err := b.emit()
 	if err != nil {
+		return nil, err
+	}
+	if err := b.review(p, opts); err != nil { // review.go
 		return nil, err
 	}
 	p.ID = opts.ID

@@ -35,7 +35,12 @@
 //  4. refuses what cannot be patched live: a changed initial value, size or
 //     section of an existing global or static, a changed thread-local layout,
 //     a static that cannot be paired unambiguously, C++ exception handling in
-//     changed code, a fix that changes no function;
+//     changed code, a fix that changes no function; and, once the patch is
+//     laid out (review.go), a changed layout of a type whose objects may
+//     exist (DWARF), a patch that could never apply (main, a thread's top
+//     function that never returns, an entry too short for the redirect) or
+//     that redirects nothing, a fix that runs only at start-up, and a new
+//     exported symbol (the last two unless Options allow them);
 //  5. copies the code of changed and new functions, the read-only data they
 //     use that the original lacks (string literals, jump tables, changed const
 //     tables) and new writable data, and records each reference as a

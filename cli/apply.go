@@ -28,6 +28,9 @@ type procResult struct {
 	Error     string `json:"error,omitempty"`
 	PausedUS  int64  `json:"paused_us"`
 	Functions int    `json:"functions"`
+	// StartupOnly: the patch applied changes only start-up code, so the
+	// process is not protected until it restarts (apply only).
+	StartupOnly bool `json:"startup_only,omitempty"`
 }
 
 type runReport struct {
@@ -133,6 +136,7 @@ The exit status is non-zero if any process failed or none matched.`,
 					r.Result, r.Error = "failed", err.Error()
 				default:
 					r.Result, r.PausedUS, r.Functions = "applied", res.Paused.Microseconds(), res.Functions
+					r.StartupOnly = p.StartupOnly()
 				}
 				rep.Processes = append(rep.Processes, r)
 			}
@@ -218,6 +222,9 @@ func report(cmd *cobra.Command, rep runReport, asJSON bool, verb string) error {
 				fmt.Fprintf(out, "pid %d: %s: %s\n", r.PID, r.Result, r.Error)
 			default:
 				fmt.Fprintf(out, "pid %d: %s %s (%d function(s), paused %dµs)\n", r.PID, verb, rep.Patch, r.Functions, r.PausedUS)
+				if r.StartupOnly {
+					fmt.Fprintf(out, "pid %d: restart needed: %s changes only start-up code; the process is not protected until it restarts\n", r.PID, rep.Patch)
+				}
 			}
 		}
 	}

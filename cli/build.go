@@ -2,8 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -29,11 +31,16 @@ process running ORIG into one running FIXED.
 Both builds must come from the same compiler with the same flags, plus
   -ffunction-sections -fdata-sections -Wl,--emit-relocs
 (executables, PIE or not, and shared libraries; any -O level; -g optional).
-Changes that cannot be applied to a live process — a changed initial value,
-size or layout of existing data, or no changed function at all — are refused
-with a reason that names the object. Functions whose only difference is a
-line number (__LINE__ in an assert or a log line) or a build stamp
-(__DATE__, __TIME__) are left out, and listed as such.
+Changes that cannot be applied to a live process are refused with a reason
+that names the object or function: a changed initial value, size or section
+of existing data; a changed layout of a type whose objects may exist (checked
+with DWARF when both builds have -g); a patch that could never apply (main, a
+thread's top function that never returns, an entry shorter than the 5-byte
+redirect) or that redirects nothing; a fix that runs only at start-up (unless
+--allow-startup-only); a new exported symbol (unless --allow-new-exports).
+See docs/builder.md, "What the builder refuses and why". Functions whose
+only difference is a line number (__LINE__ in an assert or a log line) or a
+build stamp (__DATE__, __TIME__) are left out, and listed as such.
 
 For a binary a distribution installed (stripped, built without those flags),
 name it with --stock and give the fix as a unified diff with --fix: the
@@ -96,15 +103,17 @@ prepare').`,
 					added++
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes): patch %s for %s, %d function(s) replaced, %d new, %d relocation(s), signed by %s\n",
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "wrote %s (%d bytes): patch %s for %s, %d function(s) replaced, %d new, %d relocation(s), signed by %s\n",
 				out, len(data), p.ID, p.Target.Name, replaced, added, len(p.Relocs), patch.KeyID(p.Signer))
 			for _, l := range report.LeftOut {
 				if l.Data {
-					fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s\n", l.Function, l.Reason)
+					fmt.Fprintf(w, "left out %s: %s\n", l.Function, l.Reason)
 				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "left out %s: %s (--include-line-changes carries it)\n", l.Function, l.Reason)
+					fmt.Fprintf(w, "left out %s: %s (--include-line-changes carries it)\n", l.Function, l.Reason)
 				}
 			}
+			writeBuildNotes(w, p.Summary())
 			return nil
 		},
 	}
@@ -122,7 +131,25 @@ prepare').`,
 	f.StringArrayVar(&fixes, "fix", nil, "with --stock: the fix as a unified diff against the source package, applied with patch -p1 (repeatable)")
 	sf.add(cmd)
 	f.BoolVar(&opts.IncludeLineChanges, "include-line-changes", false, "also carry functions that differ only in __LINE__ numbers or __DATE__/__TIME__ stamps (left out by default)")
+	f.BoolVar(&opts.AllowStartupOnly, "allow-startup-only", false, "build a fix that runs only at process start-up, marked startup-only (applied processes still need a restart) instead of refusing it")
+	f.BoolVar(&opts.AllowNewExports, "allow-new-exports", false, "build a fix that adds exported symbols, carrying the new functions hidden (other modules cannot call them) instead of refusing it")
 	return cmd
+}
+
+// writeBuildNotes tells what the builder could not check or what the patch
+// will not do, as inspect shows it too.
+func writeBuildNotes(w io.Writer, s patch.Summary) {
+	if s.LayoutChecked {
+		fmt.Fprintln(w, "type layouts checked with DWARF: unchanged")
+	} else {
+		fmt.Fprintln(w, "warning: type layouts not checked (no DWARF): build both with -g to have the builder refuse changed struct layouts")
+	}
+	if s.StartupOnly {
+		fmt.Fprintln(w, "warning: startup-only: the patch changes only code that runs at start-up; processes it is applied to stay vulnerable until restarted (restart needed)")
+	}
+	if len(s.NewExports) > 0 {
+		fmt.Fprintf(w, "warning: api change: new exported function(s) %s carried hidden; other modules cannot call them until the fixed build is loaded\n", strings.Join(s.NewExports, ", "))
+	}
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same

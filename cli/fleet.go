@@ -666,7 +666,11 @@ func writeReport(w io.Writer, rep *api.Report, cve string) error {
 		tw := newTable(w)
 		fmt.Fprintln(tw, "CVE\tVULNERABLE\tPROTECTED\tFIXED ON DISK\tPATCHES")
 		for _, r := range rep.CVEs {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", safe(r.CVE), r.Vulnerable, r.Protected, r.FixedOnDisk, dash(strings.Join(r.Patches, ",")))
+			vuln := strconv.Itoa(r.Vulnerable)
+			if r.NeedRestart > 0 { // patched with a start-up-only patch: still exposed
+				vuln += fmt.Sprintf(" (%d restart needed)", r.NeedRestart)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", safe(r.CVE), vuln, r.Protected, r.FixedOnDisk, dash(strings.Join(r.Patches, ",")))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -224,7 +224,7 @@ func TestNeverReturns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "mainloop-fix"})
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "mainloop-fix", AllowNeverApplies: true}) // the builder refuses it itself
 	proc := fixture.Start(t, orig)
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,7 @@ func decodePayload(payload []byte) (*Patch, error) {
 	if err := d.header(); err != nil {
 		return nil, err
 	}
+	version := binary.LittleEndian.Uint16(payload[len(payloadMagic):])
 	p := &Patch{Signer: PublicKey(bytes.Clone(payload[len(payloadMagic)+2 : headerSize]))}
 
 	p.ID = d.str("id", maxID)
@@ -88,7 +89,7 @@ func decodePayload(payload []byte) (*Patch, error) {
 			f.Name = d.str("function name", maxString)
 			f.File = d.str("function file", maxString)
 			f.Flags = FuncFlags(d.u8("function flags"))
-			if d.err == nil && f.Flags&^(FuncNew|FuncNoRedirect) != 0 {
+			if d.err == nil && (f.Flags&^knownFuncFlags != 0 || version < 3 && f.Flags&FuncExported != 0) {
 				d.fail("function %d has unknown flags %#x", i, uint8(f.Flags))
 			}
 			f.OldAddr = d.u64("function old address")
@@ -150,6 +151,12 @@ func decodePayload(payload []byte) (*Patch, error) {
 	p.Data = d.bytes("data", maxPayload)
 	p.BSSSize = d.u64("bss size")
 	p.Unwind = d.bytes("unwind", maxUnwind)
+	if version >= 3 {
+		p.Flags = Flags(d.u32("patch flags"))
+		if d.err == nil && p.Flags&^knownFlags != 0 {
+			d.fail("unknown patch flags %#x", uint32(p.Flags&^knownFlags))
+		}
+	}
 
 	if d.err != nil {
 		return nil, d.err
@@ -207,8 +214,8 @@ func (d *decoder) header() error {
 		return formatErrorf("payload does not start with the hotpatch magic %q", payloadMagic)
 	}
 	d.off = len(payloadMagic)
-	if v := d.u16("format version"); d.err == nil && v != formatVersion {
-		return formatErrorf("payload format version %d is not supported (this hotpatch reads version %d; a newer hotpatch may read it)", v, formatVersion)
+	if v := d.u16("format version"); d.err == nil && (v < minVersion || v > formatVersion) {
+		return formatErrorf("payload format version %d is not supported (this hotpatch reads versions %d to %d; a newer hotpatch may read it)", v, minVersion, formatVersion)
 	}
 	d.take(ed25519.PublicKeySize, "signer key")
 	return d.err

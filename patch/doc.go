@@ -23,7 +23,7 @@
 // including the signer's public key. Integers are little-endian; str and
 // bytes are a u32 length and the bytes; list is a u32 count and the items:
 //
-//	magic "HPATCH\x00", version u16 (1), signer [32]byte
+//	magic "HPATCH\x00", version u16 (2 or 3), signer [32]byte
 //	id str, version u32, cves list of str, severity u8, description str
 //	target: name str, build_id bytes, arch u8, type u8
 //	functions list of: name str, file str, flags u8, old_addr u64,
@@ -33,7 +33,12 @@
 //	    target kind u8, indirect u8 (0 or 1), then by kind —
 //	    in-patch: section u8, offset u64; in-module: addr u64;
 //	    external: symbol str, version str
-//	text bytes, rodata bytes, data bytes, bss_size u64
+//	text bytes, rodata bytes, data bytes, bss_size u64, unwind bytes
+//	flags u32 (version 3 only)
+//
+// The encoder writes version 2 when the patch has no Flags and no function
+// marked FuncExported, and version 3 otherwise; the decoder reads both and
+// demands that choice (see docs/patch-format.md).
 //
 // Arch codes are 1 x86_64, 2 aarch64; severity codes 0 none, 1 low,
 // 2 medium, 3 high, 4 critical; the other enums use their Go values. Lists

@@ -7,10 +7,29 @@ import (
 )
 
 // The canonical payload starts with payloadMagic and the format version.
+// The encoder writes the lowest version that can hold the patch: version 2
+// for a patch without Flags or FuncExported (byte for byte what earlier
+// releases wrote, so they still read it), version 3 otherwise (a reader that
+// only knows version 2 then refuses the file by its version, rather than
+// missing a flag such as FlagStartupOnly).
 const (
 	payloadMagic  = "HPATCH\x00"
-	formatVersion = 2
+	formatVersion = 3 // the newest version this package reads and writes
+	minVersion    = 2 // the oldest version it reads
 )
+
+// payloadVersion is the format version encodePayload writes for p.
+func payloadVersion(p *Patch) uint16 {
+	if p.Flags != 0 {
+		return 3
+	}
+	for i := range p.Functions {
+		if p.Functions[i].Flags&FuncExported != 0 {
+			return 3
+		}
+	}
+	return 2
+}
 
 // archCodes and severityCodes give the one-byte codes of the string enums
 // in the payload: the index is the code. Code 0 of Arch is invalid.
@@ -67,7 +86,8 @@ func encodePayload(p *Patch) ([]byte, error) {
 		len(p.Text) + len(p.ROData) + len(p.Data)
 	e := &encoder{buf: make([]byte, 0, size)}
 	e.buf = append(e.buf, payloadMagic...)
-	e.u16(formatVersion)
+	version := payloadVersion(p)
+	e.u16(version)
 	e.buf = append(e.buf, p.Signer...)
 
 	e.str(p.ID)
@@ -133,6 +153,9 @@ func encodePayload(p *Patch) ([]byte, error) {
 	e.bytes(p.Data)
 	e.u64(p.BSSSize)
 	e.bytes(p.Unwind)
+	if version >= 3 {
+		e.u32(uint32(p.Flags))
+	}
 
 	if e.err != nil {
 		return nil, e.err

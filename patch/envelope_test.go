@@ -194,7 +194,7 @@ func TestLoadRejects(t *testing.T) {
 		{"signed empty payload", signRaw(t, nil, key, pub), ErrFormat, "magic"},
 		{"signed truncated payload", signRaw(t, payload[:len(payload)-3], key, pub), ErrFormat, "truncated payload at offset"},
 		{"signed payload with trailing byte", signRaw(t, append(bytes.Clone(payload), 0), key, pub), ErrFormat, "trailing bytes"},
-		{"signed future version", signRaw(t, withVersion(3), key, pub), ErrFormat, "format version 3 is not supported"},
+		{"signed future version", signRaw(t, withVersion(4), key, pub), ErrFormat, "format version 4 is not supported"},
 		{"signed older version", signRaw(t, withVersion(1), key, pub), ErrFormat, "format version 1 is not supported"},
 		{"signed by a key that is not the signer", signRaw(t, payload, otherKey, pub), ErrSignature, "does not verify"},
 	}

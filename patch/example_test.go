@@ -97,13 +97,15 @@ func ExampleSummary_WriteText() {
 		log.Fatal(err)
 	}
 	// Output:
-	// patch        ledger-memo (level 1)
-	// cves         CVE-2026-0001
-	// severity     high
-	// signer       not signed
-	// target       ledger (x86_64, pie)
-	// build-id     5e1f4b07c29a3310
-	// description  memo bounds check
+	// patch         ledger-memo (level 1)
+	// cves          CVE-2026-0001
+	// severity      high
+	// signer        not signed
+	// target        ledger (x86_64, pie)
+	// build-id      5e1f4b07c29a3310
+	// description   memo bounds check
+	// effect        not start-up only (takes effect in running processes)
+	// type layouts  not checked (no DWARF)
 	//
 	// functions: 1 (1 replaced, 0 new, 0 cold parts)
 	//   KIND      NAME        FILE  OLD ADDR  OLD SIZE  NEW SIZE  OLD SHA-256

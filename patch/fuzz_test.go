@@ -31,6 +31,15 @@ func corpusSeeds(t testing.TB) map[string]map[string][]byte {
 	}
 	minimalFile := signRaw(t, minimalPayload, key, pub)
 
+	flagged := testPatch()
+	flagged.Signer = pub
+	flagged.Flags = FlagStartupOnly | FlagLayoutChecked
+	flagged.Functions[3].Flags |= FuncExported
+	flaggedPayload, err := encodePayload(flagged)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	flipped := bytes.Clone(file)
 	flipped[len(flipped)/2] ^= 1
 	truncated := payload[:len(payload)/2]
@@ -48,6 +57,7 @@ func corpusSeeds(t testing.TB) map[string]map[string][]byte {
 		"FuzzDecodePayload": {
 			"seed-valid":     payload,
 			"seed-minimal":   minimalPayload,
+			"seed-flags-v3":  flaggedPayload,
 			"seed-truncated": truncated,
 			"seed-header":    []byte("HPATCH\x00\x01\x00"),
 		},

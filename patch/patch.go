@@ -58,7 +58,35 @@ const (
 	// redirect, because it is only ever entered from its parent (a ".cold" part).
 	// Its old range still takes part in the consistency check.
 	FuncNoRedirect
+	// FuncExported marks a new function that the fixed build exports (it is
+	// in its .dynsym) but that the patch carries hidden: no other module can
+	// link to it until the process loads the fixed build. Set only when the
+	// patch author allowed new exported symbols (format version 3).
+	FuncExported
 )
+
+// Flags say what the builder found about the patch as a whole (format
+// version 3; a patch without flags is written as version 2).
+type Flags uint32
+
+const (
+	// FlagLayoutChecked says that the builder compared, with the DWARF of
+	// both builds, the layout of every type the changed code uses and found
+	// none changed. Without it (no -g, or a patch of an older builder) type
+	// layouts were not checked.
+	FlagLayoutChecked Flags = 1 << iota
+	// FlagStartupOnly says that every function the patch redirects runs only
+	// at process start-up: applying it changes nothing a running process
+	// executes, so it does not protect the process; a restart does. Set only
+	// when the patch author allowed it (hotpatch build --allow-startup-only).
+	FlagStartupOnly
+)
+
+// knownFlags are the Flags this version understands.
+const knownFlags = FlagLayoutChecked | FlagStartupOnly
+
+// knownFuncFlags are the FuncFlags this version understands.
+const knownFuncFlags = FuncNew | FuncNoRedirect | FuncExported
 
 // Function is one function of the patch: a replaced original (with the hash
 // of its original bytes) and/or new code carried in the Text blob.
@@ -82,6 +110,10 @@ type Function struct {
 	NewOffset uint64
 	NewSize   uint64
 }
+
+// StartupOnly reports whether the patch changes only start-up code, so a
+// process it is applied to still needs a restart to run the fix.
+func (p *Patch) StartupOnly() bool { return p.Flags&FlagStartupOnly != 0 }
 
 // Replaces reports whether the function replaces code of the original module.
 func (f *Function) Replaces() bool { return f.Flags&FuncNew == 0 }
@@ -232,6 +264,9 @@ type Patch struct {
 	// lands). The engine uses it to unwind threads running patch code; nil
 	// when the fixed build had none.
 	Unwind []byte
+
+	// Flags carry what the builder found about the patch as a whole.
+	Flags Flags
 
 	// Signer is the ed25519 public key that signed the patch; set by Load and
 	// Sign. Whether it is trusted is the caller's decision (see Verify).

@@ -33,6 +33,16 @@ type Summary struct {
 	// ExternalSymbols lists the symbols of other modules the patch uses,
 	// as "name@version" or "name", sorted and unique.
 	ExternalSymbols []string `json:"external_symbols"`
+
+	// LayoutChecked tells whether the builder compared the type layouts of
+	// both builds with DWARF (FlagLayoutChecked); false means not checked.
+	LayoutChecked bool `json:"layout_checked"`
+	// StartupOnly tells that the patch changes only start-up code
+	// (FlagStartupOnly): a process it is applied to needs a restart.
+	StartupOnly bool `json:"startup_only"`
+	// NewExports lists the new functions that the fixed build exports but
+	// the patch carries hidden (FuncExported), sorted.
+	NewExports []string `json:"new_exports"`
 }
 
 // TargetSummary describes the target module.
@@ -56,7 +66,10 @@ type FunctionSummary struct {
 	File string `json:"file,omitempty"`
 	// Kind is FuncKindReplaced, FuncKindNew, or FuncKindColdPart (replaced,
 	// never redirected: entered only from its parent).
-	Kind      string `json:"kind"`
+	Kind string `json:"kind"`
+	// Exported: a new function the fixed build exports; the patch carries
+	// it hidden, so other modules cannot call it (FuncExported).
+	Exported  bool   `json:"exported,omitempty"`
 	OldAddr   string `json:"old_addr,omitempty"` // "0x401230"; absent for new functions
 	OldSize   uint64 `json:"old_size"`
 	NewSize   uint64 `json:"new_size"`
@@ -104,13 +117,19 @@ func (p *Patch) Summary() Summary {
 		Relocations:       len(p.Relocs),
 		RelocationsByKind: map[string]int{"in_patch": 0, "in_module": 0, "external": 0},
 		ExternalSymbols:   []string{},
+		LayoutChecked:     p.Flags&FlagLayoutChecked != 0,
+		StartupOnly:       p.StartupOnly(),
+		NewExports:        []string{},
 	}
 	if len(p.Signer) != 0 {
 		s.SignerKeyID = KeyID(p.Signer)
 	}
 	for i := range p.Functions {
 		f := &p.Functions[i]
-		fs := FunctionSummary{Name: f.Name, File: f.File, Kind: FuncKindReplaced, OldSize: f.OldSize, NewSize: f.NewSize}
+		fs := FunctionSummary{Name: f.Name, File: f.File, Kind: FuncKindReplaced, OldSize: f.OldSize, NewSize: f.NewSize, Exported: f.Flags&FuncExported != 0}
+		if fs.Exported {
+			s.NewExports = append(s.NewExports, f.Name)
+		}
 		switch {
 		case f.Flags&FuncNew != 0:
 			fs.Kind = FuncKindNew
@@ -141,6 +160,7 @@ func (p *Patch) Summary() Summary {
 			s.ExternalSymbols = append(s.ExternalSymbols, name)
 		}
 	}
+	slices.Sort(s.NewExports)
 	slices.Sort(s.ExternalSymbols)
 	s.ExternalSymbols = slices.Compact(s.ExternalSymbols)
 	return s
@@ -182,6 +202,20 @@ func (s Summary) WriteText(w io.Writer) error {
 			d = clean(d)
 		}
 		line("%s\t%s", label, d)
+	}
+	if s.StartupOnly {
+		line("effect\tSTARTUP-ONLY: the patch changes only code that runs at process start-up;")
+		line("\ta process it is applied to stays vulnerable: restart needed")
+	} else {
+		line("effect\tnot start-up only (takes effect in running processes)")
+	}
+	if s.LayoutChecked {
+		line("type layouts\tchecked with DWARF: unchanged")
+	} else {
+		line("type layouts\tnot checked (no DWARF)")
+	}
+	if len(s.NewExports) > 0 {
+		line("api change\tnew exported function(s) %s carried hidden: other modules cannot call them until the fixed build is loaded", clean(strings.Join(s.NewExports, ", ")))
 	}
 	line("")
 

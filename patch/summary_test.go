@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,6 +65,7 @@ func TestSummary(t *testing.T) {
 		Relocations:       12,
 		RelocationsByKind: map[string]int{"in_patch": 5, "in_module": 4, "external": 3},
 		ExternalSymbols:   []string{"pthread_mutex_lock", "snprintf@GLIBC_2.2.5"},
+		NewExports:        []string{},
 	}
 	if diff := cmp.Diff(want, s); diff != "" {
 		t.Errorf("Summary (-want +got):\n%s", diff)
@@ -121,5 +123,45 @@ func TestWriteTextQuotesControlCharacters(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("WriteText output lacks %s:\n%s", want, out)
 		}
+	}
+}
+
+// TestSummaryFlags checks that inspect shows what the builder found: a
+// start-up-only patch as needing a restart, whether type layouts were
+// checked, and new exported functions as an API change.
+func TestSummaryFlags(t *testing.T) {
+	t.Parallel()
+	p := testPatch()
+	p.Functions[3].Flags |= FuncExported
+	s := p.Summary()
+	if s.StartupOnly || s.LayoutChecked || !slices.Equal(s.NewExports, []string{"check_memo"}) || !s.Functions[3].Exported {
+		t.Errorf("summary of a patch without flags: startup_only %v, layout_checked %v, new_exports %v", s.StartupOnly, s.LayoutChecked, s.NewExports)
+	}
+	var text bytes.Buffer
+	if err := s.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"type layouts  not checked (no DWARF)", "not start-up only (takes effect in running processes)", "api change", "check_memo carried hidden"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text does not show %q:\n%s", want, text.String())
+		}
+	}
+
+	p.Flags = FlagStartupOnly | FlagLayoutChecked
+	s = p.Summary()
+	if !s.StartupOnly || !s.LayoutChecked {
+		t.Errorf("startup_only %v, layout_checked %v; want both", s.StartupOnly, s.LayoutChecked)
+	}
+	text.Reset()
+	if err := s.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"STARTUP-ONLY", "restart needed", "checked with DWARF"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text does not show %q:\n%s", want, text.String())
+		}
+	}
+	if strings.Contains(text.String(), "not start-up only (takes effect in running processes)") {
+		t.Errorf("a start-up-only patch is shown as taking effect:\n%s", text.String())
 	}
 }

@@ -49,6 +49,9 @@ func (p *Patch) Validate() error {
 	if len(p.Signer) != 0 && len(p.Signer) != ed25519.PublicKeySize {
 		return formatErrorf("signer key is %d bytes, want %d", len(p.Signer), ed25519.PublicKeySize)
 	}
+	if p.Flags&^knownFlags != 0 {
+		return formatErrorf("unknown patch flags %#x", uint32(p.Flags&^knownFlags))
+	}
 	if err := p.Target.validate(); err != nil {
 		return err
 	}
@@ -108,11 +111,14 @@ func (p *Patch) validateFunctions() error {
 		if err := checkName(f.describe()+" file", f.File); err != nil {
 			return err
 		}
-		if f.Flags&^(FuncNew|FuncNoRedirect) != 0 {
+		if f.Flags&^knownFuncFlags != 0 {
 			return formatErrorf("%s has unknown flags %#x", f.describe(), uint8(f.Flags))
 		}
 		if f.NewSize > text || f.NewOffset > text-f.NewSize {
 			return formatErrorf("%s code [%#x,%#x) exceeds text size %#x", f.describe(), f.NewOffset, f.NewOffset+f.NewSize, text)
+		}
+		if f.Flags&FuncExported != 0 && f.Flags&FuncNew == 0 {
+			return formatErrorf("%s is marked exported but is not new", f.describe())
 		}
 		if f.Flags&FuncNew != 0 {
 			switch {

@@ -40,7 +40,7 @@ func hostRows(devices []store.Device, patches []api.PatchInfo, now time.Time) []
 			st, _ := exposure(d, p)
 			for _, c := range p.CVEs {
 				switch st {
-				case "vulnerable":
+				case "vulnerable", "restart_needed":
 					vuln[c] = true
 				case "protected":
 					prot[c] = true

@@ -315,7 +315,7 @@ func (s *Server) publish(r *http.Request, who identity) (any, error) {
 	info := api.PatchInfo{
 		SHA256: patch.FileDigest(data), ID: p.ID, Version: p.Version, CVEs: p.CVEs, Severity: string(p.Severity),
 		Description: p.Description, TargetName: p.Target.Name, TargetBuildID: hex.EncodeToString(p.Target.BuildID),
-		Signer: patch.KeyID(p.Signer), Size: len(data), Published: time.Now().UTC(),
+		Signer: patch.KeyID(p.Signer), Size: len(data), Published: time.Now().UTC(), StartupOnly: p.StartupOnly(),
 	}
 	for _, f := range p.Functions {
 		info.Functions = append(info.Functions, f.Name)

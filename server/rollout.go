@@ -313,7 +313,7 @@ func memberState(d store.Device, p api.PatchInfo, started time.Time, failed bool
 	switch state, _ := exposure(d, p); {
 	case d.InventoryAt.Before(started):
 		return memberPending // not heard from since the ring started
-	case state == "protected":
+	case state == "protected" || state == "restart_needed":
 		return memberApplied
 	case state == "":
 		return memberNotNeeded
@@ -323,7 +323,8 @@ func memberState(d store.Device, p api.PatchInfo, started time.Time, failed bool
 
 // exposure tells, from a device's inventory, where it stands against one
 // patch: "" (no process runs the target build), "protected" (every such
-// process carries it), "vulnerable"; and whether the target module
+// process carries it), "restart_needed" (every such process carries it, but
+// the patch changes only start-up code), "vulnerable"; and whether the target module
 // changed on disk since (fixed on disk once restarted).
 func exposure(d store.Device, p api.PatchInfo) (state string, changedOnDisk bool) {
 	mapped, patched := 0, 0
@@ -349,6 +350,8 @@ func exposure(d store.Device, p api.PatchInfo) (state string, changedOnDisk bool
 	switch {
 	case mapped == 0:
 		return "", false
+	case patched == mapped && p.StartupOnly:
+		return "restart_needed", changedOnDisk
 	case patched == mapped:
 		return "protected", changedOnDisk
 	}
@@ -473,7 +476,7 @@ func cveReport(patches []api.PatchInfo, devices []store.Device, want string) api
 			for _, p := range byCVE[c] {
 				st, ch := exposure(d, p)
 				fixed = fixed || ch
-				if st == "vulnerable" || (st == "protected" && worst == "") {
+				if st == "vulnerable" || (st == "restart_needed" && worst != "vulnerable") || (st == "protected" && worst == "") {
 					worst = st
 				}
 			}
@@ -488,6 +491,9 @@ func cveReport(patches []api.PatchInfo, devices []store.Device, want string) api
 			switch worst {
 			case "vulnerable":
 				cr.Vulnerable++
+			case "restart_needed":
+				cr.Vulnerable++
+				cr.NeedRestart++
 			case "protected":
 				cr.Protected++
 			}

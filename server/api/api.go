@@ -176,6 +176,7 @@ type PatchInfo struct {
 	Size          int       `json:"size"`
 	Functions     []string  `json:"functions"`
 	Published     time.Time `json:"published"`
+	StartupOnly   bool      `json:"startup_only,omitempty"` // changes only start-up code: processes carrying it still need a restart
 }
 
 // RolloutRequest starts a rollout of a published patch.
@@ -267,13 +268,14 @@ type CVEReport struct {
 	Protected   int              `json:"protected"`
 	FixedOnDisk int              `json:"fixed_on_disk"`
 	Devices     []DeviceExposure `json:"devices,omitempty"`
+	NeedRestart int              `json:"restart_needed"` // of Vulnerable: those whose processes carry only a start-up-only patch
 }
 
 // DeviceExposure is one device's line of a CVE report.
 type DeviceExposure struct {
 	Device string `json:"device"`
 	Name   string `json:"name"`
-	State  string `json:"state"` // vulnerable, protected, fixed_on_disk
+	State  string `json:"state"` // vulnerable, restart_needed, protected, fixed_on_disk
 }
 
 // RingReport is the progress of the rollouts per ring.
