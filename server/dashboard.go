@@ -118,7 +118,7 @@ func (s *Server) dashboardRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /ui/static/{version}/{name}", s.static)
 	mux.HandleFunc("GET /ui/signin", s.signinPage)
-	mux.HandleFunc("POST /ui/signin", s.signin)
+	mux.Handle("POST /ui/signin", s.unauthenticated(http.HandlerFunc(s.signin)))
 	mux.Handle("POST /ui/signout", s.page("", s.signout))
 	mux.Handle("GET /ui/stream", s.page(api.RoleViewer, s.stream))
 	mux.Handle("GET /ui/{$}", s.page(api.RoleViewer, s.overviewPage))
@@ -319,6 +319,10 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusForbidden, "the sign-in form came from another site")
 		return
 	}
+	if s.authFails.blocked(source(r), time.Now()) {
+		fail(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a minute.")
+		return
+	}
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	if tok == "" {
 		fail(http.StatusBadRequest, "Enter an admin token (admin.token in the server's data directory, or one made with hotpatch fleet token create).")
@@ -330,10 +334,12 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		fail(http.StatusInternalServerError, "The token could not be checked: "+err.Error())
 		return
-	case err == nil && t.Role == roleEnroll:
+	case err == nil && t.Role == api.RoleEnroll:
+		s.authFailed(r, "dashboard sign-in with an enrollment token")
 		fail(http.StatusUnauthorized, "That is the enrollment token, for agents; sign in with an admin token.")
 		return
 	case err != nil || roleRank[t.Role] == 0:
+		s.authFailed(r, "dashboard sign-in with an unknown token")
 		fail(http.StatusUnauthorized, "This server knows no such token.")
 		return
 	}
@@ -360,16 +366,16 @@ func (s *Server) signout(w http.ResponseWriter, r *http.Request, u user) error {
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	s.audit(r.Context(), api.AuditEvent{Actor: u.actor(), Type: "signed_out", Message: "dashboard"})
-	s.touch() // ends this session's streams
+	s.dashboardChanged() // ends this session's streams
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 	return nil
 }
 
 // Live updates.
 
-// touch wakes the dashboard's event streams: something they show may
+// dashboardChanged wakes the dashboard's event streams: something they show may
 // have changed.
-func (s *Server) touch() {
+func (s *Server) dashboardChanged() {
 	s.uiMu.Lock()
 	defer s.uiMu.Unlock()
 	close(s.uiCh)
@@ -495,7 +501,7 @@ func (s *Server) sampleExposure(ctx context.Context) {
 	}
 	e.counts = cur
 	s.st.PruneExposure(ctx, time.Now().Add(-exposureKept))
-	s.touch()
+	s.dashboardChanged()
 }
 
 // exposureKept is how long exposure samples are kept: the chart shows

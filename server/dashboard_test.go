@@ -302,7 +302,7 @@ func TestDashboardEscaping(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	evil := `<script>alert(1)</script>`
-	dev, id := enroll(t, s, evil, map[string]string{"ring": `"><img src=x onerror=alert(1)>`})
+	dev, id := enrollWith(t, s, s.EnrollToken(), evil, map[string]string{"ring": `"><img src=x onerror=alert(1)>`})
 	inv := inventory("00", false)
 	inv.Processes[0].Exe = evil
 	if st := dev.do("POST", api.PathDeviceReport, inv, nil); st != 204 {
