@@ -117,7 +117,8 @@ type device struct {
 	c    *client.Client
 }
 
-// enroll enrolls a device labelled ring=RING.
+// enroll enrolls a device labelled ring=RING; an operator approves it
+// into that ring with "fleet devices approve".
 func (f *fleet) enroll(t *testing.T, name, ring string) *device {
 	t.Helper()
 	key, keyPEM, err := pki.NewKey()
@@ -143,6 +144,9 @@ func (f *fleet) enroll(t *testing.T, name, ring string) *device {
 		t.Fatal(err)
 	}
 	t.Cleanup(dev.CloseIdleConnections)
+	if out := f.ok(t, "devices", "approve", resp.DeviceID); !strings.Contains(out, "is in ring "+ring) {
+		t.Errorf("devices approve: %q", out)
+	}
 	return &device{id: resp.DeviceID, name: name, c: dev}
 }
 
