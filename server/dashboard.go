@@ -319,10 +319,6 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusForbidden, "the sign-in form came from another site")
 		return
 	}
-	if s.authFails.blocked(source(r), time.Now()) {
-		fail(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a minute.")
-		return
-	}
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	if tok == "" {
 		fail(http.StatusBadRequest, "Enter an admin token (admin.token in the server's data directory, or one made with hotpatch fleet token create).")
@@ -330,6 +326,10 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	hash := pki.TokenHash(tok)
 	t, err := s.st.TokenByHash(r.Context(), hash)
+	if (err != nil || roleRank[t.Role] == 0) && s.authFails.blocked(source(r), time.Now()) {
+		fail(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a minute.")
+		return
+	}
 	switch {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		fail(http.StatusInternalServerError, "The token could not be checked: "+err.Error())

@@ -79,6 +79,10 @@ func (s *Server) unauthenticated(h http.Handler) http.Handler {
 		case s.unauth <- struct{}{}:
 			defer func() { <-s.unauth }()
 		default:
+			// Read nothing more of this request: the server would
+			// otherwise wait for the body it was promised before
+			// answering.
+			http.NewResponseController(w).SetReadDeadline(time.Now())
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", "5")
 			writeError(w, http.StatusServiceUnavailable, "too many requests without credentials at once; retry later")

@@ -175,14 +175,16 @@ func (s *Server) authenticate(r *http.Request, need string) (identity, error) {
 	if !ok || tok == "" {
 		return identity{}, errorf(http.StatusUnauthorized, "a bearer token is needed (HOTPATCH_TOKEN)")
 	}
-	if s.authFails.blocked(source(r), time.Now()) {
-		return identity{}, errorf(http.StatusTooManyRequests, "too many unknown tokens from this address; wait a minute")
-	}
 	t, err := s.st.TokenByHash(r.Context(), pki.TokenHash(tok))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return identity{}, fmt.Errorf("checking the token: %w", err)
 	}
 	if err != nil || roleRank[t.Role] == 0 {
+		// A valid token works from a blocked address too: admins behind
+		// the same address as an attacker are not locked out.
+		if s.authFails.blocked(source(r), time.Now()) {
+			return identity{}, errorf(http.StatusTooManyRequests, "too many unknown tokens from this address; wait a minute")
+		}
 		s.authFailed(r, "unknown bearer token")
 		return identity{}, errorf(http.StatusUnauthorized, "unknown token")
 	}
@@ -241,10 +243,10 @@ func (s *Server) enroll(r *http.Request, _ identity) (any, error) {
 		return nil, err
 	}
 	now := time.Now()
-	if s.authFails.blocked(source(r), now) {
+	t, err := s.st.UseEnrollToken(r.Context(), pki.TokenHash(req.Token), api.RoleEnroll, now)
+	if err != nil && s.authFails.blocked(source(r), now) {
 		return nil, errorf(http.StatusTooManyRequests, "too many bad enrollment tokens from this address; wait a minute")
 	}
-	t, err := s.st.UseEnrollToken(r.Context(), pki.TokenHash(req.Token), api.RoleEnroll, now)
 	switch {
 	case errors.Is(err, store.ErrTokenSpent):
 		s.authFailed(r, "enrollment with an expired or used-up token "+t.Name)
@@ -479,9 +481,12 @@ func (s *Server) publish(r *http.Request, who identity) (any, error) {
 		return nil, errorf(http.StatusBadRequest, "%v", err)
 	}
 	if len(s.publishers) > 0 {
-		if err := patch.Verify(p, s.publishers); err != nil {
-			return nil, errorf(http.StatusForbidden, "patch %s is signed by key %s, which is not a publisher of this server (hotpatch-server --publisher KEY.pub): %v",
-				p.ID, patch.KeyID(p.Signer), err)
+		var untrusted *patch.UntrustedSignerError
+		if err := patch.Verify(p, s.publishers); errors.As(err, &untrusted) {
+			return nil, errorf(http.StatusForbidden, "patch %s is signed by key %s, which is not a publisher of this server; to accept it, start hotpatch-server with --publisher KEY.pub of that key",
+				p.ID, untrusted.KeyID)
+		} else if err != nil {
+			return nil, errorf(http.StatusForbidden, "%v", err)
 		}
 	}
 	info := api.PatchInfo{
