@@ -520,3 +520,14 @@ func TestFleetTokens(t *testing.T) {
 		t.Errorf("the audit log of revocations:\n%s", out)
 	}
 }
+
+// TestEnrollTokenNotOnCommandLine: hotpatchd refuses an enrollment token
+// given on its command line (every user of the host reads it in ps) and
+// names the file and environment variable to use instead.
+func TestEnrollTokenNotOnCommandLine(t *testing.T) {
+	var stdout, stderr strings.Builder
+	code := AgentMain([]string{"--server", "https://127.0.0.1:1", "--ca", "ca.pem", "--state", t.TempDir(), "--enroll-token", "secret"}, &stdout, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "--enroll-token-file") || !strings.Contains(stderr.String(), envEnrollToken) {
+		t.Errorf("hotpatchd --enroll-token: exit %d, %q", code, stderr.String())
+	}
+}

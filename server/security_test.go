@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -190,7 +191,7 @@ func TestTokenRotation(t *testing.T) {
 func TestSlowBodies(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o700)
-	s, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond, MaxUnauthenticated: 8, BodyTimeout: time.Second})
+	s, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", AnyPublisher: true, Tick: 20 * time.Millisecond, MaxUnauthenticated: 8, BodyTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,8 +366,14 @@ func TestRolloutsOfOnePatch(t *testing.T) {
 }
 
 // TestPublishSameLevel: a different file under a published id and level
-// is refused; the same file again is not.
+// is refused; the same file again is not. A server with no publisher key
+// does not start unless told to accept any signer.
 func TestPublishSameLevel(t *testing.T) {
+	if sys, _ := filepath.Glob("/etc/hotpatch/trusted/*.pub"); len(sys) == 0 {
+		if _, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}); !errors.Is(err, ErrNoPublisher) {
+			t.Errorf("a server with no publisher key: %v, want ErrNoPublisher", err)
+		}
+	}
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	admin := newCaller(t, s, s.AdminToken(), nil, nil)
@@ -463,7 +470,7 @@ func TestPrivateFiles(t *testing.T) {
 		os.Chmod(filepath.Join(dir, f), 0o755)
 	}
 	var logged bytes.Buffer
-	s, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", Log: log.New(&logged, "", 0)})
+	s, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", AnyPublisher: true, Log: log.New(&logged, "", 0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,9 +40,11 @@ type Config struct {
 	// Hosts are extra names for the server certificate.
 	Hosts []string
 	// Publishers are public key files a published patch must be signed
-	// by (/etc/hotpatch/trusted/*.pub too). None: any valid signature is
+	// by (/etc/hotpatch/trusted/*.pub too). With none, New refuses to
+	// start unless AnyPublisher is set: then any valid signature is
 	// accepted for the catalog (agents still verify with their own keys).
-	Publishers []string
+	Publishers   []string
+	AnyPublisher bool
 	// Tick is how often rollouts are driven (default 1s).
 	Tick time.Duration
 	// Resync is how often agents re-send their inventory (default 6h).
@@ -222,8 +224,22 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.publishers = append(s.publishers, k)
 	}
+	if len(s.publishers) == 0 && !cfg.AnyPublisher {
+		st.Close()
+		return nil, ErrNoPublisher
+	}
 	return s, nil
 }
+
+// ErrNoPublisher is returned by New when no publisher key is given and
+// accepting any signer was not chosen.
+//
+// Decision: a publisher key is required by default. Without one, anyone
+// with an operator token could put a patch signed by any key in the
+// catalog; agents would still refuse it unless they trust that key, but
+// the catalog, its reports and its rollouts would show it. Accepting any
+// signer stays possible, as an explicit choice (--any-publisher).
+var ErrNoPublisher = errors.New("no publisher key: give --publisher KEY.pub (the public key your patches are signed with; /etc/hotpatch/trusted/*.pub count too), or --any-publisher to accept a patch signed by any key")
 
 // privateFiles are the data directory's files that only the server may
 // read.

@@ -86,7 +86,7 @@ func startServer(t *testing.T, dir string) *Server {
 func startServerDB(t *testing.T, dir, db string) *Server {
 	t.Helper()
 	os.Chmod(dir, 0o700) // t.TempDir is 0755: the server would warn
-	s, err := New(Config{DataDir: dir, DB: db, Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond})
+	s, err := New(Config{DataDir: dir, DB: db, Listen: "127.0.0.1:0", AnyPublisher: true, Tick: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
