@@ -33,7 +33,11 @@ import (
 // changed, and the forms that act ask for confirmation in a dialog. See
 // docs/dashboard.md.
 
-//go:embed dashboard
+// dashboardFiles are the dashboard's assets: its page templates, layout,
+// stylesheet and script (server/dashboardassets/, no Go code); the code
+// that serves them is this file and the other dashboard*.go files.
+//
+//go:embed dashboardassets
 var dashboardFiles embed.FS
 
 // dashboard is the parsed templates and the static assets.
@@ -53,7 +57,7 @@ const (
 func loadDashboard() (*dashboard, error) {
 	d := &dashboard{pages: map[string]*template.Template{}, static: map[string][]byte{}}
 	h := sha256.New()
-	err := fs.WalkDir(dashboardFiles, "dashboard/static", func(p string, e fs.DirEntry, err error) error {
+	err := fs.WalkDir(dashboardFiles, "dashboardassets/static", func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
@@ -66,12 +70,12 @@ func loadDashboard() (*dashboard, error) {
 		return nil, err
 	}
 	d.version = hex.EncodeToString(h.Sum(nil))[:12]
-	pages, err := fs.Glob(dashboardFiles, "dashboard/pages/*.html")
+	pages, err := fs.Glob(dashboardFiles, "dashboardassets/pages/*.html")
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range pages {
-		t, err := template.New("").Funcs(templateFuncs).ParseFS(dashboardFiles, "dashboard/layout.html", p)
+		t, err := template.New("").Funcs(templateFuncs).ParseFS(dashboardFiles, "dashboardassets/layout.html", p)
 		if err != nil {
 			return nil, fmt.Errorf("dashboard template %s: %w", p, err)
 		}
