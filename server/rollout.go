@@ -146,6 +146,11 @@ func (s *Server) steer(ctx context.Context, who identity, id, action string, rin
 	if len(rings) > 0 && action != "rollback" {
 		return api.Rollout{}, errorf(http.StatusBadRequest, "rings are for rollback only")
 	}
+	for _, name := range rings {
+		if !slices.ContainsFunc(ro.Rings, func(r api.Ring) bool { return r.Name == name }) {
+			return api.Rollout{}, errorf(http.StatusBadRequest, "rollout %s has no ring %q", ro.ID, name)
+		}
+	}
 	switch action {
 	case "halt":
 		if ro.State != api.StateRunning {
@@ -169,11 +174,7 @@ func (s *Server) steer(ctx context.Context, who identity, id, action string, rin
 			break
 		}
 		for _, name := range rings {
-			i := slices.IndexFunc(ro.Rings, func(r api.Ring) bool { return r.Name == name })
-			if i < 0 {
-				return api.Rollout{}, errorf(http.StatusBadRequest, "rollout %s has no ring %q", ro.ID, name)
-			}
-			ro.Rings[i].Revert = true
+			ro.Rings[slices.IndexFunc(ro.Rings, func(r api.Ring) bool { return r.Name == name })].Revert = true
 		}
 		ro.State, ro.Reason = api.StateHalted, fmt.Sprintf("rings %s rolled back by %s", strings.Join(rings, ","), who.actor())
 		if !slices.ContainsFunc(ro.Rings, func(r api.Ring) bool { return !r.Revert && r.State != api.RingPending && r.State != api.RingWaiting }) {
