@@ -71,10 +71,15 @@ type Config struct {
 
 // Server is a running hotpatch-server.
 //
-// Lock order: a goroutine that holds more than one of the mutexes below
-// takes them in this order, and today none holds two at once:
-// driving → cacheMu → seqMu → uiMu → snapMu. Each guards only the fields
-// listed under it; none is held across a network request.
+// Lock order. driving is the outermost: advance and steer hold it while
+// they read the store, store a step, and then take seqMu (sawChange) and
+// uiMu (dashboardChanged). seqMu and uiMu are leaves, held for a few
+// instructions, never while taking another lock. tokMu, cacheMu and
+// snapMu are each held alone, around store reads and writes (tokMu also
+// around writing a token file). So: driving → seqMu, driving → uiMu;
+// nothing else nests, and no lock is taken while holding seqMu or uiMu.
+// (failureLimiter has its own leaf mutex.) Each mutex guards only the
+// fields listed under it.
 type Server struct {
 	cfg        Config
 	log        *log.Logger
