@@ -94,11 +94,24 @@ func (s *Server) unauthenticated(h http.Handler) http.Handler {
 	})
 }
 
-// secureHeaders sets the headers every answer carries: HSTS (the server
-// speaks HTTPS only, so a browser should never try it over HTTP).
-func secureHeaders(h http.Handler) http.Handler {
+// authenticatedBodyTimeout is how long an authenticated request may take
+// to send its body (a patch file of up to 64 MiB on a slow link).
+const authenticatedBodyTimeout = 10 * time.Minute
+
+// guard is the outermost handler. It sets the headers every answer
+// carries: HSTS (the server speaks HTTPS only, so a browser should never
+// try it over HTTP). And it gives every request with a body
+// cfg.BodyTimeout to send it: until the request is authenticated, its
+// body is a stranger's (an API request extends the deadline once its
+// credentials check out). Without it, a request refused before its body
+// was read would hold its connection while the server waits for the
+// rest of the body it was promised.
+func (s *Server) guard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		if r.ContentLength != 0 {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		}
 		h.ServeHTTP(w, r)
 	})
 }

@@ -99,7 +99,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle(rt.method+" "+rt.path, h)
 	}
 	s.dashboardRoutes(mux)
-	return secureHeaders(mux)
+	return s.guard(mux)
 }
 
 // writeError sends an api.Error.
@@ -115,6 +115,9 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func (s *Server) api(need string, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		who, err := s.authenticate(r, need)
+		if err == nil && need != "" && r.ContentLength != 0 {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(authenticatedBodyTimeout))
+		}
 		var v any
 		if err == nil {
 			v, err = h(r, who)

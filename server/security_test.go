@@ -184,10 +184,10 @@ func TestTokenRotation(t *testing.T) {
 }
 
 // TestSlowBodies: a few hundred connections that send a request's
-// headers and then a body a byte at a time hold nothing for long: those
+// headers and then stall on the body hold nothing for long: enrollments
 // beyond the limit of unauthenticated requests are answered at once, the
-// others when the body deadline passes; meanwhile /healthz, devices and
-// admins are served.
+// others, and requests refused for their credentials, when the body
+// deadline passes; meanwhile /healthz, devices and admins are served.
 func TestSlowBodies(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o700)
@@ -202,18 +202,27 @@ func TestSlowBodies(t *testing.T) {
 	dev, _ := enroll(t, s, "dev", map[string]string{"ring": "canary"})
 	admin := newCaller(t, s, s.AdminToken(), nil, nil)
 
+	// Most go for enrollment; some send a wrong token to an
+	// authenticated route and a small body, some a dashboard form.
 	const attackers = 300
 	host := strings.TrimPrefix(s.URL(), "https://")
 	tlsCfg, _ := pki.ClientTLS(s.CA(), nil, nil)
 	closed := make(chan error, attackers)
 	var conns []*tls.Conn
-	for range attackers {
+	for i := range attackers {
 		c, err := tls.Dial("tcp", host, tlsCfg)
 		if err != nil {
 			t.Fatalf("attacker dial: %v", err)
 		}
 		conns = append(conns, c)
-		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", api.PathEnroll, host)
+		switch i % 6 {
+		case 0:
+			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer wrong\r\nContent-Length: 1000\r\n\r\n{", api.PathPatches, host)
+		case 1:
+			fmt.Fprintf(c, "POST /ui/rollouts HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\na", host)
+		default:
+			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", api.PathEnroll, host)
+		}
 	}
 	defer func() {
 		for _, c := range conns {
