@@ -53,6 +53,34 @@ func auditHas(t *testing.T, admin *caller, typ string, ok func(api.AuditEvent) b
 	return api.AuditEvent{}
 }
 
+// publishedFleet starts a server (closed with the test) with the test
+// patch published; it returns the server, an admin caller and the
+// patch's target build-id.
+func publishedFleet(t *testing.T) (*Server, *caller, string) {
+	t.Helper()
+	s := startServer(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	data, p := testPatch(t)
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	if st := admin.do("POST", api.PathPatches, data, nil); st != 200 {
+		t.Fatalf("publish: HTTP %d", st)
+	}
+	return s, admin, fmt.Sprintf("%x", p.Target.BuildID)
+}
+
+// ringDevices enrolls one device per ring, approved into it, named
+// RING-1, each reporting the patch's target running unpatched.
+func ringDevices(t *testing.T, s *Server, buildID string, rings ...string) []*caller {
+	t.Helper()
+	var devs []*caller
+	for _, ring := range rings {
+		dev, _ := enroll(t, s, ring+"-1", map[string]string{"ring": ring})
+		dev.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+		devs = append(devs, dev)
+	}
+	return devs
+}
+
 // TestEnrollmentApproval: a device enrolled with the data directory's
 // token is in no ring whatever label it sends: it gets no rollout and its
 // crash reports count against no budget (the attack of issue 13: a fake
@@ -268,14 +296,9 @@ func TestSlowBodies(t *testing.T) {
 // crash a device dates ten minutes back (its clock is behind) still
 // counts. Unknown event types are recorded as such, long messages cut.
 func TestDeviceClock(t *testing.T) {
-	s := startServer(t, t.TempDir())
-	defer s.Close()
-	data, p := testPatch(t)
-	buildID := fmt.Sprintf("%x", p.Target.BuildID)
-	admin := newCaller(t, s, s.AdminToken(), nil, nil)
-	admin.do("POST", api.PathPatches, data, nil)
-	dev, id := enroll(t, s, "behind", map[string]string{"ring": "canary"})
-	dev.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	s, admin, buildID := publishedFleet(t)
+	dev := ringDevices(t, s, buildID, "canary")[0]
+	id := mustDeviceID(t, s, "canary-1")
 	var ro api.Rollout
 	admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}, Soak: time.Hour}, &ro)
 	waitRollout(t, admin, ro.ID, "active", func(r api.Rollout) bool { return r.Rings[0].State == api.RingActive })
@@ -338,16 +361,9 @@ func TestRolloutValidation(t *testing.T) {
 // rollout that halts on a failure reverts the patch only where it brought
 // it, not where an earlier rollout still wants it.
 func TestRolloutsOfOnePatch(t *testing.T) {
-	s := startServer(t, t.TempDir())
-	defer s.Close()
-	data, p := testPatch(t)
-	buildID := fmt.Sprintf("%x", p.Target.BuildID)
-	admin := newCaller(t, s, s.AdminToken(), nil, nil)
-	admin.do("POST", api.PathPatches, data, nil)
-	canary, _ := enroll(t, s, "canary-1", map[string]string{"ring": "canary"})
-	broad, _ := enroll(t, s, "broad-1", map[string]string{"ring": "broad"})
-	canary.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
-	broad.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	s, admin, buildID := publishedFleet(t)
+	devs := ringDevices(t, s, buildID, "canary", "broad")
+	canary, broad := devs[0], devs[1]
 
 	var first, second api.Rollout
 	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}}, &first); st != 200 {
@@ -567,12 +583,7 @@ func TestFailedAuth(t *testing.T) {
 // tell where they stand (the patch applied, or no process of the target)
 // settles without waiting for a new report.
 func TestRingSettlesAtOnce(t *testing.T) {
-	s := startServer(t, t.TempDir())
-	defer s.Close()
-	data, p := testPatch(t)
-	buildID := fmt.Sprintf("%x", p.Target.BuildID)
-	admin := newCaller(t, s, s.AdminToken(), nil, nil)
-	admin.do("POST", api.PathPatches, data, nil)
+	s, admin, buildID := publishedFleet(t)
 	idle, _ := enroll(t, s, "idle", map[string]string{"ring": "canary"})
 	done, _ := enroll(t, s, "done", map[string]string{"ring": "canary"})
 	idle.do("POST", api.PathDeviceReport, inventory("00", false), nil) // runs nothing the patch is for

@@ -472,16 +472,9 @@ func TestWindows(t *testing.T) {
 // rollout all the same; the patch comes off in that ring only, and the
 // next ring, which did not fail, keeps it until an operator decides.
 func TestLateFailure(t *testing.T) {
-	s := startServer(t, t.TempDir())
-	defer s.Close()
-	data, p := testPatch(t)
-	buildID := fmt.Sprintf("%x", p.Target.BuildID)
-	admin := newCaller(t, s, s.AdminToken(), nil, nil)
-	admin.do("POST", api.PathPatches, data, nil)
-	canary, _ := enroll(t, s, "canary-1", map[string]string{"ring": "canary"})
-	broad, _ := enroll(t, s, "broad-1", map[string]string{"ring": "broad"})
-	canary.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
-	broad.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	s, admin, buildID := publishedFleet(t)
+	devs := ringDevices(t, s, buildID, "canary", "broad")
+	canary, broad := devs[0], devs[1]
 	var ro api.Rollout
 	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary", "broad"}}, &ro); st != 200 {
 		t.Fatalf("rollout start: HTTP %d", st)

@@ -471,8 +471,13 @@ func (s *Store) Patches(ctx context.Context) ([]api.PatchInfo, error) {
 // Patch returns a patch's description by SHA-256, or the newest version
 // of a patch id.
 func (s *Store) Patch(ctx context.Context, ref string) (api.PatchInfo, error) {
+	return scanPatchInfo(s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE sha256 = $1 OR id = $1 ORDER BY (sha256 = $1) DESC, version DESC, published DESC LIMIT 1`, ref))
+}
+
+// scanPatchInfo reads the info column of one patch row.
+func scanPatchInfo(row *sql.Row) (api.PatchInfo, error) {
 	var raw string
-	err := s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE sha256 = $1 OR id = $1 ORDER BY (sha256 = $1) DESC, version DESC, published DESC LIMIT 1`, ref).Scan(&raw)
+	err := row.Scan(&raw)
 	if errors.Is(err, sql.ErrNoRows) {
 		return api.PatchInfo{}, ErrNotFound
 	}
@@ -486,16 +491,7 @@ func (s *Store) Patch(ctx context.Context, ref string) (api.PatchInfo, error) {
 // PatchVersion returns the patch published under an id and level
 // (ErrNotFound if none).
 func (s *Store) PatchVersion(ctx context.Context, id string, version uint32) (api.PatchInfo, error) {
-	var raw string
-	err := s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE id = $1 AND version = $2 ORDER BY published LIMIT 1`, id, version).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return api.PatchInfo{}, ErrNotFound
-	}
-	var p api.PatchInfo
-	if err == nil {
-		err = json.Unmarshal([]byte(raw), &p)
-	}
-	return p, err
+	return scanPatchInfo(s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE id = $1 AND version = $2 ORDER BY published LIMIT 1`, id, version))
 }
 
 // PatchData returns a patch file by SHA-256.
