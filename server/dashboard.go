@@ -137,6 +137,7 @@ func (s *Server) dashboardRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /ui/hosts/{id}", s.page(api.RoleViewer, s.hostPage))
 	mux.Handle("GET /ui/hosts/{id}/revoke", s.page(api.RoleAdmin, s.revokeForm))
 	mux.Handle("POST /ui/hosts/{id}/revoke", s.page(api.RoleAdmin, s.revokeForm))
+	mux.Handle("POST /ui/hosts/{id}/approve", s.page(api.RoleOperator, s.approveForm))
 	mux.Handle("GET /ui/events", s.page(api.RoleViewer, s.eventsPage))
 }
 

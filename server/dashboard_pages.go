@@ -477,8 +477,11 @@ func (s *Server) hostPage(w http.ResponseWriter, r *http.Request, u user) error 
 		return err
 	}
 	v := view{Title: "Host " + d.Name, Section: "hosts", User: u, Data: hd}
-	if r.URL.Query().Get("did") == "revoke" {
+	switch r.URL.Query().Get("did") {
+	case "revoke":
 		v.Notice = "Host revoked: its certificate no longer works here."
+	case "approve":
+		v.Notice = "Host approved into ring " + d.Ring + ": rollouts count it from their next ring on."
 	}
 	s.render(w, r, http.StatusOK, "host", v)
 	return nil
@@ -499,6 +502,17 @@ func (s *Server) revokeForm(w http.ResponseWriter, r *http.Request, u user) erro
 		return err
 	}
 	http.Redirect(w, r, "/ui/hosts/"+d.ID+"?did=revoke", http.StatusSeeOther)
+	return nil
+}
+
+// approveForm approves a host into a ring, or moves it to another (not
+// destructive: no confirmation).
+func (s *Server) approveForm(w http.ResponseWriter, r *http.Request, u user) error {
+	d, err := s.approveDevice(r.Context(), u.identity, r.PathValue("id"), strings.TrimSpace(r.PostFormValue("ring")))
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/hosts/"+d.ID+"?did=approve", http.StatusSeeOther)
 	return nil
 }
 

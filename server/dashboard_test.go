@@ -524,3 +524,38 @@ func TestDashboardTokenRevoked(t *testing.T) {
 		t.Errorf("signing in with the revoked token: HTTP %d", st)
 	}
 }
+
+// TestDashboardApprove: a host that is not approved says so and offers
+// an operator the form that approves it into the ring it asks for; a
+// viewer gets no form and is refused.
+func TestDashboardApprove(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	_, id := enrollWith(t, s, s.EnrollToken(), "new-host", map[string]string{"ring": "canary"})
+	viewerTok, err := s.NewToken(api.RoleViewer, "viewer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer := newWeb(t, s)
+	viewer.signIn(viewerTok)
+	if _, _, body := viewer.get("/ui/hosts/" + id); !strings.Contains(body, "not approved") || strings.Contains(body, `action="/ui/hosts/`+id+`/approve"`) {
+		t.Errorf("the host page for a viewer: approval state or form wrong")
+	}
+	if st, _, _ := viewer.post("/ui/hosts/"+id+"/approve", url.Values{"csrf": {viewer.csrf()}, "ring": {"canary"}}, nil); st != http.StatusForbidden {
+		t.Errorf("a viewer approving: HTTP %d, want 403", st)
+	}
+	w := newWeb(t, s)
+	w.signIn(s.AdminToken())
+	if _, _, body := w.get("/ui/hosts/" + id); !strings.Contains(body, `action="/ui/hosts/`+id+`/approve"`) || !strings.Contains(body, `value="canary"`) {
+		t.Errorf("the host page offers no approval into the ring it asks for")
+	}
+	if st, loc, body := w.post("/ui/hosts/"+id+"/approve", url.Values{"csrf": {w.csrf()}, "ring": {"canary"}}, nil); st != http.StatusSeeOther || loc != "/ui/hosts/"+id+"?did=approve" {
+		t.Fatalf("approve: HTTP %d to %q: %.300s", st, loc, body)
+	}
+	if d, err := s.st.Device(context.Background(), id); err != nil || d.Ring != "canary" || d.Approved.IsZero() {
+		t.Errorf("after approval: %+v, %v", d.Device, err)
+	}
+	if st, _, _ := w.post("/ui/hosts/"+id+"/approve", url.Values{"csrf": {w.csrf()}, "ring": {"no ring"}}, nil); st != http.StatusBadRequest {
+		t.Errorf("a bad ring name: HTTP %d, want 400", st)
+	}
+}
