@@ -105,7 +105,11 @@ func (s *Store) dialectSQL(q string) string {
 
 // migrate applies the embedded migrations not applied yet, each in a
 // transaction, recording the schema version.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error { return s.migrateTo(ctx, 0) }
+
+// migrateTo applies the migrations not applied yet up to number last
+// (0: all).
+func (s *Store) migrateTo(ctx context.Context, last int) error {
 	if s.dialect == "postgres" {
 		// Two servers starting at once: one migrates, the other waits.
 		conn, err := s.db.Conn(ctx)
@@ -140,7 +144,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migration %s: name must start with its number", name)
 		}
-		if n <= v {
+		if n <= v || last > 0 && n > last {
 			continue
 		}
 		body, err := migrations.ReadFile(dir + "/" + name)
@@ -161,11 +165,63 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("migration %s: %w", name, err)
 			}
 		}
+		if fix := afterMigration[n]; fix != nil {
+			if err := fix(ctx, tx); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("migration %s: %w", name, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, n); err != nil {
 			tx.Rollback()
 			return err
 		}
 		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// afterMigration holds, by migration number, what a migration needs done
+// in Go, in its transaction.
+var afterMigration = map[int]func(context.Context, *sql.Tx) error{
+	4: approveEnrolled,
+}
+
+// approveEnrolled runs with migration 4, which makes a device's ring an
+// operator's decision: the devices enrolled before it were in the ring
+// their label named, under the rules the operator ran them with, so they
+// stay there, approved as of their enrollment (an upgrade must not empty
+// every ring). Devices enrolled later wait for approval.
+func approveEnrolled(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, labels, enrolled FROM devices`)
+	if err != nil {
+		return err
+	}
+	type dev struct {
+		id, ring string
+		enrolled int64
+	}
+	var devs []dev
+	for rows.Next() {
+		var d dev
+		var labels string
+		if err := rows.Scan(&d.id, &labels, &d.enrolled); err != nil {
+			rows.Close()
+			return err
+		}
+		var m map[string]string
+		json.Unmarshal([]byte(labels), &m)
+		if d.ring = m["ring"]; d.ring != "" {
+			devs = append(devs, d)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, d := range devs {
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET ring = $1, approved = $2 WHERE id = $3`, d.ring, max(d.enrolled, 1), d.id); err != nil {
 			return err
 		}
 	}

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,6 +163,45 @@ func TestEnrollTokenUses(t *testing.T) {
 		}
 		if _, err := s.UseEnrollToken(ctx, "adm", api.RoleEnroll, now); !errors.Is(err, ErrNotFound) {
 			t.Errorf("an admin token: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// TestUpgradeKeepsRings: the devices enrolled before devices needed an
+// operator's approval stay in the ring their label named, approved; one
+// without a ring label waits.
+func TestUpgradeKeepsRings(t *testing.T) {
+	eachDB(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		driver, dsn, dialect := "sqlite", "file:"+url, "sqlite"
+		if strings.HasPrefix(url, "postgres") {
+			driver, dsn, dialect = "pgx", url, "postgres"
+		}
+		db, err := sql.Open(driver, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := &Store{db: db, dialect: dialect}
+		if err := old.migrateTo(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+		for id, labels := range map[string]string{"d-canary": `{"ring":"canary"}`, "d-none": `{}`} {
+			if _, err := db.ExecContext(ctx, `INSERT INTO devices (id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at)
+				VALUES ($1, $1, $1, '', $2, $1, 5, 0, 0, '{}', 0)`, id, labels); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.Close()
+		s, err := Open(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if d, err := s.Device(ctx, "d-canary"); err != nil || d.Ring != "canary" || d.Approved.IsZero() {
+			t.Errorf("a device of ring canary after the upgrade: %+v, %v", d.Device, err)
+		}
+		if d, err := s.Device(ctx, "d-none"); err != nil || d.Ring != "" || !d.Approved.IsZero() {
+			t.Errorf("a device without a ring after the upgrade: %+v, %v", d.Device, err)
 		}
 	})
 }
