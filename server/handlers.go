@@ -346,7 +346,9 @@ func (s *Server) sync(r *http.Request, who identity) (any, error) {
 	if err != nil || wait <= 0 || wait > 5*time.Minute {
 		wait = 30 * time.Second
 	}
-	s.st.Seen(r.Context(), who.device.ID, time.Now())
+	if err := s.st.Seen(r.Context(), who.device.ID, time.Now()); err != nil && r.Context().Err() == nil {
+		return nil, fmt.Errorf("recording that device %s was seen: %w", who.device.ID, err)
+	}
 	s.metrics.longPolls.Add(1)
 	defer s.metrics.longPolls.Add(-1)
 	timer := time.NewTimer(wait)

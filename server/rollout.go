@@ -105,7 +105,14 @@ func (s *Server) newRollout(ctx context.Context, who identity, req api.RolloutRe
 	}
 	s.dashboardChanged()
 	s.driveSoon()
-	return s.advance(ctx, ro.ID)
+	cur, err := s.advance(ctx, ro.ID)
+	if err != nil {
+		// The rollout exists; the engine takes its first step on a
+		// later tick.
+		s.log.Printf("rollout %s: %v; its first step waits for the next tick", ro.ID, err)
+		return ro.Rollout, nil
+	}
+	return cur, nil
 }
 
 func (s *Server) rollouts(r *http.Request, _ identity) (any, error) {
@@ -690,9 +697,18 @@ type metrics struct {
 
 func (s *Server) metricsText(r *http.Request, _ identity) (any, error) {
 	ctx := r.Context()
-	devices, _ := s.st.Devices(ctx)
-	ros, _ := s.st.Rollouts(ctx)
-	patches, _ := s.st.Patches(ctx)
+	devices, err := s.st.Devices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ros, err := s.st.Rollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	patches, err := s.st.Patches(ctx)
+	if err != nil {
+		return nil, err
+	}
 	states := map[string]int{}
 	for _, ro := range ros {
 		states[ro.State]++
