@@ -139,8 +139,8 @@ func New(cfg Config) (*Agent, error) {
 		if a.id, err = loadIdentity(cfg.StateDir); err != nil {
 			return nil, err
 		}
-		if a.id == nil && (cfg.EnrollToken == "" || cfg.CA == "") {
-			return nil, fmt.Errorf("not enrolled yet (no identity in %s): give --enroll-token and --ca (the server's ca.pem) for the first start",
+		if a.id == nil && (cfg.EnrollToken == "" && cfg.EnrollTokenFile == "" || cfg.CA == "") {
+			return nil, fmt.Errorf("not enrolled yet (no identity in %s): give --enroll-token-file (or HOTPATCH_ENROLL_TOKEN) and --ca (the server's ca.pem) for the first start",
 				filepath.Join(cfg.StateDir, identityDir))
 		}
 		if cfg.CA != "" {

@@ -61,11 +61,14 @@ type Config struct {
 	CA string `yaml:"ca"`
 	// EnrollToken is the server's enrollment token, needed only for the
 	// first start (the identity is then kept in STATE/identity/).
-	EnrollToken string `yaml:"enroll_token"`
+	// EnrollTokenFile is a file that holds it (read at enrollment): the
+	// token never appears on a command line.
+	EnrollToken     string `yaml:"enroll_token"`
+	EnrollTokenFile string `yaml:"enroll_token_file"`
 	// Name is the device's name on the server (default: the host name).
 	Name string `yaml:"name"`
-	// Labels are sent at enrollment; ring=NAME puts the device in a
-	// rollout ring.
+	// Labels are sent at enrollment; ring=NAME asks for a rollout ring,
+	// which an operator approves (or the enrollment token sets).
 	Labels map[string]string `yaml:"labels"`
 }
 

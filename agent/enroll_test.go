@@ -49,11 +49,24 @@ func newFleet(t *testing.T, dir, publisherKey string) *fleet {
 }
 
 // enrolledConfig is an agent config for a host enrolled with f: no local
-// patch directory.
+// patch directory; the enrollment token, in a file, puts the device in
+// the ring its labels ask for (canary if none).
 func (f *fleet) enrolledConfig(dir string, h *host, pub string, labels map[string]string) Config {
 	cfg := agentConfig(dir, h, pub)
 	cfg.PatchDir = ""
-	cfg.Server, cfg.CA, cfg.EnrollToken, cfg.Labels = f.srv.URL(), f.caFile, f.srv.EnrollToken(), labels
+	ring := labels["ring"]
+	if ring == "" {
+		ring = "canary"
+	}
+	tok, err := f.admin.NewEnrollToken(context.Background(), "test", ring, 0, 0)
+	if err != nil {
+		panic(err)
+	}
+	cfg.EnrollTokenFile = filepath.Join(dir, "enroll.token")
+	if err := os.WriteFile(cfg.EnrollTokenFile, []byte(tok.Token+"\n"), 0o600); err != nil {
+		panic(err)
+	}
+	cfg.Server, cfg.CA, cfg.Labels = f.srv.URL(), f.caFile, labels
 	return cfg
 }
 
@@ -108,7 +121,7 @@ func TestAgentEnrolled(t *testing.T) {
 
 	// A restart reuses the identity and needs no token.
 	first.stop()
-	cfg.EnrollToken = ""
+	cfg.EnrollToken, cfg.EnrollTokenFile = "", ""
 	startAgent(t, cfg)
 	waitFor(t, 30*time.Second, func() bool { return countEvents(cfg.StateDir, is("started", 0)) == 2 }, "a second start")
 	var devs []api.Device

@@ -52,11 +52,11 @@ func loadIdentity(stateDir string) (*identity, error) {
 		dst  *[]byte
 	}{{idKeyFile, &id.Key}, {idCertFile, &id.Cert}, {idCAFile, &id.CA}} {
 		if *f.dst, err = os.ReadFile(filepath.Join(dir, f.name)); err != nil {
-			return nil, fmt.Errorf("identity: %v; remove %s and enroll again with --enroll-token", err, dir)
+			return nil, fmt.Errorf("identity: %v; remove %s and enroll again with --enroll-token-file", err, dir)
 		}
 	}
 	if id.DeviceID == "" {
-		return nil, fmt.Errorf("identity: %s is empty; remove %s and enroll again with --enroll-token", filepath.Join(dir, idDeviceFile), dir)
+		return nil, fmt.Errorf("identity: %s is empty; remove %s and enroll again with --enroll-token-file", filepath.Join(dir, idDeviceFile), dir)
 	}
 	return id, nil
 }
@@ -101,12 +101,16 @@ func enroll(ctx context.Context, cfg *Config, caPEM []byte) (*identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	token, err := enrollToken(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c, err := client.New(cfg.Server, caPEM)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := c.Enroll(ctx, api.EnrollRequest{
-		Token: cfg.EnrollToken, Name: name, Hostname: host, Kernel: kernelRelease(),
+		Token: token, Name: name, Hostname: host, Kernel: kernelRelease(),
 		Labels: cfg.Labels, CSR: string(csr),
 	})
 	if err != nil {
@@ -117,6 +121,27 @@ func enroll(ctx context.Context, cfg *Config, caPEM []byte) (*identity, error) {
 		id.CA = caPEM
 	}
 	return id, nil
+}
+
+// enrollToken is the enrollment token: cfg.EnrollToken, or the content
+// of cfg.EnrollTokenFile (read only when enrolling: the file may go once
+// the agent has its identity).
+func enrollToken(cfg *Config) (string, error) {
+	if cfg.EnrollToken != "" {
+		return cfg.EnrollToken, nil
+	}
+	if cfg.EnrollTokenFile == "" {
+		return "", errors.New("no enrollment token: give --enroll-token-file FILE or set HOTPATCH_ENROLL_TOKEN")
+	}
+	b, err := os.ReadFile(cfg.EnrollTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("enrollment token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("enrollment token: %s is empty", cfg.EnrollTokenFile)
+	}
+	return tok, nil
 }
 
 // kernelRelease is uname -r.

@@ -143,7 +143,7 @@ func (s *serverLink) failed(what string, err error) {
 		if s.refused.CompareAndSwap(false, true) {
 			msg := what + ": the server refuses this device; running with the patches it has, retrying"
 			if s.id == nil {
-				msg = what + ": the server refused the enrollment; check --enroll-token; retrying"
+				msg = what + ": the server refused the enrollment; check the enrollment token (--enroll-token-file): it may have expired or been used up; retrying"
 			}
 			s.log.add(Event{Type: "server_refused", Error: err.Error(), Message: msg})
 		}

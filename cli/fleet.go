@@ -202,33 +202,67 @@ func writePatchInfo(w io.Writer, p *api.PatchInfo) error {
 }
 
 func newFleetPatches(conn *fleetConn) *cobra.Command {
+	return listCommand(conn, list[api.PatchInfo]{
+		use: "patches [--json]", short: "List the published patches", what: "patches", empty: "no patch published",
+		fetch:  (*client.Client).Patches,
+		header: "ID\tVERSION\tCVES\tSEVERITY\tTARGET\tPUBLISHED\tSHA256",
+		row: func(p api.PatchInfo) string {
+			return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s", safe(p.ID), p.Version, dash(strings.Join(p.CVEs, ",")),
+				dash(p.Severity), safe(p.TargetName), when(p.Published), safe(p.SHA256))
+		},
+	})
+}
+
+// list describes a "list the Ts" command: how to fetch them, the
+// message when there is none, and the table's header and rows.
+type list[T any] struct {
+	use, short, long string
+	what             string // "patches": --json prints the patches as JSON
+	empty            string
+	fetch            func(*client.Client, context.Context) ([]T, error)
+	header           string
+	row              func(T) string
+}
+
+// listCommand makes a list command: a table, or --json (an empty list
+// is [], not null).
+func listCommand[T any](conn *fleetConn, l list[T]) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "patches [--json]",
-		Short: "List the published patches",
+		Use:   l.use,
+		Short: l.short,
+		Long:  l.long,
+		Args:  cobra.NoArgs,
 		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
-			ps, err := c.Patches(ctx)
+			items, err := l.fetch(c, ctx)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(out, nonNil(ps))
+				return writeJSON(out, nonNil(items))
 			}
-			if len(ps) == 0 {
-				_, err := fmt.Fprintln(out, "no patch published")
+			if len(items) == 0 && l.empty != "" {
+				_, err := fmt.Fprintln(out, l.empty)
 				return err
 			}
 			tw := newTable(out)
-			fmt.Fprintln(tw, "ID\tVERSION\tCVES\tSEVERITY\tTARGET\tPUBLISHED\tSHA256")
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", safe(p.ID), p.Version, dash(strings.Join(p.CVEs, ",")),
-					dash(p.Severity), safe(p.TargetName), when(p.Published), safe(p.SHA256))
+			fmt.Fprintln(tw, l.header)
+			for _, it := range items {
+				fmt.Fprintln(tw, l.row(it))
 			}
 			return tw.Flush()
 		}),
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the patches as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the "+l.what+" as JSON")
 	return cmd
+}
+
+// writeOne prints one answer: as JSON, or with its text writer.
+func writeOne[T any](out io.Writer, asJSON bool, v *T, text func(io.Writer, *T) error) error {
+	if asJSON {
+		return writeJSON(out, v)
+	}
+	return text(out, v)
 }
 
 func newFleetRollout(conn *fleetConn) *cobra.Command {
@@ -236,10 +270,13 @@ func newFleetRollout(conn *fleetConn) *cobra.Command {
 		Use:   "rollout",
 		Short: "Start, follow and steer rollouts",
 		Long: `A rollout brings a published patch to the devices ring by ring: a ring is the
-devices labelled ring=NAME ("all": every device). Each ring is active until
-every device in it applied the patch (or does not need it) or failed; then it
-soaks; the next ring starts when the soak ends within the failure budget.
-Exceeding the budget halts the rollout and reverts the patch where it landed.`,
+approved devices an operator put in ring NAME ("all": every approved
+device; see devices approve). Each ring is active until every device in it
+applied the patch (or does not need it) or failed; then it soaks; the next
+ring starts when the soak ends within the failure budget. Exceeding the
+budget halts the rollout and reverts the patch in the ring that failed; the
+rings before it keep the patch until an operator rolls them back
+(rollback --rings) or not. One rollout of a patch runs at a time.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: parentRun,
 	}
@@ -248,8 +285,8 @@ Exceeding the budget halts the rollout and reverts the patch where it landed.`,
 			"halt stops a rollout at once: devices that have the patch keep it, no other\ndevice gets it. Needs an operator token."),
 		newRolloutAction(conn, client.ActionResume, "Resume a halted rollout",
 			"resume continues a halted rollout where it stopped. Needs an operator token."),
-		newRolloutAction(conn, client.ActionRollback, "Roll a rollout back: revert the patch on every device",
-			"rollback halts a rollout and has every device where the patch landed revert it.\nNeeds an operator token."))
+		newRolloutAction(conn, client.ActionRollback, "Roll a rollout back: revert the patch on its devices",
+			"rollback halts a rollout and has every device where the patch landed revert it;\nwith --rings, only the devices of those rings (the others keep it). Needs an\noperator token."))
 	return cmd
 }
 
@@ -354,10 +391,7 @@ func newRolloutStatus(conn *fleetConn) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return writeJSON(out, r)
-			}
-			return writeRollout(out, r)
+			return writeOne(out, asJSON, r, writeRollout)
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the rollout as JSON")
@@ -365,58 +399,53 @@ func newRolloutStatus(conn *fleetConn) *cobra.Command {
 }
 
 func newRolloutList(conn *fleetConn) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list [--json]",
-		Short: "List the rollouts",
-		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
-			rs, err := c.Rollouts(ctx)
-			if err != nil {
-				return err
+	return listCommand(conn, list[api.Rollout]{
+		use: "list [--json]", short: "List the rollouts", what: "rollouts", empty: "no rollout",
+		fetch:  (*client.Client).Rollouts,
+		header: "ID\tPATCH\tSTATE\tRINGS\tCREATED",
+		row: func(r api.Rollout) string {
+			rings := make([]string, len(r.Rings))
+			for i, g := range r.Rings {
+				rings[i] = safe(g.Name) + ":" + safe(g.State)
 			}
-			if asJSON {
-				return writeJSON(out, nonNil(rs))
-			}
-			if len(rs) == 0 {
-				_, err := fmt.Fprintln(out, "no rollout")
-				return err
-			}
-			tw := newTable(out)
-			fmt.Fprintln(tw, "ID\tPATCH\tSTATE\tRINGS\tCREATED")
-			for _, r := range rs {
-				rings := make([]string, len(r.Rings))
-				for i, g := range r.Rings {
-					rings[i] = safe(g.Name) + ":" + safe(g.State)
-				}
-				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%s\n", safe(r.ID), safe(r.Patch.ID), r.Patch.Version, safe(r.State),
-					dash(strings.Join(rings, " ")), when(r.Created))
-			}
-			return tw.Flush()
-		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the rollouts as JSON")
-	return cmd
+			return fmt.Sprintf("%s\t%s v%d\t%s\t%s\t%s", safe(r.ID), safe(r.Patch.ID), r.Patch.Version, safe(r.State),
+				dash(strings.Join(rings, " ")), when(r.Created))
+		},
+	})
 }
 
 func newRolloutAction(conn *fleetConn, action, short, long string) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		rings  []string
+	)
+	use := action + " [--json] ID"
+	if action == client.ActionRollback {
+		use = action + " [--rings RING,…] [--json] ID"
+	}
 	cmd := &cobra.Command{
-		Use:   action + " [--json] ID",
+		Use:   use,
 		Short: short,
 		Long:  long,
 		Args:  cobra.ExactArgs(1),
 		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, args []string) error {
-			r, err := c.RolloutAction(ctx, args[0], action)
+			var r *api.Rollout
+			var err error
+			if len(rings) > 0 {
+				r, err = c.RollbackRings(ctx, args[0], rings)
+			} else {
+				r, err = c.RolloutAction(ctx, args[0], action)
+			}
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return writeJSON(out, r)
-			}
-			return writeRollout(out, r)
+			return writeOne(out, asJSON, r, writeRollout)
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the rollout as JSON")
+	if action == client.ActionRollback {
+		cmd.Flags().StringSliceVar(&rings, "rings", nil, "roll back only these rings (comma-separated); the others keep the patch")
+	}
 	return cmd
 }
 
@@ -448,6 +477,9 @@ func writeRollout(w io.Writer, r *api.Rollout) error {
 		if g.State == api.RingSoaking && !g.SoakUntil.IsZero() {
 			state += " until " + when(g.SoakUntil)
 		}
+		if g.Revert {
+			state += ", reverting"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", safe(g.Name), state, g.Devices, g.Applied, g.NotNeeded,
 			g.Failed, g.Pending, dash(g.Window))
 	}
@@ -455,40 +487,29 @@ func writeRollout(w io.Writer, r *api.Rollout) error {
 }
 
 func newFleetDevices(conn *fleetConn) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "devices [--json]",
-		Short: "List the enrolled devices",
-		Long: `devices lists the enrolled devices, revoked ones included, with their labels
-(ring=… decides the rollout rings they belong to), when they were last seen,
-and what their last inventory reported.`,
-		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
-			ds, err := c.Devices(ctx)
-			if err != nil {
-				return err
+	cmd := listCommand(conn, list[api.Device]{
+		use: "devices [--json]", short: "List the enrolled devices", what: "devices", empty: "no device enrolled",
+		long: `devices lists the enrolled devices, revoked ones included, with their ring
+(set by an operator, or by the enrollment token they came with; a device
+that is not approved is in no ring and gets no rollout), their labels (a
+ring=… label is only the device's request), when they were last seen, and
+what their last inventory reported.`,
+		fetch:  (*client.Client).Devices,
+		header: "ID\tNAME\tHOSTNAME\tRING\tLABELS\tSTATE\tLAST SEEN\tPROCESSES\tAPPLIED",
+		row: func(d api.Device) string {
+			state := "enrolled"
+			if !d.Revoked.IsZero() {
+				state = "revoked"
 			}
-			if asJSON {
-				return writeJSON(out, nonNil(ds))
+			ring := safe(d.Ring)
+			if d.Approved.IsZero() {
+				ring = "(not approved)"
 			}
-			if len(ds) == 0 {
-				_, err := fmt.Fprintln(out, "no device enrolled")
-				return err
-			}
-			tw := newTable(out)
-			fmt.Fprintln(tw, "ID\tNAME\tHOSTNAME\tLABELS\tSTATE\tLAST SEEN\tPROCESSES\tAPPLIED")
-			for _, d := range ds {
-				state := "enrolled"
-				if !d.Revoked.IsZero() {
-					state = "revoked"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", safe(d.ID), dash(d.Name), dash(d.Hostname),
-					dash(labels(d.Labels)), state, when(d.LastSeen), d.Processes, dash(strings.Join(d.Applied, ",")))
-			}
-			return tw.Flush()
-		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the devices as JSON")
-	cmd.AddCommand(newDevicesRevoke(conn))
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", safe(d.ID), dash(d.Name), dash(d.Hostname), ring,
+				dash(labels(d.Labels)), state, when(d.LastSeen), d.Processes, dash(strings.Join(d.Applied, ",")))
+		},
+	})
+	cmd.AddCommand(newDevicesRevoke(conn), newDevicesApprove(conn), newDevicesSetRing(conn))
 	return cmd
 }
 
@@ -506,15 +527,80 @@ the host back, enroll it again. Needs an admin token.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return writeJSON(out, d)
-			}
-			_, err = fmt.Fprintf(out, "revoked device %s (%s) at %s\n", safe(d.ID), dash(d.Name), when(d.Revoked))
-			return err
+			return writeOne(out, asJSON, d, func(w io.Writer, d *api.Device) error {
+				_, err := fmt.Fprintf(w, "revoked device %s (%s) at %s\n", safe(d.ID), dash(d.Name), when(d.Revoked))
+				return err
+			})
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the device as JSON")
 	return cmd
+}
+
+// newDevicesApprove is "hotpatch fleet devices approve".
+func newDevicesApprove(conn *fleetConn) *cobra.Command {
+	var (
+		asJSON bool
+		ring   string
+	)
+	cmd := &cobra.Command{
+		Use:   "approve [--ring RING] [--json] ID",
+		Short: "Approve a device into a ring: rollouts count it from then on",
+		Long: `approve puts an enrolled device in a rollout ring. Until then a device that
+enrolled with a token not bound to a ring is in no ring: it gets no rollout
+and its reports count against no budget. Without --ring, the ring its
+ring=… label asks for. Needs an operator token.`,
+		Args: cobra.ExactArgs(1),
+		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, args []string) error {
+			if ring == "" {
+				ds, err := c.Devices(ctx)
+				if err != nil {
+					return err
+				}
+				for _, d := range ds {
+					if d.ID == args[0] {
+						ring = d.Labels["ring"]
+					}
+				}
+				if ring == "" {
+					return usageError{fmt.Errorf("device %s asks for no ring (no ring= label); give --ring RING", args[0])}
+				}
+			}
+			return approve(ctx, c, out, args[0], ring, asJSON)
+		}),
+	}
+	cmd.Flags().StringVar(&ring, "ring", "", "the ring (default: the one the device's ring= label asks for)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the device as JSON")
+	return cmd
+}
+
+// newDevicesSetRing is "hotpatch fleet devices set-ring".
+func newDevicesSetRing(conn *fleetConn) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "set-ring [--json] ID RING",
+		Short: "Move a device to another ring (approving it)",
+		Long: `set-ring puts a device in a ring, approved. Rollouts whose ring already
+started keep the devices it started with; the device counts in the rings
+that start from now on. Needs an operator token.`,
+		Args: cobra.ExactArgs(2),
+		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, args []string) error {
+			return approve(ctx, c, out, args[0], args[1], asJSON)
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the device as JSON")
+	return cmd
+}
+
+func approve(ctx context.Context, c *client.Client, out io.Writer, id, ring string, asJSON bool) error {
+	d, err := c.ApproveDevice(ctx, id, ring)
+	if err != nil {
+		return err
+	}
+	return writeOne(out, asJSON, d, func(w io.Writer, d *api.Device) error {
+		_, err := fmt.Fprintf(w, "device %s (%s) is in ring %s\n", safe(d.ID), dash(d.Name), safe(d.Ring))
+		return err
+	})
 }
 
 func newFleetEvents(conn *fleetConn) *cobra.Command {
@@ -753,71 +839,84 @@ func labels(m map[string]string) string {
 	return strings.Join(keys, ",")
 }
 
-// newFleetToken is "hotpatch fleet token create".
+// newFleetToken is "hotpatch fleet token".
 func newFleetToken(conn *fleetConn) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Manage admin tokens",
+		Short: "Manage admin and enrollment tokens",
 	}
-	var role, name string
-	var asJSON bool
+	var (
+		role, name, ring string
+		uses             int
+		ttl              time.Duration
+		asJSON           bool
+	)
 	create := &cobra.Command{
-		Use:   "create --role viewer|operator|admin --name NAME [--json]",
-		Short: "Make an admin token with a role (needs an admin token)",
+		Use:   "create --role viewer|operator|admin|enroll --name NAME [--ring RING] [--uses N] [--ttl 24h] [--json]",
+		Short: "Make an admin token with a role, or an enrollment token (needs an admin token)",
 		Long: `token create makes a token with a role: viewer (read everything), operator
 (publish, start and steer rollouts) or admin (also revoke devices and make
-tokens). It is printed once; the server keeps only its hash.`,
+tokens); or, with --role enroll, a token agents enroll with: it works for
+--ttl (default 24h, at most 30 days) and --uses enrollments (default: any
+number), and with --ring its devices join that ring at once, approved
+(without, each waits for "devices approve"). It is printed once; the server
+keeps only its hash. Give it to hotpatchd in a file (--enroll-token-file)
+or the environment (HOTPATCH_ENROLL_TOKEN), never on a command line.`,
 		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
-			t, err := c.NewToken(ctx, role, name)
+			var t *api.TokenResponse
+			var err error
+			if role == api.RoleEnroll {
+				t, err = c.NewEnrollToken(ctx, name, ring, uses, ttl)
+			} else {
+				if ring != "" || uses != 0 || ttl != 0 {
+					return usageError{errors.New("--ring, --uses and --ttl are for --role enroll")}
+				}
+				t, err = c.NewToken(ctx, role, name)
+			}
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return writeJSON(out, t)
-			}
-			_, err = fmt.Fprintln(out, t.Token)
-			return err
+			return writeOne(out, asJSON, t, func(w io.Writer, t *api.TokenResponse) error {
+				_, err := fmt.Fprintln(w, t.Token)
+				return err
+			})
 		}),
 	}
-	create.Flags().StringVar(&role, "role", "", "viewer, operator or admin")
+	create.Flags().StringVar(&role, "role", "", "viewer, operator, admin, or enroll (for agents)")
 	create.Flags().StringVar(&name, "name", "", "who or what the token is for (shown in the audit log)")
+	create.Flags().StringVar(&ring, "ring", "", "enroll tokens: the ring its devices join, approved (default: they wait for approval)")
+	create.Flags().IntVar(&uses, "uses", 0, "enroll tokens: how many enrollments it allows (default: any number)")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "enroll tokens: how long it works (default 24h, at most 720h)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print the token, its role and name as JSON")
-	cmd.AddCommand(create, newFleetTokenList(conn), newFleetTokenRevoke(conn))
+	cmd.AddCommand(create, newFleetTokenList(conn), newFleetTokenRevoke(conn), newFleetTokenRotate(conn))
 	return cmd
 }
 
 // newFleetTokenList is "hotpatch fleet token list".
 func newFleetTokenList(conn *fleetConn) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list [--json]",
-		Short: "List the tokens the server knows (needs an admin token)",
-		Long: `token list prints every token's id, role, name and creation time, never
-its value (the server keeps only hashes). "data dir" marks the server's own
-admin.token and enroll.token, which cannot be revoked.`,
-		Args: cobra.NoArgs,
-		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, _ []string) error {
-			ts, err := c.Tokens(ctx)
-			if err != nil {
-				return err
+	return listCommand(conn, list[api.TokenInfo]{
+		use: "list [--json]", short: "List the tokens the server knows (needs an admin token)", what: "tokens",
+		long: `token list prints every token's id, role, name and creation time, never
+its value (the server keeps only hashes); for enrollment tokens also their
+ring, uses and expiry. "data dir" marks the server's own admin.token and
+enroll.token, which are rotated rather than revoked.`,
+		fetch:  (*client.Client).Tokens,
+		header: "ID\tROLE\tNAME\tCREATED\tRING\tUSES\tEXPIRES\t",
+		row: func(t api.TokenInfo) string {
+			note, uses := "", "-"
+			if t.DataDir {
+				note = "data dir"
 			}
-			if asJSON {
-				return writeJSON(out, nonNil(ts))
-			}
-			tw := newTable(out)
-			fmt.Fprintln(tw, "ID\tROLE\tNAME\tCREATED\t")
-			for _, t := range ts {
-				note := ""
-				if t.DataDir {
-					note = "data dir"
+			if t.Role == api.RoleEnroll {
+				uses = strconv.Itoa(t.Uses)
+				if t.MaxUses > 0 {
+					uses += "/" + strconv.Itoa(t.MaxUses)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safe(t.ID), safe(t.Role), dash(t.Name), when(t.Created), note)
 			}
-			return tw.Flush()
-		}),
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the tokens as JSON")
-	return cmd
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", safe(t.ID), safe(t.Role), dash(t.Name), when(t.Created),
+				dash(t.Ring), uses, when(t.Expires), note)
+		},
+	})
 }
 
 // newFleetTokenRevoke is "hotpatch fleet token revoke".
@@ -827,8 +926,8 @@ func newFleetTokenRevoke(conn *fleetConn) *cobra.Command {
 		Short: "Revoke a token: the server refuses it from now on (needs an admin token)",
 		Long: `token revoke forgets a token by its id (see token list): every request with
 it is refused from now on, and the dashboard sessions signed in with it end
-at once. The server's own admin.token and enroll.token, and the token the
-command runs with, are refused.`,
+at once. The server's own admin.token and enroll.token (rotate them), and
+the token the command runs with, are refused.`,
 		Args: cobra.ExactArgs(1),
 		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, args []string) error {
 			t, err := c.RevokeToken(ctx, args[0])
@@ -839,4 +938,36 @@ command runs with, are refused.`,
 			return err
 		}),
 	}
+}
+
+// newFleetTokenRotate is "hotpatch fleet token rotate".
+func newFleetTokenRotate(conn *fleetConn) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "rotate [--json] admin|enroll",
+		Short: "Replace the server's admin.token or enroll.token; the old one stops working (needs an admin token)",
+		Long: `token rotate makes a new value for the server's data-directory token, writes
+it to the server's file (admin.token or enroll.token), prints it, and revokes
+the old value at once: do it when the file may have been read by someone
+else. Rotating admin revokes the token this command may run with: use the
+printed one from then on. Removing the file and restarting the server
+rotates it too.`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"admin", "enroll"},
+		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, args []string) error {
+			if args[0] != "admin" && args[0] != "enroll" {
+				return usageError{fmt.Errorf("rotate %q: give admin or enroll", args[0])}
+			}
+			t, err := c.RotateToken(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return writeOne(out, asJSON, t, func(w io.Writer, t *api.TokenResponse) error {
+				_, err := fmt.Fprintln(w, t.Token)
+				return err
+			})
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the new token as JSON")
+	return cmd
 }

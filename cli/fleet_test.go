@@ -117,7 +117,8 @@ type device struct {
 	c    *client.Client
 }
 
-// enroll enrolls a device labelled ring=RING.
+// enroll enrolls a device labelled ring=RING; an operator approves it
+// into that ring with "fleet devices approve".
 func (f *fleet) enroll(t *testing.T, name, ring string) *device {
 	t.Helper()
 	key, keyPEM, err := pki.NewKey()
@@ -143,6 +144,9 @@ func (f *fleet) enroll(t *testing.T, name, ring string) *device {
 		t.Fatal(err)
 	}
 	t.Cleanup(dev.CloseIdleConnections)
+	if out := f.ok(t, "devices", "approve", resp.DeviceID); !strings.Contains(out, "is in ring "+ring) {
+		t.Errorf("devices approve: %q", out)
+	}
 	return &device{id: resp.DeviceID, name: name, c: dev}
 }
 
@@ -347,6 +351,16 @@ func TestFleet(t *testing.T) {
 			t.Errorf("events %s: %d lines, want %d", strings.Join(c.args, " "), got, c.want)
 		}
 	}
+
+	// Roll back one ring only (the only one started: the rollout is
+	// rolled back).
+	text = f.ok(t, "rollout", "rollback", "--rings", "canary", ro.ID)
+	if !strings.Contains(text, "state    rolled_back") || !strings.Contains(text, "reverting") || !strings.Contains(text, "rings canary rolled back") {
+		t.Errorf("rollback --rings canary:\n%s", text)
+	}
+	if code, _, stderr := f.run(t, "", "rollout", "rollback", "--rings", "nope", ro.ID); code != 1 || !strings.Contains(stderr, `no ring "nope"`) {
+		t.Errorf("rollback of a ring the rollout lacks: exit %d: %s", code, stderr)
+	}
 }
 
 // TestFleetErrors: refusals are one line naming the cause, with exit
@@ -514,5 +528,41 @@ func TestFleetTokens(t *testing.T) {
 	}
 	if out := f.ok(t, "events", "--type", "token_revoked"); strings.Count(out, "\n") != 1 || !strings.Contains(out, "dashboard (viewer)") {
 		t.Errorf("the audit log of revocations:\n%s", out)
+	}
+
+	// Enrollment tokens: bound to a ring, limited, listed with both.
+	var et api.TokenResponse
+	f.okJSON(t, &et, "token", "create", "--role", "enroll", "--name", "rack-7", "--ring", "canary", "--uses", "3", "--ttl", "2h")
+	if et.Role != api.RoleEnroll || et.Token == "" {
+		t.Fatalf("enroll token: %+v", et)
+	}
+	f.okJSON(t, &list, "token", "list")
+	for _, ti := range list {
+		if ti.Name == "rack-7" && (ti.Ring != "canary" || ti.MaxUses != 3 || ti.Expires.IsZero()) {
+			t.Errorf("enroll token listed as %+v", ti)
+		}
+	}
+	if code, _, stderr := f.run(t, "", "token", "create", "--role", "viewer", "--name", "v", "--ring", "canary"); code != 2 || !strings.Contains(stderr, "--role enroll") {
+		t.Errorf("--ring on a viewer token: exit %d: %s", code, stderr)
+	}
+	// Rotation: the old enrollment token stops working.
+	oldEnroll := f.srv.EnrollToken()
+	newEnroll := strings.TrimSpace(f.ok(t, "token", "rotate", "enroll"))
+	if newEnroll == "" || newEnroll == oldEnroll || f.srv.EnrollToken() != newEnroll {
+		t.Errorf("token rotate enroll printed %q (old %q, server has %q)", newEnroll, oldEnroll, f.srv.EnrollToken())
+	}
+	if code, _, stderr := f.run(t, "", "token", "rotate", "everything"); code != 2 {
+		t.Errorf("token rotate everything: exit %d: %s", code, stderr)
+	}
+}
+
+// TestEnrollTokenNotOnCommandLine: hotpatchd refuses an enrollment token
+// given on its command line (every user of the host reads it in ps) and
+// names the file and environment variable to use instead.
+func TestEnrollTokenNotOnCommandLine(t *testing.T) {
+	var stdout, stderr strings.Builder
+	code := AgentMain([]string{"--server", "https://127.0.0.1:1", "--ca", "ca.pem", "--state", t.TempDir(), "--enroll-token", "secret"}, &stdout, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "--enroll-token-file") || !strings.Contains(stderr.String(), envEnrollToken) {
+		t.Errorf("hotpatchd --enroll-token: exit %d, %q", code, stderr.String())
 	}
 }

@@ -29,7 +29,7 @@ func NewAgentRoot(stdout, stderr io.Writer) *cobra.Command {
 		labels     []string
 	)
 	cmd := &cobra.Command{
-		Use:   "hotpatchd [--config FILE] [--patch-dir DIR] [--state DIR] [--trust KEY.pub]… [--server URL --ca CA.pem --enroll-token T]",
+		Use:   "hotpatchd [--config FILE] [--patch-dir DIR] [--state DIR] [--trust KEY.pub]… [--server URL --ca CA.pem --enroll-token-file FILE]",
 		Short: "Keep the patches of a directory applied to every matching process",
 		Long: `hotpatchd is the on-host agent. The patch directory is the desired state:
 every signed patch in it is applied to every process that maps its target
@@ -40,7 +40,9 @@ it everywhere and keeps it off new processes. Every step is an event in
 STATE/events.jsonl (read it with "hotpatch events"). Runs as root.
 
 With --server the agent enrolls with hotpatch-server (the first start needs
---enroll-token and --ca; the identity is then kept in STATE/identity/): the
+an enrollment token, from --enroll-token-file or $HOTPATCH_ENROLL_TOKEN, never
+on the command line, and --ca; the identity is then kept in STATE/identity/):
+the
 patches the server wants on this host are downloaded into STATE/server/, a
 second patch directory that works like --patch-dir (a local patch with the
 same id wins), and the agent reports its processes, patches and events.
@@ -102,7 +104,13 @@ Flags override the config file (see packaging/hotpatchd.yaml).`,
 				cfg.CA = flags.CA
 			}
 			if f.Changed("enroll-token") {
-				cfg.EnrollToken = flags.EnrollToken
+				return usageError{errors.New("--enroll-token puts the token where every user of the host can read it (ps); write it to a file (mode 0600) and give --enroll-token-file FILE, or set " + envEnrollToken)}
+			}
+			if f.Changed("enroll-token-file") {
+				cfg.EnrollToken, cfg.EnrollTokenFile = "", flags.EnrollTokenFile
+			}
+			if tok := strings.TrimSpace(os.Getenv(envEnrollToken)); tok != "" && cfg.EnrollToken == "" && cfg.EnrollTokenFile == "" {
+				cfg.EnrollToken = tok
 			}
 			if f.Changed("name") {
 				cfg.Name = flags.Name
@@ -144,11 +152,17 @@ Flags override the config file (see packaging/hotpatchd.yaml).`,
 	f.BoolVar(&flags.Quiet, "quiet", false, "do not print events to stdout (they still go to the event log)")
 	f.StringVar(&flags.Server, "server", "", "enroll with hotpatch-server at this URL (https://HOST:PORT) and keep its patches applied too")
 	f.StringVar(&flags.CA, "ca", "", "the server's CA certificate (its ca.pem), to enroll")
-	f.StringVar(&flags.EnrollToken, "enroll-token", "", "the server's enrollment token (first start only)")
+	f.StringVar(&flags.EnrollTokenFile, "enroll-token-file", "", "file holding the server's enrollment token (first start only; or $"+envEnrollToken+")")
+	f.StringVar(&flags.EnrollToken, "enroll-token", "", "refused: a token on the command line is readable by every user (ps); use --enroll-token-file")
+	f.MarkHidden("enroll-token")
 	f.StringVar(&flags.Name, "name", "", "the device's name on the server (default: the host name)")
-	f.StringArrayVar(&labels, "label", nil, "a label sent at enrollment, KEY=VALUE (repeatable; ring=NAME puts the device in a rollout ring)")
+	f.StringArrayVar(&labels, "label", nil, "a label sent at enrollment, KEY=VALUE (repeatable; ring=NAME asks an operator for a rollout ring)")
 	return cmd
 }
+
+// envEnrollToken is the environment variable hotpatchd takes the
+// enrollment token from when no file is given.
+const envEnrollToken = "HOTPATCH_ENROLL_TOKEN"
 
 // AgentMain runs hotpatchd with args and returns the exit status.
 func AgentMain(args []string, stdout, stderr io.Writer) int {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/hotpatch/hotpatch/server/api"
 )
@@ -98,6 +100,25 @@ func (c *Client) RolloutAction(ctx context.Context, id, action string) (*api.Rol
 	return &out, nil
 }
 
+// RollbackRings rolls a rollout back in some of its rings only: their
+// devices take the patch off, the other rings keep it (the rollout
+// halts if it runs).
+func (c *Client) RollbackRings(ctx context.Context, id string, rings []string) (*api.Rollout, error) {
+	if len(rings) == 0 {
+		return c.RolloutAction(ctx, id, ActionRollback)
+	}
+	p, err := param("rollout id", id)
+	if err != nil {
+		return nil, err
+	}
+	var out api.Rollout
+	path := api.PathRollout + p + "/" + ActionRollback + "?" + url.Values{"rings": {strings.Join(rings, ",")}}.Encode()
+	if err := c.postJSON(ctx, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Devices lists the enrolled devices, revoked ones included.
 func (c *Client) Devices(ctx context.Context) ([]api.Device, error) {
 	var out []api.Device
@@ -115,6 +136,21 @@ func (c *Client) RevokeDevice(ctx context.Context, id string) (*api.Device, erro
 	}
 	var out api.Device
 	if err := c.postJSON(ctx, api.PathDevice+p+"/revoke", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ApproveDevice approves a device into a ring, or moves an approved
+// device to another ring: the rollouts whose rings start from then on
+// count it (an operator token is needed).
+func (c *Client) ApproveDevice(ctx context.Context, id, ring string) (*api.Device, error) {
+	p, err := param("device id", id)
+	if err != nil {
+		return nil, err
+	}
+	var out api.Device
+	if err := c.postJSON(ctx, api.PathDevice+p+"/approve", api.ApproveRequest{Ring: ring}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -162,6 +198,29 @@ func (c *Client) FindEvents(ctx context.Context, eq api.EventQuery) ([]api.Audit
 func (c *Client) NewToken(ctx context.Context, role, name string) (*api.TokenResponse, error) {
 	var out api.TokenResponse
 	if err := c.postJSON(ctx, api.PathTokens, api.TokenRequest{Role: role, Name: name}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// NewEnrollToken makes an enrollment token: it works for ttl (0: the
+// server's default, 24h), for at most uses enrollments (0: any), and
+// puts its devices in ring, approved ("": they wait for approval).
+func (c *Client) NewEnrollToken(ctx context.Context, name, ring string, uses int, ttl time.Duration) (*api.TokenResponse, error) {
+	var out api.TokenResponse
+	req := api.TokenRequest{Role: api.RoleEnroll, Name: name, Ring: ring, Uses: uses, TTL: ttl}
+	if err := c.postJSON(ctx, api.PathTokens, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RotateToken replaces the server's data-directory token "admin" or
+// "enroll": the old value stops working, the new one is returned (and
+// written to the server's file).
+func (c *Client) RotateToken(ctx context.Context, which string) (*api.TokenResponse, error) {
+	var out api.TokenResponse
+	if err := c.postJSON(ctx, api.PathTokenRotate, api.RotateRequest{Token: which}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -168,6 +168,16 @@ func enroll(t *testing.T, srv *server.Server, name string, labels map[string]str
 	if resp.DeviceID == "" || !bytes.Equal([]byte(resp.CA), srv.CA()) {
 		t.Fatalf("enroll answer: id %q, CA matches: %v", resp.DeviceID, resp.CA == string(srv.CA()))
 	}
+	if ring := labels["ring"]; ring != "" { // an operator approves it into the ring it asks for
+		adm, err := client.New(srv.URL(), srv.CA(), client.WithToken(srv.AdminToken()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer adm.CloseIdleConnections()
+		if _, err := adm.ApproveDevice(t.Context(), resp.DeviceID, ring); err != nil {
+			t.Fatalf("approve: %v", err)
+		}
+	}
 	c, err := client.New(srv.URL(), []byte(resp.CA), client.WithClientCert([]byte(resp.Cert), keyPEM))
 	if err != nil {
 		t.Fatal(err)

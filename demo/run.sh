@@ -91,7 +91,7 @@ exec {LEDGER[1]}>&-
 wait "$pid" 2>/dev/null || true
 
 step "10. The fleet: a hotpatch-server, and two hosts (PID namespaces) each running the service and an enrolled hotpatchd"
-"$SERVER" --data "$work/server" --listen 127.0.0.1:0 --tick 200ms >"$work/server.out" 2>&1 &
+"$SERVER" --data "$work/server" --listen 127.0.0.1:0 --tick 200ms --publisher "$work/demo.pub" >"$work/server.out" 2>&1 &
 children+=($!)
 for _ in $(seq 100); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.1; done
 url=$(awk '/listening on/ {print $4}' "$work/server.out")
@@ -111,11 +111,14 @@ for host in canary broad; do
 	eval "in_$host=$in out_$host=$out"
 	for _ in $(seq 100); do svc=$(cat /proc/$!/task/$!/children 2>/dev/null | awk '{print $1}'); [ -n "$svc" ] && break; sleep 0.05; done
 	svcpid[$host]=$svc
-	"$HOTPATCHD" --server "$url" --ca "$HOTPATCH_CA" --enroll-token "$(cat "$work/server/enroll.token")" \
-		--state "$work/agent-$host" --trust "$work/demo.pub" --name "$host-host" --label ring=$host \
+	# An enrollment token for this host: one use, bound to its ring (the
+	# device does not choose its ring), in a file (never on a command line).
+	(umask 077; "$HOTPATCH" fleet token create --role enroll --name "$host-host" --ring $host --uses 1 --ttl 1h >"$work/$host.enroll")
+	"$HOTPATCHD" --server "$url" --ca "$HOTPATCH_CA" --enroll-token-file "$work/$host.enroll" \
+		--state "$work/agent-$host" --trust "$work/demo.pub" --name "$host-host" \
 		--pid-namespace "/proc/$init/ns/pid" --quiet &
 	children+=($!)
-	echo "  host $host: ledger pid $svc, hotpatchd enrolled with label ring=$host"
+	echo "  host $host: ledger pid $svc, hotpatchd enrolled in ring $host (a one-use token bound to it)"
 done
 askhost() {
 	local in out

@@ -33,7 +33,11 @@ import (
 // changed, and the forms that act ask for confirmation in a dialog. See
 // docs/dashboard.md.
 
-//go:embed dashboard
+// dashboardFiles are the dashboard's assets: its page templates, layout,
+// stylesheet and script (server/dashboardassets/, no Go code); the code
+// that serves them is this file and the other dashboard*.go files.
+//
+//go:embed dashboardassets
 var dashboardFiles embed.FS
 
 // dashboard is the parsed templates and the static assets.
@@ -53,7 +57,7 @@ const (
 func loadDashboard() (*dashboard, error) {
 	d := &dashboard{pages: map[string]*template.Template{}, static: map[string][]byte{}}
 	h := sha256.New()
-	err := fs.WalkDir(dashboardFiles, "dashboard/static", func(p string, e fs.DirEntry, err error) error {
+	err := fs.WalkDir(dashboardFiles, "dashboardassets/static", func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
@@ -66,12 +70,12 @@ func loadDashboard() (*dashboard, error) {
 		return nil, err
 	}
 	d.version = hex.EncodeToString(h.Sum(nil))[:12]
-	pages, err := fs.Glob(dashboardFiles, "dashboard/pages/*.html")
+	pages, err := fs.Glob(dashboardFiles, "dashboardassets/pages/*.html")
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range pages {
-		t, err := template.New("").Funcs(templateFuncs).ParseFS(dashboardFiles, "dashboard/layout.html", p)
+		t, err := template.New("").Funcs(templateFuncs).ParseFS(dashboardFiles, "dashboardassets/layout.html", p)
 		if err != nil {
 			return nil, fmt.Errorf("dashboard template %s: %w", p, err)
 		}
@@ -118,7 +122,7 @@ func (s *Server) dashboardRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /ui/static/{version}/{name}", s.static)
 	mux.HandleFunc("GET /ui/signin", s.signinPage)
-	mux.HandleFunc("POST /ui/signin", s.signin)
+	mux.Handle("POST /ui/signin", s.unauthenticated(http.HandlerFunc(s.signin)))
 	mux.Handle("POST /ui/signout", s.page("", s.signout))
 	mux.Handle("GET /ui/stream", s.page(api.RoleViewer, s.stream))
 	mux.Handle("GET /ui/{$}", s.page(api.RoleViewer, s.overviewPage))
@@ -133,6 +137,7 @@ func (s *Server) dashboardRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /ui/hosts/{id}", s.page(api.RoleViewer, s.hostPage))
 	mux.Handle("GET /ui/hosts/{id}/revoke", s.page(api.RoleAdmin, s.revokeForm))
 	mux.Handle("POST /ui/hosts/{id}/revoke", s.page(api.RoleAdmin, s.revokeForm))
+	mux.Handle("POST /ui/hosts/{id}/approve", s.page(api.RoleOperator, s.approveForm))
 	mux.Handle("GET /ui/events", s.page(api.RoleViewer, s.eventsPage))
 }
 
@@ -326,14 +331,20 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	hash := pki.TokenHash(tok)
 	t, err := s.st.TokenByHash(r.Context(), hash)
+	if (err != nil || roleRank[t.Role] == 0) && s.authFails.blocked(source(r), time.Now()) {
+		fail(http.StatusTooManyRequests, "Too many failed sign-ins from this address; wait a minute.")
+		return
+	}
 	switch {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		fail(http.StatusInternalServerError, "The token could not be checked: "+err.Error())
 		return
-	case err == nil && t.Role == roleEnroll:
+	case err == nil && t.Role == api.RoleEnroll:
+		s.authFailed(r, "dashboard sign-in with an enrollment token")
 		fail(http.StatusUnauthorized, "That is the enrollment token, for agents; sign in with an admin token.")
 		return
 	case err != nil || roleRank[t.Role] == 0:
+		s.authFailed(r, "dashboard sign-in with an unknown token")
 		fail(http.StatusUnauthorized, "This server knows no such token.")
 		return
 	}
@@ -360,16 +371,16 @@ func (s *Server) signout(w http.ResponseWriter, r *http.Request, u user) error {
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	s.audit(r.Context(), api.AuditEvent{Actor: u.actor(), Type: "signed_out", Message: "dashboard"})
-	s.touch() // ends this session's streams
+	s.dashboardChanged() // ends this session's streams
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 	return nil
 }
 
 // Live updates.
 
-// touch wakes the dashboard's event streams: something they show may
+// dashboardChanged wakes the dashboard's event streams: something they show may
 // have changed.
-func (s *Server) touch() {
+func (s *Server) dashboardChanged() {
 	s.uiMu.Lock()
 	defer s.uiMu.Unlock()
 	close(s.uiCh)
@@ -495,7 +506,7 @@ func (s *Server) sampleExposure(ctx context.Context) {
 	}
 	e.counts = cur
 	s.st.PruneExposure(ctx, time.Now().Add(-exposureKept))
-	s.touch()
+	s.dashboardChanged()
 }
 
 // exposureKept is how long exposure samples are kept: the chart shows

@@ -188,6 +188,10 @@ type rolloutData struct {
 	Members   []memberRow
 	Events    []api.AuditEvent
 	CanResume bool
+	// Keeping: the started rings of a halted rollout that keep the patch
+	// (they finished, or were not the ring that failed) until an
+	// operator rolls them back, or not.
+	Keeping []string
 }
 
 type memberRow struct {
@@ -214,10 +218,13 @@ func (s *Server) renderRollout(w http.ResponseWriter, r *http.Request, u user, i
 	for _, d := range fl.devices {
 		byID[d.ID] = d
 	}
-	d := rolloutData{rolloutRow: newRolloutRow(ro), CanResume: ro.State == api.StateHalted && !ro.Revert}
+	d := rolloutData{rolloutRow: newRolloutRow(ro), CanResume: ro.State == api.StateHalted && !reverting(ro)}
 	for _, ring := range ro.Rings {
 		if ring.State == api.RingPending || ring.State == api.RingWaiting {
 			continue
+		}
+		if ro.State == api.StateHalted && !ro.Revert && !ring.Revert {
+			d.Keeping = append(d.Keeping, ring.Name)
 		}
 		failed, err := s.st.DevicesWithEvents(ctx, ro.Patch.ID, ring.Started, failureTypes)
 		if err != nil {
@@ -269,7 +276,7 @@ func (s *Server) renderRolloutForm(w http.ResponseWriter, r *http.Request, u use
 	for _, d := range fl.devices {
 		if d.Revoked.IsZero() {
 			all++
-			if ring := d.Labels["ring"]; ring != "" {
+			if ring := d.Ring; ring != "" && !d.Approved.IsZero() {
 				counts[ring]++
 			}
 		}
@@ -368,6 +375,7 @@ func capitalize(s string) string {
 type confirmData struct {
 	Question, Detail, Action, Button, Back string
 	Danger                                 bool
+	Rings                                  string // a rollback of these rings only
 }
 
 // steerActions are the rollout actions and how the dashboard asks.
@@ -387,13 +395,22 @@ func (s *Server) steerForm(w http.ResponseWriter, r *http.Request, u user) error
 	if err != nil {
 		return fmt.Errorf("rollout %q: %w", id, err)
 	}
+	var rings []string
+	if v := r.FormValue("rings"); v != "" && action == "rollback" {
+		rings = strings.Split(v, ",")
+	}
 	if r.Method == http.MethodGet || r.PostFormValue("confirm") != "yes" {
+		q, detail := fmt.Sprintf(a.question, ro.ID), a.detail
+		if len(rings) > 0 {
+			q = fmt.Sprintf("Roll back rings %s of rollout %s?", strings.Join(rings, ","), ro.ID)
+			detail = "The hosts of these rings take the patch off again; the other rings keep it."
+		}
 		s.render(w, r, http.StatusOK, "confirm", view{Title: "Confirm", Section: "rollouts", User: u, Data: confirmData{
-			Question: fmt.Sprintf(a.question, ro.ID), Detail: a.detail, Action: r.URL.Path, Button: a.button,
-			Back: "/ui/rollouts/" + ro.ID, Danger: action != "resume"}})
+			Question: q, Detail: detail, Action: r.URL.Path, Button: a.button,
+			Back: "/ui/rollouts/" + ro.ID, Danger: action != "resume", Rings: strings.Join(rings, ",")}})
 		return nil
 	}
-	if _, err := s.steer(r.Context(), u.identity, id, action); err != nil {
+	if _, err := s.steer(r.Context(), u.identity, id, action, rings); err != nil {
 		if he, ok := err.(*httpError); ok && he.status == http.StatusConflict {
 			return s.renderRollout(w, r, u, id, he.status, capitalize(he.msg)+".")
 		}
@@ -460,8 +477,11 @@ func (s *Server) hostPage(w http.ResponseWriter, r *http.Request, u user) error 
 		return err
 	}
 	v := view{Title: "Host " + d.Name, Section: "hosts", User: u, Data: hd}
-	if r.URL.Query().Get("did") == "revoke" {
+	switch r.URL.Query().Get("did") {
+	case "revoke":
 		v.Notice = "Host revoked: its certificate no longer works here."
+	case "approve":
+		v.Notice = "Host approved into ring " + d.Ring + ": rollouts count it from their next ring on."
 	}
 	s.render(w, r, http.StatusOK, "host", v)
 	return nil
@@ -482,6 +502,17 @@ func (s *Server) revokeForm(w http.ResponseWriter, r *http.Request, u user) erro
 		return err
 	}
 	http.Redirect(w, r, "/ui/hosts/"+d.ID+"?did=revoke", http.StatusSeeOther)
+	return nil
+}
+
+// approveForm approves a host into a ring, or moves it to another (not
+// destructive: no confirmation).
+func (s *Server) approveForm(w http.ResponseWriter, r *http.Request, u user) error {
+	d, err := s.approveDevice(r.Context(), u.identity, r.PathValue("id"), strings.TrimSpace(r.PostFormValue("ring")))
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/hosts/"+d.ID+"?did=approve", http.StatusSeeOther)
 	return nil
 }
 

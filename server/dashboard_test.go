@@ -302,7 +302,7 @@ func TestDashboardEscaping(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	evil := `<script>alert(1)</script>`
-	dev, id := enroll(t, s, evil, map[string]string{"ring": `"><img src=x onerror=alert(1)>`})
+	dev, id := enrollWith(t, s, s.EnrollToken(), evil, map[string]string{"ring": `"><img src=x onerror=alert(1)>`})
 	inv := inventory("00", false)
 	inv.Processes[0].Exe = evil
 	if st := dev.do("POST", api.PathDeviceReport, inv, nil); st != 204 {
@@ -407,7 +407,7 @@ func TestDashboardStream(t *testing.T) {
 // vulnerable count goes 2 → 1 → 0 as the devices report the patch, and
 // the overview draws one line for it.
 func TestDashboardExposure(t *testing.T) {
-	s, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond, ExposureEvery: time.Millisecond})
+	s, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", AnyPublisher: true, Tick: 20 * time.Millisecond, ExposureEvery: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,5 +522,40 @@ func TestDashboardTokenRevoked(t *testing.T) {
 	}
 	if st, _, body := w.post("/ui/signin", url.Values{"token": {tok}}, nil); st != http.StatusUnauthorized || !strings.Contains(body, "no such token") {
 		t.Errorf("signing in with the revoked token: HTTP %d", st)
+	}
+}
+
+// TestDashboardApprove: a host that is not approved says so and offers
+// an operator the form that approves it into the ring it asks for; a
+// viewer gets no form and is refused.
+func TestDashboardApprove(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	_, id := enrollWith(t, s, s.EnrollToken(), "new-host", map[string]string{"ring": "canary"})
+	viewerTok, err := s.NewToken(api.RoleViewer, "viewer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer := newWeb(t, s)
+	viewer.signIn(viewerTok)
+	if _, _, body := viewer.get("/ui/hosts/" + id); !strings.Contains(body, "not approved") || strings.Contains(body, `action="/ui/hosts/`+id+`/approve"`) {
+		t.Errorf("the host page for a viewer: approval state or form wrong")
+	}
+	if st, _, _ := viewer.post("/ui/hosts/"+id+"/approve", url.Values{"csrf": {viewer.csrf()}, "ring": {"canary"}}, nil); st != http.StatusForbidden {
+		t.Errorf("a viewer approving: HTTP %d, want 403", st)
+	}
+	w := newWeb(t, s)
+	w.signIn(s.AdminToken())
+	if _, _, body := w.get("/ui/hosts/" + id); !strings.Contains(body, `action="/ui/hosts/`+id+`/approve"`) || !strings.Contains(body, `value="canary"`) {
+		t.Errorf("the host page offers no approval into the ring it asks for")
+	}
+	if st, loc, body := w.post("/ui/hosts/"+id+"/approve", url.Values{"csrf": {w.csrf()}, "ring": {"canary"}}, nil); st != http.StatusSeeOther || loc != "/ui/hosts/"+id+"?did=approve" {
+		t.Fatalf("approve: HTTP %d to %q: %.300s", st, loc, body)
+	}
+	if d, err := s.st.Device(context.Background(), id); err != nil || d.Ring != "canary" || d.Approved.IsZero() {
+		t.Errorf("after approval: %+v, %v", d.Device, err)
+	}
+	if st, _, _ := w.post("/ui/hosts/"+id+"/approve", url.Values{"csrf": {w.csrf()}, "ring": {"no ring"}}, nil); st != http.StatusBadRequest {
+		t.Errorf("a bad ring name: HTTP %d, want 400", st)
 	}
 }

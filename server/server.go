@@ -40,9 +40,11 @@ type Config struct {
 	// Hosts are extra names for the server certificate.
 	Hosts []string
 	// Publishers are public key files a published patch must be signed
-	// by (/etc/hotpatch/trusted/*.pub too). None: any valid signature is
+	// by (/etc/hotpatch/trusted/*.pub too). With none, New refuses to
+	// start unless AnyPublisher is set: then any valid signature is
 	// accepted for the catalog (agents still verify with their own keys).
-	Publishers []string
+	Publishers   []string
+	AnyPublisher bool
 	// Tick is how often rollouts are driven (default 1s).
 	Tick time.Duration
 	// Resync is how often agents re-send their inventory (default 6h).
@@ -53,23 +55,52 @@ type Config struct {
 	ExposureEvery time.Duration
 	// SessionTTL is how long a dashboard sign-in lasts (default 12h).
 	SessionTTL time.Duration
+	// MaxUnauthenticated is how many requests without credentials
+	// (enrollments, dashboard sign-ins) are served at once; more are
+	// answered 503 at once (default 64). BodyTimeout is how long such a
+	// request may take to send its body (default 10s).
+	MaxUnauthenticated int
+	BodyTimeout        time.Duration
+	// AuthFailures is how many failed sign-ins or unknown bearer tokens
+	// one address may send per minute before it is answered 429
+	// (default 20).
+	AuthFailures int
+	// Log receives the server's warnings and errors (default: stderr).
+	Log *log.Logger
 }
 
 // Server is a running hotpatch-server.
+//
+// Lock order. driving is the outermost: advance and steer hold it while
+// they read the store, store a step, and then take seqMu (sawChange) and
+// uiMu (dashboardChanged). seqMu and uiMu are leaves, held for a few
+// instructions, never while taking another lock. tokMu, cacheMu and
+// snapMu are each held alone, around store reads and writes (tokMu also
+// around writing a token file). So: driving → seqMu, driving → uiMu;
+// nothing else nests, and no lock is taken while holding seqMu or uiMu.
+// (failureLimiter has its own leaf mutex.) Each mutex guards only the
+// fields listed under it.
 type Server struct {
 	cfg        Config
+	log        *log.Logger
 	ca         *pki.CA
 	st         *store.Store
 	publishers []patch.PublicKey
+
+	// The data directory's tokens (admin.token, enroll.token), as of the
+	// last start or rotation here.
+	tokMu      sync.Mutex
 	adminToken string
 	enrollTok  string
-	ln         net.Listener
-	http       *http.Server
-	url        string
+
+	ln   net.Listener
+	http *http.Server
+	url  string
 
 	// changed is closed and replaced whenever the store's change counter
-	// moves (here or on another replica): it wakes every long-poll.
-	mu      sync.Mutex
+	// moves (here or on another replica): it wakes every long-poll. seq
+	// only grows.
+	seqMu   sync.Mutex
 	changed chan struct{}
 	seq     int64 // the store's change counter as last seen
 
@@ -77,12 +108,19 @@ type Server struct {
 	cacheMu sync.Mutex
 	cache   *rolloutCache
 
-	// driving serialises the rollout engine; kicks wake it.
-	driving sync.Mutex
-	kicks   chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
-	metrics metrics
+	// driving serialises the rollout engine; driveNow wakes it.
+	driving  sync.Mutex
+	driveNow chan struct{}
+	stop     chan struct{}
+	loops    sync.WaitGroup // drive and watchChanges
+	closed   sync.Once
+	closeErr error
+	metrics  metrics
+
+	// unauth counts the requests without credentials being served;
+	// authFails the recent failed sign-ins per address.
+	unauth    chan struct{}
+	authFails failureLimiter
 
 	// The dashboard: its templates and assets, and uiCh, closed and
 	// replaced whenever something it shows may have changed (it wakes
@@ -122,11 +160,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 12 * time.Hour
 	}
+	if cfg.MaxUnauthenticated <= 0 {
+		cfg.MaxUnauthenticated = 64
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 10 * time.Second
+	}
+	if cfg.AuthFailures <= 0 {
+		cfg.AuthFailures = 20
+	}
+	logger := cfg.Log
+	if logger == nil {
+		logger = log.New(os.Stderr, "hotpatch-server: ", log.LstdFlags)
+	}
 	ui, err := loadDashboard()
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := securePrivate(logger, cfg.DataDir); err != nil {
 		return nil, err
 	}
 	ca, err := pki.Init(cfg.DataDir, cfg.Hosts)
@@ -136,13 +190,17 @@ func New(cfg Config) (*Server, error) {
 	dbURL := cfg.DB
 	if dbURL == "" {
 		dbURL = filepath.Join(cfg.DataDir, DBFile)
+		if err := createPrivate(dbURL); err != nil {
+			return nil, err
+		}
 	}
 	st, err := store.Open(dbURL)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ca: ca, st: st, changed: make(chan struct{}), kicks: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{}), ui: ui, uiCh: make(chan struct{})}
+	s := &Server{cfg: cfg, log: logger, ca: ca, st: st, changed: make(chan struct{}), driveNow: make(chan struct{}, 1),
+		stop: make(chan struct{}), ui: ui, uiCh: make(chan struct{}),
+		unauth: make(chan struct{}, cfg.MaxUnauthenticated), authFails: failureLimiter{max: cfg.AuthFailures}}
 	if s.seq, err = st.Change(context.Background()); err != nil {
 		st.Close()
 		return nil, err
@@ -152,7 +210,13 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if s.enrollTok, err = s.firstToken(ctx, EnrollTokenFile, roleEnroll, "enroll"); err != nil {
+	if s.enrollTok, err = s.firstToken(ctx, EnrollTokenFile, api.RoleEnroll, "enroll"); err != nil {
+		st.Close()
+		return nil, err
+	}
+	// The files the first start made: private from the start, and the
+	// SQLite files once the database made them.
+	if err := securePrivate(logger, cfg.DataDir); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -165,14 +229,82 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.publishers = append(s.publishers, k)
 	}
+	if len(s.publishers) == 0 && !cfg.AnyPublisher {
+		st.Close()
+		return nil, ErrNoPublisher
+	}
 	return s, nil
 }
 
-// roleEnroll is the role of the enrollment token (it can only enroll).
-const roleEnroll = "enroll"
+// ErrNoPublisher is returned by New when no publisher key is given and
+// accepting any signer was not chosen.
+//
+// Decision: a publisher key is required by default. Without one, anyone
+// with an operator token could put a patch signed by any key in the
+// catalog; agents would still refuse it unless they trust that key, but
+// the catalog, its reports and its rollouts would show it. Accepting any
+// signer stays possible, as an explicit choice (--any-publisher).
+var ErrNoPublisher = errors.New("no publisher key: give --publisher KEY.pub (the public key your patches are signed with; /etc/hotpatch/trusted/*.pub count too), or --any-publisher to accept a patch signed by any key")
 
-// firstToken reads the token file, or on the first start makes the token,
-// stores its hash and writes the file (0600).
+// privateFiles are the data directory's files that only the server may
+// read.
+var privateFiles = []string{"ca.key", "server.key", AdminTokenFile, EnrollTokenFile, DBFile, DBFile + "-wal", DBFile + "-shm"}
+
+// securePrivate makes the data directory 0700 and its private files
+// 0600 when another user could read or write them, with a warning that
+// names each: a key or token readable by others is a leaked one
+// (Decision: repair and warn rather than refuse: the server that starts
+// is safer than one that does not, and the warning tells the operator
+// to rotate what may have been read).
+func securePrivate(logger *log.Logger, dir string) error {
+	fix := func(path string, want os.FileMode) error {
+		fi, err := os.Lstat(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("%s is a symbolic link; the data directory's private files must be regular files", path)
+		}
+		if fi.Mode().Perm()&0o077 == 0 {
+			return nil
+		}
+		if err := os.Chmod(path, want); err != nil {
+			return fmt.Errorf("%s has mode %v, readable by other users, and could not be made %v: %w", path, fi.Mode().Perm(), want, err)
+		}
+		logger.Printf("warning: %s had mode %v (other users could read it); made it %v. If someone else could read it, rotate it (hotpatch fleet token rotate, or a new CA)", path, fi.Mode().Perm(), want)
+		return nil
+	}
+	if err := fix(dir, 0o700); err != nil {
+		return err
+	}
+	for _, f := range privateFiles {
+		if err := fix(filepath.Join(dir, f), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// createPrivate creates an empty file 0600 if it does not exist (SQLite
+// makes its -wal and -shm files with the database file's mode).
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// dataDirTokenKey is the meta key that holds the hash of a data-directory
+// token file's token: a new file revokes the token it replaces.
+func dataDirTokenKey(file string) string { return "datadir_token:" + file }
+
+// firstToken reads the token file, or, when there is none (the first
+// start, or the operator removed it), makes a token, stores its hash,
+// writes the file (0600) and revokes the token the file held before.
 func (s *Server) firstToken(ctx context.Context, file, role, name string) (string, error) {
 	path := filepath.Join(s.cfg.DataDir, file)
 	if b, err := os.ReadFile(path); err == nil {
@@ -180,8 +312,22 @@ func (s *Server) firstToken(ctx context.Context, file, role, name string) (strin
 		if _, err := s.st.TokenByHash(ctx, pki.TokenHash(tok)); err != nil {
 			return "", fmt.Errorf("%s is not a token this server knows (%v); remove it to make a new one", path, err)
 		}
+		if old, err := s.st.Meta(ctx, dataDirTokenKey(file)); err != nil {
+			return "", err
+		} else if old == "" {
+			if err := s.st.SetMeta(ctx, dataDirTokenKey(file), pki.TokenHash(tok)); err != nil {
+				return "", err
+			}
+		}
 		return tok, nil
 	}
+	return s.replaceToken(ctx, file, role, name)
+}
+
+// replaceToken makes a new token for a data-directory file, writes the
+// file and revokes the token it held before.
+func (s *Server) replaceToken(ctx context.Context, file, role, name string) (string, error) {
+	path := filepath.Join(s.cfg.DataDir, file)
 	tok, hash := pki.NewToken()
 	if err := s.st.AddToken(ctx, store.Token{Hash: hash, Role: role, Name: name}); err != nil {
 		return "", err
@@ -190,7 +336,48 @@ func (s *Server) firstToken(ctx context.Context, file, role, name string) (strin
 	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
 		return "", err
 	}
-	return tok, os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return "", err
+	}
+	old, err := s.st.Meta(ctx, dataDirTokenKey(file))
+	if err != nil {
+		return "", err
+	}
+	if err := s.st.SetMeta(ctx, dataDirTokenKey(file), hash); err != nil {
+		return "", err
+	}
+	if old != "" && old != hash {
+		if err := s.st.DeleteToken(ctx, old); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return "", fmt.Errorf("revoking the token %s held before: %w", path, err)
+		}
+	}
+	return tok, nil
+}
+
+// RotateToken replaces the data directory's admin token ("admin") or
+// enrollment token ("enroll"): the old value stops working at once, the
+// new one is in the file and returned.
+func (s *Server) RotateToken(ctx context.Context, which string) (string, error) {
+	file, role := AdminTokenFile, api.RoleAdmin
+	switch which {
+	case "admin":
+	case "enroll":
+		file, role = EnrollTokenFile, api.RoleEnroll
+	default:
+		return "", fmt.Errorf("token %q: rotate admin or enroll", which)
+	}
+	s.tokMu.Lock()
+	defer s.tokMu.Unlock()
+	tok, err := s.replaceToken(ctx, file, role, which)
+	if err != nil {
+		return "", err
+	}
+	if which == "admin" {
+		s.adminToken = tok
+	} else {
+		s.enrollTok = tok
+	}
+	return tok, nil
 }
 
 // NewToken makes an admin token with a role.
@@ -220,12 +407,19 @@ func (s *Server) Start() error {
 		Handler:           s.routes(),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.New(handshakeFilter{os.Stderr}, "", log.LstdFlags),
+		ErrorLog:          log.New(handshakeFilter{s.log.Writer()}, s.log.Prefix(), s.log.Flags()),
 	}
-	go s.http.ServeTLS(ln, "", "")
-	go s.drive()
-	go s.watchChanges()
+	s.loops.Add(3)
+	go func() {
+		defer s.loops.Done()
+		if err := s.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Printf("serving %s stopped: %v", s.url, err)
+		}
+	}()
+	go func() { defer s.loops.Done(); s.drive() }()
+	go func() { defer s.loops.Done(); s.watchChanges() }()
 	return nil
 }
 
@@ -244,12 +438,12 @@ func (s *Server) watchChanges() {
 		case <-t.C:
 		}
 		if n, err := s.st.Change(context.Background()); err == nil {
-			s.wake(n)
+			s.sawChange(n)
 		}
 		if s.metrics.streams.Load() > 0 {
 			if v, err := s.st.Version(context.Background()); err == nil && v != version {
 				if version != "" {
-					s.touch()
+					s.dashboardChanged()
 				}
 				version = v
 			}
@@ -257,11 +451,13 @@ func (s *Server) watchChanges() {
 	}
 }
 
-// wake records the change counter and, if it moved, wakes the long-polls.
-func (s *Server) wake(n int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n == s.seq {
+// sawChange records a value of the store's change counter and, if it is
+// newer than the last seen, wakes the long-polls. The counter only
+// grows, so an older value (a read that raced a bump) is ignored.
+func (s *Server) sawChange(n int64) {
+	s.seqMu.Lock()
+	defer s.seqMu.Unlock()
+	if n <= s.seq {
 		return
 	}
 	s.seq = n
@@ -275,31 +471,53 @@ func (s *Server) URL() string { return s.url }
 // CA returns the PEM of the server's CA (DataDir/ca.pem).
 func (s *Server) CA() []byte { return s.ca.CertPEM() }
 
-// AdminToken is the first admin token (DataDir/admin.token).
-func (s *Server) AdminToken() string { return s.adminToken }
-
-// EnrollToken is the enrollment token (DataDir/enroll.token).
-func (s *Server) EnrollToken() string { return s.enrollTok }
-
-// Close stops serving (long-polls end) and closes the store.
-func (s *Server) Close() error {
-	close(s.stop)
-	if s.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.http.Shutdown(ctx)
-		<-s.done
-	}
-	return s.st.Close()
+// AdminToken is the data directory's admin token (DataDir/admin.token).
+func (s *Server) AdminToken() string {
+	s.tokMu.Lock()
+	defer s.tokMu.Unlock()
+	return s.adminToken
 }
 
-// notify moves the change counter (devices' desired state may have
-// changed) and wakes the long-polls here; other replicas see it within
-// a tick.
-func (s *Server) notify() {
-	if n, err := s.st.BumpChange(context.Background()); err == nil {
-		s.wake(n)
+// EnrollToken is the data directory's enrollment token
+// (DataDir/enroll.token): it never expires and its devices wait for an
+// operator's approval.
+func (s *Server) EnrollToken() string {
+	s.tokMu.Lock()
+	defer s.tokMu.Unlock()
+	return s.enrollTok
+}
+
+// Close stops serving (long-polls end), waits for the server's
+// goroutines and closes the store. A second Close returns the first's
+// result.
+func (s *Server) Close() error {
+	s.closed.Do(func() {
+		close(s.stop)
+		var errs []error
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.http.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("shutting down: %w", err))
+			}
+		}
+		s.loops.Wait()
+		errs = append(errs, s.st.Close())
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// desiredChanged moves the change counter (devices' desired state may
+// have changed) and wakes the long-polls here; other replicas see it
+// within a tick.
+func (s *Server) desiredChanged() {
+	n, err := s.st.BumpChange(context.Background())
+	if err != nil {
+		s.log.Printf("moving the change counter: %v (devices learn of the change at their next resync)", err)
+		return
 	}
+	s.sawChange(n)
 }
 
 // handshakeFilter drops the log lines of connections closed before their

@@ -85,7 +85,8 @@ func startServer(t *testing.T, dir string) *Server {
 
 func startServerDB(t *testing.T, dir, db string) *Server {
 	t.Helper()
-	s, err := New(Config{DataDir: dir, DB: db, Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond})
+	os.Chmod(dir, 0o700) // t.TempDir is 0755: the server would warn
+	s, err := New(Config{DataDir: dir, DB: db, Listen: "127.0.0.1:0", AnyPublisher: true, Tick: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +96,23 @@ func startServerDB(t *testing.T, dir, db string) *Server {
 	return s
 }
 
-// enroll enrolls a device with labels and returns a caller for it.
+// enroll enrolls a device with labels and returns a caller for it; an
+// operator approves it into the ring its "ring" label asks for.
 func enroll(t testing.TB, s *Server, name string, labels map[string]string) (*caller, string) {
+	t.Helper()
+	dev, id := enrollWith(t, s, s.EnrollToken(), name, labels)
+	if ring := labels["ring"]; ring != "" {
+		admin := newCaller(t, s, s.AdminToken(), nil, nil)
+		if st := admin.do("POST", api.PathDevice+id+"/approve", api.ApproveRequest{Ring: ring}, nil); st != 200 {
+			t.Fatalf("approve %s: HTTP %d", name, st)
+		}
+	}
+	return dev, id
+}
+
+// enrollWith enrolls a device with an enrollment token, unapproved
+// unless the token binds it to a ring.
+func enrollWith(t testing.TB, s *Server, token, name string, labels map[string]string) (*caller, string) {
 	t.Helper()
 	key, keyPEM, err := pki.NewKey()
 	if err != nil {
@@ -108,7 +124,7 @@ func enroll(t testing.TB, s *Server, name string, labels map[string]string) (*ca
 	}
 	var resp api.EnrollResponse
 	anon := newCaller(t, s, "", nil, nil)
-	if st := anon.do("POST", api.PathEnroll, api.EnrollRequest{Token: s.EnrollToken(), Name: name, Hostname: name, Kernel: "6.18", Labels: labels, CSR: string(csr)}, &resp); st != 200 {
+	if st := anon.do("POST", api.PathEnroll, api.EnrollRequest{Token: token, Name: name, Hostname: name, Kernel: "6.18", Labels: labels, CSR: string(csr)}, &resp); st != 200 {
 		t.Fatalf("enroll %s: HTTP %d", name, st)
 	}
 	return newCaller(t, s, "", []byte(resp.Cert), keyPEM), resp.DeviceID
@@ -266,15 +282,16 @@ func testRollout(t *testing.T, db string) {
 		t.Errorf("report: %+v", rep)
 	}
 
-	// A failure on broad exceeds the budget: halted, reverted where it landed.
+	// A failure on broad exceeds the budget: halted, reverted in broad;
+	// canary, which finished, keeps the fix until an operator decides.
 	broad.do("POST", api.PathDeviceEvents, api.DeviceEvents{Events: []api.DeviceEvent{{Time: time.Now(), Type: "rolled_back", Patch: "bounds-fix", Signal: "SIGSEGV"}}}, nil)
 	halted := waitRollout(t, admin, ro.ID, "halted", func(r api.Rollout) bool { return r.State == api.StateHalted })
-	if !strings.Contains(halted.Reason, "budget") {
+	if !strings.Contains(halted.Reason, "budget") || !strings.Contains(halted.Reason, "rings canary keep the patch") {
 		t.Errorf("halt reason %q", halted.Reason)
 	}
-	for _, dev := range []*caller{canary, broad} {
-		if got := syncAs(t, dev, 0, time.Second); len(got.Patches) != 1 || got.Patches[0].Action != api.ActionRevert {
-			t.Errorf("after the halt: %+v, want revert", got.Patches)
+	for dev, want := range map[*caller]string{canary: api.ActionApply, broad: api.ActionRevert} {
+		if got := syncAs(t, dev, 0, time.Second); len(got.Patches) != 1 || got.Patches[0].Action != want {
+			t.Errorf("after the halt: %+v, want %s", got.Patches, want)
 		}
 	}
 
@@ -288,8 +305,15 @@ func testRollout(t *testing.T, db string) {
 		t.Errorf("after a restart: %+v", ro)
 	}
 	canary.base, broad.base = s.URL(), s.URL()
-	if got := syncAs(t, canary, first.Cursor, time.Second); !got.Changed || len(got.Patches) != 1 || got.Patches[0].Action != api.ActionRevert {
+	if got := syncAs(t, broad, first.Cursor, time.Second); !got.Changed || len(got.Patches) != 1 || got.Patches[0].Action != api.ActionRevert {
 		t.Errorf("after a restart the device got %+v", got)
+	}
+	// The operator rolls canary back too.
+	if st := admin.do("POST", api.PathRollout+ro.ID+"/rollback?rings=canary", nil, &ro); st != 200 || ro.State != api.StateRolledBack {
+		t.Errorf("rollback of canary: HTTP %d %+v", st, ro)
+	}
+	if got := syncAs(t, canary, 0, time.Second); len(got.Patches) != 1 || got.Patches[0].Action != api.ActionRevert {
+		t.Errorf("canary after its rollback: %+v", got.Patches)
 	}
 
 	// A revoked device is refused.
@@ -424,7 +448,14 @@ func TestWindows(t *testing.T) {
 	if got := syncAs(t, dev, 0, time.Second); len(got.Patches) != 0 {
 		t.Errorf("a device of a ring outside its window got %+v", got.Patches)
 	}
-	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}, Windows: map[string]string{"canary": window}, Critical: true}, &ro); st != 200 {
+	critical := api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}, Windows: map[string]string{"canary": window}, Critical: true}
+	if st := admin.do("POST", api.PathRollouts, critical, nil); st != 409 {
+		t.Fatalf("a second rollout of a running patch: HTTP %d, want 409", st)
+	}
+	if st := admin.do("POST", api.PathRollout+ro.ID+"/halt", nil, nil); st != 200 {
+		t.Fatalf("halt: HTTP %d", st)
+	}
+	if st := admin.do("POST", api.PathRollouts, critical, &ro); st != 200 {
 		t.Fatalf("start critical: HTTP %d", st)
 	}
 	waitRollout(t, admin, ro.ID, "active", func(r api.Rollout) bool { return r.Rings[0].State == api.RingActive })
@@ -438,19 +469,12 @@ func TestWindows(t *testing.T) {
 
 // TestLateFailure: a failure that reaches the server after its ring
 // finished (a soak of zero, the crash report still on its way) halts the
-// rollout all the same, and the devices that got the patch are told to
-// revert it, the next ring's too.
+// rollout all the same; the patch comes off in that ring only, and the
+// next ring, which did not fail, keeps it until an operator decides.
 func TestLateFailure(t *testing.T) {
-	s := startServer(t, t.TempDir())
-	defer s.Close()
-	data, p := testPatch(t)
-	buildID := fmt.Sprintf("%x", p.Target.BuildID)
-	admin := newCaller(t, s, s.AdminToken(), nil, nil)
-	admin.do("POST", api.PathPatches, data, nil)
-	canary, _ := enroll(t, s, "canary-1", map[string]string{"ring": "canary"})
-	broad, _ := enroll(t, s, "broad-1", map[string]string{"ring": "broad"})
-	canary.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
-	broad.do("POST", api.PathDeviceReport, inventory(buildID, false), nil)
+	s, admin, buildID := publishedFleet(t)
+	devs := ringDevices(t, s, buildID, "canary", "broad")
+	canary, broad := devs[0], devs[1]
 	var ro api.Rollout
 	if st := admin.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary", "broad"}}, &ro); st != 200 {
 		t.Fatalf("rollout start: HTTP %d", st)
@@ -465,12 +489,12 @@ func TestLateFailure(t *testing.T) {
 		t.Fatalf("events: HTTP %d", st)
 	}
 	got := waitRollout(t, admin, ro.ID, "halted", func(r api.Rollout) bool { return r.State == api.StateHalted })
-	if got.Rings[0].State != api.RingHalted || got.Rings[0].Failed != 1 || !strings.Contains(got.Reason, "ring canary: 1 devices failed") {
+	if got.Rings[0].State != api.RingHalted || got.Rings[0].Failed != 1 || !strings.Contains(got.Reason, "ring canary: 1 device failed") {
 		t.Errorf("after the late crash: %+v", got)
 	}
-	for _, dev := range []*caller{canary, broad} {
-		if d := syncAs(t, dev, 0, time.Second); len(d.Patches) != 1 || d.Patches[0].Action != api.ActionRevert {
-			t.Errorf("a device after the halt: %+v", d.Patches)
+	for dev, want := range map[*caller]string{canary: api.ActionRevert, broad: api.ActionApply} {
+		if d := syncAs(t, dev, 0, time.Second); len(d.Patches) != 1 || d.Patches[0].Action != want {
+			t.Errorf("a device after the halt: %+v, want %s", d.Patches, want)
 		}
 	}
 }

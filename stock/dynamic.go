@@ -29,7 +29,7 @@ func (e *elfFile) dynMetaAt(addr uint64) *elf.Section {
 
 // sameDynamic compares what the dynamic linker sees in two files: the
 // dynamic symbols (name, version, value, size, type, binding, visibility,
-// and the name of their section) and the dynamic relocations (place, type,
+// and whether they are defined) and the dynamic relocations (place, type,
 // symbol by name and version, addend), each as a set.
 func sameDynamic(a, b *elfFile) error {
 	sa, err := a.dynSymbols()
@@ -57,16 +57,21 @@ func sameDynamic(a, b *elfFile) error {
 	return nil
 }
 
-func (e *elfFile) secName(i elf.SectionIndex) string {
-	switch {
-	case i == elf.SHN_UNDEF:
-		return "UNDEF"
-	case i >= elf.SHN_LORESERVE:
-		return fmt.Sprintf("special-%#x", uint16(i))
-	case int(i) < len(e.f.Sections):
-		return e.f.Sections[i].Name
+// symPlace is what the dynamic linker makes of a symbol's section index:
+// undefined, absolute, common, or defined in the module (the value is then
+// relative to the load address; which section holds it is not used).
+// Kept relocation sections renumber sections, and a linker-made symbol
+// such as _edata can name the empty .tm_clone_table they keep.
+func symPlace(i elf.SectionIndex) string {
+	switch i {
+	case elf.SHN_UNDEF:
+		return "undefined"
+	case elf.SHN_ABS:
+		return "absolute"
+	case elf.SHN_COMMON:
+		return "common"
 	}
-	return fmt.Sprintf("#%d", i)
+	return "defined"
 }
 
 // dynSymbols lists the dynamic symbols in words, sorted, with index 0 (the
@@ -79,7 +84,7 @@ func (e *elfFile) dynSymbols() ([]string, error) {
 	out := make([]string, 0, len(syms))
 	for _, s := range syms {
 		out = append(out, fmt.Sprintf("%s@%s %v %v vis=%d in %s value=%#x size=%d",
-			s.Name, s.Version, elf.ST_TYPE(s.Info), elf.ST_BIND(s.Info), s.Other&3, e.secName(s.Section), s.Value, s.Size))
+			s.Name, s.Version, elf.ST_TYPE(s.Info), elf.ST_BIND(s.Info), s.Other&3, symPlace(s.Section), s.Value, s.Size))
 	}
 	sort.Strings(out)
 	return out, nil

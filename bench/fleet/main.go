@@ -120,7 +120,7 @@ type agent struct {
 
 func measure(base, bin string, n int, data []byte, buildID string) error {
 	dataDir := filepath.Join(base, fmt.Sprintf("data-%s-%d", *dbKind, n))
-	args := []string{"--data", dataDir, "--listen", "127.0.0.1:0", "--tick", "100ms"}
+	args := []string{"--data", dataDir, "--listen", "127.0.0.1:0", "--tick", "100ms", "--any-publisher"}
 	if *dbKind == "postgres" {
 		db, err := pgtest.NewDatabase()
 		if err != nil {
@@ -148,10 +148,19 @@ func measure(base, bin string, n int, data []byte, buildID string) error {
 	url := f[3]
 	ca, _ := os.ReadFile(filepath.Join(dataDir, "ca.pem"))
 	adminTok, _ := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	enrollTok, _ := os.ReadFile(filepath.Join(dataDir, "enroll.token"))
 	admin, err := client.New(url, ca, client.WithToken(string(adminTok)))
 	if err != nil {
 		return err
+	}
+	// One enrollment token per ring: the server puts each device in its
+	// token's ring, approved.
+	ringTok := map[bool]string{}
+	for canary, ring := range map[bool]string{true: "canary", false: "broad"} {
+		t, err := admin.NewEnrollToken(context.Background(), "bench "+ring, ring, 0, time.Hour)
+		if err != nil {
+			return err
+		}
+		ringTok[canary] = t.Token
 	}
 	tlsCfg, err := pki.ClientTLS(ca, nil, nil)
 	if err != nil {
@@ -174,7 +183,8 @@ func measure(base, bin string, n int, data []byte, buildID string) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			a, err := enroll(ctx, url, ca, strings.TrimSpace(string(enrollTok)), i, i*100 < n**canaryShare)
+			canary := i*100 < n**canaryShare
+			a, err := enroll(ctx, url, ca, ringTok[canary], i, canary)
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err)
 				return

@@ -17,11 +17,12 @@ const (
 	PathRollouts        = "/v1/rollouts"         // POST RolloutRequest → Rollout; GET → []Rollout
 	PathRollout         = "/v1/rollouts/"        // GET {id} → Rollout; POST {id}/halt|resume|rollback → Rollout
 	PathDevices         = "/v1/devices"          // GET → []Device
-	PathDevice          = "/v1/devices/"         // POST {id}/revoke → Device
+	PathDevice          = "/v1/devices/"         // POST {id}/revoke → Device; POST {id}/approve ApproveRequest → Device
 	PathReport          = "/v1/report"           // GET ?cve=ID → Report
 	PathEvents          = "/v1/events"           // GET ?after=SEQ&limit=N[&type=&device=&rollout=&patch=&actor=&q=] → []AuditEvent
 	PathTokens          = "/v1/tokens"           // POST TokenRequest → TokenResponse; GET → []TokenInfo (admin token)
 	PathToken           = "/v1/tokens/"          // DELETE {id} → TokenInfo (admin token)
+	PathTokenRotate     = "/v1/tokens/rotate"    // POST RotateRequest → TokenResponse (admin token)
 	PathMetrics         = "/metrics"             // GET, Prometheus text (viewer token)
 	PathHealth          = "/healthz"             // GET, no authentication
 	HeaderAuthorization = "Authorization"        // "Bearer TOKEN" for admin requests
@@ -34,10 +35,33 @@ const (
 	RoleAdmin    = "admin"    // revoke devices, everything
 )
 
-// TokenRequest asks for a new admin token with a role.
+// TokenRequest asks for a new admin token with a role, or an enrollment
+// token (role "enroll").
 type TokenRequest struct {
-	Role string `json:"role"` // viewer, operator or admin
+	Role string `json:"role"` // viewer, operator, admin or enroll
 	Name string `json:"name"` // who or what it is for; shown in the audit log
+	// Enrollment tokens only. Ring binds the devices that enroll with it
+	// to a ring, approved at once ("": each device waits for an
+	// operator's approval). Uses limits the enrollments (0: no limit);
+	// TTL is how long the token works (0: 24h; at most 30 days).
+	Ring string        `json:"ring,omitempty"`
+	Uses int           `json:"uses,omitempty"`
+	TTL  time.Duration `json:"ttl_ns,omitempty"`
+}
+
+// RoleEnroll is the role of enrollment tokens: they can only enroll.
+const RoleEnroll = "enroll"
+
+// RotateRequest replaces one of the server's data-directory tokens: the
+// old value stops working at once, the new one is written to the file
+// and returned.
+type RotateRequest struct {
+	Token string `json:"token"` // "admin" (admin.token) or "enroll" (enroll.token)
+}
+
+// ApproveRequest approves a device into a ring (or moves it to another).
+type ApproveRequest struct {
+	Ring string `json:"ring"`
 }
 
 // TokenResponse is a new token: shown once, the server keeps its hash only.
@@ -55,8 +79,14 @@ type TokenInfo struct {
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
 	// DataDir: the server's admin.token or enroll.token, which cannot be
-	// revoked (replace the file and its token instead).
+	// revoked (rotate it instead).
 	DataDir bool `json:"data_dir,omitempty"`
+	// Enrollment tokens: expiry (zero: never), uses allowed (0: any) and
+	// made, and the ring their devices are approved into.
+	Expires time.Time `json:"expires,omitzero"`
+	MaxUses int       `json:"max_uses,omitempty"`
+	Uses    int       `json:"uses,omitempty"`
+	Ring    string    `json:"ring,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.
@@ -233,6 +263,9 @@ type Ring struct {
 	Pending   int       `json:"pending"`
 	Started   time.Time `json:"started,omitzero"`
 	SoakUntil time.Time `json:"soak_until,omitzero"`
+	// Revert: the patch comes off this ring's devices (the ring failed
+	// beyond the budget, or an operator rolled it back).
+	Revert bool `json:"revert,omitempty"`
 }
 
 // Device is an enrolled device.
@@ -241,10 +274,16 @@ type Device struct {
 	Name     string            `json:"name"`
 	Hostname string            `json:"hostname"`
 	Kernel   string            `json:"kernel"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	Enrolled time.Time         `json:"enrolled"`
-	LastSeen time.Time         `json:"last_seen,omitzero"`
-	Revoked  time.Time         `json:"revoked,omitzero"`
+	Labels   map[string]string `json:"labels,omitempty"` // as the device sent them; its "ring" label is only a request
+	// Ring is the device's rollout ring, set by an operator (approve,
+	// set-ring) or by the enrollment token it came with; it counts only
+	// once Approved is set. An unapproved device is in no ring: it gets
+	// no rollout and counts against no budget.
+	Ring     string    `json:"ring,omitempty"`
+	Approved time.Time `json:"approved,omitzero"`
+	Enrolled time.Time `json:"enrolled"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Revoked  time.Time `json:"revoked,omitzero"`
 	// Processes and Protected summarise the last inventory.
 	Processes int      `json:"processes"`
 	Applied   []string `json:"applied,omitempty"` // patch ids applied somewhere on the device

@@ -4,6 +4,12 @@
 // configurations of the server and of its clients, and makes the random
 // tokens (enrollment, admin) whose hashes the server stores.
 //
+// It is not the server's alone: the agent (hotpatchd) uses it to make its
+// key and certificate signing request and its client TLS configuration,
+// and the client package (the CLI, the agent and the tests) its client TLS
+// configuration. It lives under server/ because the server is the
+// authority; it imports nothing of the server.
+//
 // # Place in the flow
 //
 //	hotpatch-server start → Init(DIR) → ServerTLS → one HTTPS port

@@ -25,11 +25,11 @@ type Session struct {
 
 // AddSession stores a session and drops the expired ones.
 func (s *Store) AddSession(ctx context.Context, se Session) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires < $1`, unix(time.Now())); err != nil {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires < $1`, nanos(time.Now())); err != nil {
 		return err
 	}
 	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (hash, token_hash, csrf, created, expires) VALUES ($1, $2, $3, $4, $5)`,
-		se.Hash, se.TokenHash, se.CSRF, unix(se.Created), unix(se.Expires))
+		se.Hash, se.TokenHash, se.CSRF, nanos(se.Created), nanos(se.Expires))
 	return err
 }
 
@@ -37,12 +37,12 @@ func (s *Store) AddSession(ctx context.Context, se Session) error {
 func (s *Store) Session(ctx context.Context, hash string) (Session, error) {
 	se := Session{Hash: hash}
 	var created, expires int64
-	err := s.db.QueryRowContext(ctx, `SELECT token_hash, csrf, created, expires FROM sessions WHERE hash = $1 AND expires > $2`, hash, unix(time.Now())).
+	err := s.db.QueryRowContext(ctx, `SELECT token_hash, csrf, created, expires FROM sessions WHERE hash = $1 AND expires > $2`, hash, nanos(time.Now())).
 		Scan(&se.TokenHash, &se.CSRF, &created, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return se, ErrNotFound
 	}
-	se.Created, se.Expires = fromUnix(created), fromUnix(expires)
+	se.Created, se.Expires = fromNanos(created), fromNanos(expires)
 	return se, err
 }
 
@@ -146,7 +146,7 @@ func (s *Store) AddExposure(ctx context.Context, at time.Time, cves []api.CVERep
 	}
 	for _, c := range cves {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO exposure (time, cve, vulnerable, protected, fixed) VALUES ($1, $2, $3, $4, $5)`,
-			unix(at), c.CVE, c.Vulnerable, c.Protected, c.FixedOnDisk); err != nil {
+			nanos(at), c.CVE, c.Vulnerable, c.Protected, c.FixedOnDisk); err != nil {
 			tx.Rollback()
 			return err
 		}
@@ -156,13 +156,13 @@ func (s *Store) AddExposure(ctx context.Context, at time.Time, cves []api.CVERep
 
 // PruneExposure drops the samples taken before a time.
 func (s *Store) PruneExposure(ctx context.Context, before time.Time) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM exposure WHERE time < $1`, unix(before))
+	_, err := s.db.ExecContext(ctx, `DELETE FROM exposure WHERE time < $1`, nanos(before))
 	return err
 }
 
 // Exposure returns the samples taken after a time, oldest first.
 func (s *Store) Exposure(ctx context.Context, after time.Time) ([]ExposureSample, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT time, cve, vulnerable, protected, fixed FROM exposure WHERE time > $1 ORDER BY time, cve`, unix(after))
+	rows, err := s.db.QueryContext(ctx, `SELECT time, cve, vulnerable, protected, fixed FROM exposure WHERE time > $1 ORDER BY time, cve`, nanos(after))
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func (s *Store) Exposure(ctx context.Context, after time.Time) ([]ExposureSample
 		if err := rows.Scan(&t, &e.CVE, &e.Vulnerable, &e.Protected, &e.FixedOn); err != nil {
 			return nil, err
 		}
-		e.Time = fromUnix(t)
+		e.Time = fromNanos(t)
 		out = append(out, e)
 	}
 	return out, rows.Err()

@@ -105,7 +105,11 @@ func (s *Store) dialectSQL(q string) string {
 
 // migrate applies the embedded migrations not applied yet, each in a
 // transaction, recording the schema version.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error { return s.migrateTo(ctx, 0) }
+
+// migrateTo applies the migrations not applied yet up to number last
+// (0: all).
+func (s *Store) migrateTo(ctx context.Context, last int) error {
 	if s.dialect == "postgres" {
 		// Two servers starting at once: one migrates, the other waits.
 		conn, err := s.db.Conn(ctx)
@@ -140,7 +144,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migration %s: name must start with its number", name)
 		}
-		if n <= v {
+		if n <= v || last > 0 && n > last {
 			continue
 		}
 		body, err := migrations.ReadFile(dir + "/" + name)
@@ -161,6 +165,12 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("migration %s: %w", name, err)
 			}
 		}
+		if fix := afterMigration[n]; fix != nil {
+			if err := fix(ctx, tx); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("migration %s: %w", name, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, n); err != nil {
 			tx.Rollback()
 			return err
@@ -172,57 +182,150 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-func unix(t time.Time) int64 {
+// afterMigration holds, by migration number, what a migration needs done
+// in Go, in its transaction.
+var afterMigration = map[int]func(context.Context, *sql.Tx) error{
+	4: approveEnrolled,
+}
+
+// approveEnrolled runs with migration 4, which makes a device's ring an
+// operator's decision: the devices enrolled before it were in the ring
+// their label named, under the rules the operator ran them with, so they
+// stay there, approved as of their enrollment (an upgrade must not empty
+// every ring). Devices enrolled later wait for approval.
+func approveEnrolled(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, labels, enrolled FROM devices`)
+	if err != nil {
+		return err
+	}
+	type dev struct {
+		id, ring string
+		enrolled int64
+	}
+	var devs []dev
+	for rows.Next() {
+		var d dev
+		var labels string
+		if err := rows.Scan(&d.id, &labels, &d.enrolled); err != nil {
+			rows.Close()
+			return err
+		}
+		var m map[string]string
+		json.Unmarshal([]byte(labels), &m)
+		if d.ring = m["ring"]; d.ring != "" {
+			devs = append(devs, d)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, d := range devs {
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET ring = $1, approved = $2 WHERE id = $3`, d.ring, max(d.enrolled, 1), d.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nanos is how times are stored: nanoseconds since the Unix epoch, 0 for
+// the zero time (never, not set).
+func nanos(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
 	return t.UnixNano()
 }
 
-func fromUnix(n int64) time.Time {
+// fromNanos reads a stored time (0 is the zero time).
+func fromNanos(n int64) time.Time {
 	if n == 0 {
 		return time.Time{}
 	}
 	return time.Unix(0, n).UTC()
 }
 
-// Token is an admin token, by the SHA-256 of its value.
+// Token is an admin or enrollment token, by the SHA-256 of its value.
 type Token struct {
 	Hash, Role, Name string
 	Created          time.Time
+	// Enrollment tokens only: when it stops working (zero: never), how
+	// many enrollments it allows (0: any number) and has had, and the
+	// ring its devices are put in, approved ("": they wait for an
+	// operator's approval).
+	Expires time.Time
+	MaxUses int
+	Uses    int
+	Ring    string
 }
 
 // AddToken stores a token's hash.
 func (s *Store) AddToken(ctx context.Context, t Token) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens (hash, role, name, created) VALUES ($1, $2, $3, $4)`, t.Hash, t.Role, t.Name, unix(time.Now()))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens (hash, role, name, created, expires, max_uses, uses, ring) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)`,
+		t.Hash, t.Role, t.Name, nanos(time.Now()), nanos(t.Expires), t.MaxUses, t.Ring)
 	return err
+}
+
+const tokenColumns = `hash, role, name, created, expires, max_uses, uses, ring`
+
+func scanToken(row interface{ Scan(...any) error }) (Token, error) {
+	var t Token
+	var created, expires int64
+	err := row.Scan(&t.Hash, &t.Role, &t.Name, &created, &expires, &t.MaxUses, &t.Uses, &t.Ring)
+	t.Created, t.Expires = fromNanos(created), fromNanos(expires)
+	return t, err
 }
 
 // TokenByHash returns the token with that hash.
 func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
-	t := Token{Hash: hash}
-	err := s.db.QueryRowContext(ctx, `SELECT role, name FROM tokens WHERE hash = $1`, hash).Scan(&t.Role, &t.Name)
+	t, err := scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = $1`, hash))
 	if errors.Is(err, sql.ErrNoRows) {
-		return t, ErrNotFound
+		return Token{Hash: hash}, ErrNotFound
 	}
 	return t, err
 }
 
+// ErrTokenSpent is returned by UseEnrollToken for an enrollment token
+// that expired or has no uses left.
+var ErrTokenSpent = errors.New("enrollment token expired or used up")
+
+// UseEnrollToken counts one use of an enrollment token, in one statement
+// (two enrollments at once cannot both take the last use), and returns
+// it; ErrNotFound if no enrollment token has that hash, ErrTokenSpent if
+// it expired at now or has no uses left.
+func (s *Store) UseEnrollToken(ctx context.Context, hash, role string, now time.Time) (Token, error) {
+	var used string
+	err := s.db.QueryRowContext(ctx, `UPDATE tokens SET uses = uses + 1 WHERE hash = $1 AND role = $2
+		AND (expires = 0 OR expires > $3) AND (max_uses = 0 OR uses < max_uses) RETURNING hash`, hash, role, nanos(now)).Scan(&used)
+	if errors.Is(err, sql.ErrNoRows) {
+		t, err := s.TokenByHash(ctx, hash)
+		if err != nil {
+			return t, err
+		}
+		if t.Role != role {
+			return t, ErrNotFound
+		}
+		return t, ErrTokenSpent
+	}
+	if err != nil {
+		return Token{}, err
+	}
+	return s.TokenByHash(ctx, hash)
+}
+
 // Tokens returns every token, oldest first.
 func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT hash, role, name, created FROM tokens ORDER BY created, hash`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created, hash`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []Token
 	for rows.Next() {
-		var t Token
-		var created int64
-		if err := rows.Scan(&t.Hash, &t.Role, &t.Name, &created); err != nil {
+		t, err := scanToken(rows)
+		if err != nil {
 			return nil, err
 		}
-		t.Created = fromUnix(created)
 		out = append(out, t)
 	}
 	return out, rows.Err()
@@ -264,7 +367,8 @@ func (s *Store) SetMeta(ctx context.Context, key, value string) error {
 	return err
 }
 
-// Device is an enrolled device with its last inventory.
+// Device is an enrolled device with its last inventory. Its ring
+// (api.Device.Ring) counts only once it is approved.
 type Device struct {
 	api.Device
 	Serial      string
@@ -272,26 +376,40 @@ type Device struct {
 	InventoryAt time.Time
 }
 
-// AddDevice stores a newly enrolled device.
+// AddDevice stores a newly enrolled device (approved when d.Approved
+// is set: its token bound it to a ring).
 func (s *Store) AddDevice(ctx context.Context, d Device) error {
 	labels, _ := json.Marshal(d.Labels)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, '{}', 0)`, d.ID, d.Name, d.Hostname, d.Kernel, string(labels), d.Serial, unix(d.Enrolled))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at, ring, approved)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, '{}', 0, $8, $9)`, d.ID, d.Name, d.Hostname, d.Kernel, string(labels), d.Serial, nanos(d.Enrolled), d.Ring, nanos(d.Approved))
 	return err
 }
 
-const deviceColumns = `id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at`
+// ApproveDevice puts a device in a ring and marks it approved at a time
+// (an operator's decision); ErrNotFound for an unknown device.
+func (s *Store) ApproveDevice(ctx context.Context, id, ring string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE devices SET ring = $1, approved = $2 WHERE id = $3`, ring, nanos(at), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+const deviceColumns = `id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at, ring, approved`
 
 func scanDevice(row interface{ Scan(...any) error }) (Device, error) {
 	var d Device
 	var labels, inv string
-	var enrolled, seen, revoked, invAt int64
-	if err := row.Scan(&d.ID, &d.Name, &d.Hostname, &d.Kernel, &labels, &d.Serial, &enrolled, &seen, &revoked, &inv, &invAt); err != nil {
+	var enrolled, seen, revoked, invAt, approved int64
+	if err := row.Scan(&d.ID, &d.Name, &d.Hostname, &d.Kernel, &labels, &d.Serial, &enrolled, &seen, &revoked, &inv, &invAt, &d.Ring, &approved); err != nil {
 		return d, err
 	}
 	json.Unmarshal([]byte(labels), &d.Labels)
 	json.Unmarshal([]byte(inv), &d.Inventory)
-	d.Enrolled, d.LastSeen, d.Revoked, d.InventoryAt = fromUnix(enrolled), fromUnix(seen), fromUnix(revoked), fromUnix(invAt)
+	d.Enrolled, d.LastSeen, d.Revoked, d.InventoryAt, d.Approved = fromNanos(enrolled), fromNanos(seen), fromNanos(revoked), fromNanos(invAt), fromNanos(approved)
 	d.Processes = len(d.Inventory.Processes)
 	seenIDs := map[string]bool{}
 	for _, p := range d.Inventory.Processes {
@@ -323,7 +441,7 @@ func (s *Store) DeviceAuth(ctx context.Context, id string) (serial string, revok
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", time.Time{}, ErrNotFound
 	}
-	return serial, fromUnix(r), err
+	return serial, fromNanos(r), err
 }
 
 // Devices returns every device, by enrollment.
@@ -346,7 +464,7 @@ func (s *Store) Devices(ctx context.Context) ([]Device, error) {
 
 // Seen records that a device was heard from.
 func (s *Store) Seen(ctx context.Context, id string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE devices SET last_seen = $1 WHERE id = $2`, unix(at), id)
+	_, err := s.db.ExecContext(ctx, `UPDATE devices SET last_seen = $1 WHERE id = $2`, nanos(at), id)
 	return err
 }
 
@@ -357,13 +475,13 @@ func (s *Store) SetInventory(ctx context.Context, id string, inv api.Inventory, 
 		return err
 	}
 	_, err = s.db.ExecContext(ctx, `UPDATE devices SET inventory = $1, inventory_at = $2, hostname = $3, kernel = $4, last_seen = $2 WHERE id = $5`,
-		string(data), unix(at), inv.Hostname, inv.Kernel, id)
+		string(data), nanos(at), inv.Hostname, inv.Kernel, id)
 	return err
 }
 
 // Revoke marks a device revoked.
 func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE devices SET revoked = $1 WHERE id = $2 AND revoked = 0`, unix(at), id)
+	res, err := s.db.ExecContext(ctx, `UPDATE devices SET revoked = $1 WHERE id = $2 AND revoked = 0`, nanos(at), id)
 	if err != nil {
 		return err
 	}
@@ -380,7 +498,7 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time) error {
 func (s *Store) AddPatch(ctx context.Context, info api.PatchInfo, data []byte) error {
 	raw, _ := json.Marshal(info)
 	_, err := s.db.ExecContext(ctx, `INSERT INTO patches (sha256, id, version, info, data, published) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (sha256) DO NOTHING`, info.SHA256, info.ID, info.Version, string(raw), data, unix(info.Published))
+		ON CONFLICT (sha256) DO NOTHING`, info.SHA256, info.ID, info.Version, string(raw), data, nanos(info.Published))
 	return err
 }
 
@@ -409,8 +527,13 @@ func (s *Store) Patches(ctx context.Context) ([]api.PatchInfo, error) {
 // Patch returns a patch's description by SHA-256, or the newest version
 // of a patch id.
 func (s *Store) Patch(ctx context.Context, ref string) (api.PatchInfo, error) {
+	return scanPatchInfo(s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE sha256 = $1 OR id = $1 ORDER BY (sha256 = $1) DESC, version DESC, published DESC LIMIT 1`, ref))
+}
+
+// scanPatchInfo reads the info column of one patch row.
+func scanPatchInfo(row *sql.Row) (api.PatchInfo, error) {
 	var raw string
-	err := s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE sha256 = $1 OR id = $1 ORDER BY (sha256 = $1) DESC, version DESC, published DESC LIMIT 1`, ref).Scan(&raw)
+	err := row.Scan(&raw)
 	if errors.Is(err, sql.ErrNoRows) {
 		return api.PatchInfo{}, ErrNotFound
 	}
@@ -419,6 +542,12 @@ func (s *Store) Patch(ctx context.Context, ref string) (api.PatchInfo, error) {
 		err = json.Unmarshal([]byte(raw), &p)
 	}
 	return p, err
+}
+
+// PatchVersion returns the patch published under an id and level
+// (ErrNotFound if none).
+func (s *Store) PatchVersion(ctx context.Context, id string, version uint32) (api.PatchInfo, error) {
+	return scanPatchInfo(s.db.QueryRowContext(ctx, `SELECT info FROM patches WHERE id = $1 AND version = $2 ORDER BY published LIMIT 1`, id, version))
 }
 
 // PatchData returns a patch file by SHA-256.
@@ -444,31 +573,95 @@ type Rollout struct {
 
 // AddRollout stores a new rollout.
 func (s *Store) AddRollout(ctx context.Context, r Rollout) error {
-	raw, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO rollouts (id, patch_sha, state, body, created, updated) VALUES ($1, $2, $3, $4, $5, $6)`,
-		r.ID, r.Patch.SHA256, r.State, string(raw), unix(r.Created), unix(r.Updated))
+	_, err := s.SaveRollout(ctx, r, time.Time{}, false, nil)
 	return err
 }
 
 // UpdateRollout stores a changed rollout if it is still as it was when
 // read (its Updated time was prev); otherwise ErrConflict.
 func (s *Store) UpdateRollout(ctx context.Context, r Rollout, prev time.Time) error {
+	_, err := s.SaveRollout(ctx, r, prev, false, nil)
+	return err
+}
+
+// ErrActiveRollout is returned when a rollout would run beside another
+// running rollout of the same patch id.
+var ErrActiveRollout = errors.New("another rollout of this patch is running")
+
+// SaveRollout stores one step of a rollout in one transaction: the
+// rollout (new when prev is zero, else only if it is still as it was
+// when read: its Updated time was prev, otherwise ErrConflict), the
+// change counter moved when bump is set (devices' desired state
+// changed), and the step's audit events. Either all of it is stored or
+// none. A running rollout is refused (ErrActiveRollout) while another
+// rollout of the same patch id runs. It returns the change counter
+// (0 without bump).
+func (s *Store) SaveRollout(ctx context.Context, r Rollout, prev time.Time, bump bool, events []api.AuditEvent) (int64, error) {
 	raw, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE rollouts SET state = $1, body = $2, updated = $3 WHERE id = $4 AND updated = $5`,
-		r.State, string(raw), unix(r.Updated), r.ID, unix(prev))
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	if r.State == api.StateRunning {
+		if err := activeElsewhere(ctx, tx, r); err != nil {
+			return 0, err
+		}
+	}
+	if prev.IsZero() {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rollouts (id, patch_sha, state, body, created, updated) VALUES ($1, $2, $3, $4, $5, $6)`,
+			r.ID, r.Patch.SHA256, r.State, string(raw), nanos(r.Created), nanos(r.Updated)); err != nil {
+			return 0, err
+		}
+	} else {
+		res, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = $1, body = $2, updated = $3 WHERE id = $4 AND updated = $5`,
+			r.State, string(raw), nanos(r.Updated), r.ID, nanos(prev))
+		if err != nil {
+			return 0, err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return 0, ErrConflict
+		}
+	}
+	var n int64
+	if bump {
+		if err := tx.QueryRowContext(ctx, `UPDATE change SET n = n + 1 WHERE id = 1 RETURNING n`).Scan(&n); err != nil {
+			return 0, err
+		}
+	}
+	for _, e := range events {
+		if _, err := addEvent(ctx, tx, e); err != nil {
+			return 0, err
+		}
+	}
+	return n, tx.Commit()
+}
+
+// activeElsewhere returns ErrActiveRollout if a rollout other than r of
+// r's patch id is running.
+func activeElsewhere(ctx context.Context, tx *sql.Tx, r Rollout) error {
+	rows, err := tx.QueryContext(ctx, `SELECT body FROM rollouts WHERE state = $1 AND id <> $2`, api.StateRunning, r.ID)
 	if err != nil {
 		return err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrConflict
+	defer rows.Close()
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return err
+		}
+		var other Rollout
+		if err := json.Unmarshal([]byte(raw), &other); err != nil {
+			return err
+		}
+		if other.Patch.ID == r.Patch.ID {
+			return fmt.Errorf("%w: %s", ErrActiveRollout, other.ID)
+		}
 	}
-	return nil
+	return rows.Err()
 }
 
 // Change returns the change counter: it grows whenever some device's
@@ -527,12 +720,21 @@ func (s *Store) Rollout(ctx context.Context, id string) (Rollout, error) {
 
 // AddEvent appends to the audit log and returns its sequence number.
 func (s *Store) AddEvent(ctx context.Context, e api.AuditEvent) (int64, error) {
+	return addEvent(ctx, s.db, e)
+}
+
+// execer is a database or a transaction.
+type execer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func addEvent(ctx context.Context, db execer, e api.AuditEvent) (int64, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	var seq int64
-	err := s.db.QueryRowContext(ctx, `INSERT INTO events (time, actor, type, device, rollout, patch, message) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`,
-		unix(e.Time), e.Actor, e.Type, e.Device, e.Rollout, e.Patch, e.Message).Scan(&seq)
+	err := db.QueryRowContext(ctx, `INSERT INTO events (time, actor, type, device, rollout, patch, message) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`,
+		nanos(e.Time), e.Actor, e.Type, e.Device, e.Rollout, e.Patch, e.Message).Scan(&seq)
 	return seq, err
 }
 
@@ -550,7 +752,7 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) ([]api.Audit
 // one query.
 func (s *Store) DevicesWithEvents(ctx context.Context, patch string, after time.Time, types []string) (map[string]bool, error) {
 	q := `SELECT DISTINCT device FROM events WHERE patch = $1 AND time > $2 AND device <> '' AND type IN (`
-	args := []any{patch, unix(after)}
+	args := []any{patch, nanos(after)}
 	for i, t := range types {
 		if i > 0 {
 			q += ", "
@@ -578,7 +780,7 @@ func (s *Store) DevicesWithEvents(ctx context.Context, patch string, after time.
 // after a time (the rollout engine counts failures with it).
 func (s *Store) DeviceEvents(ctx context.Context, device, patch string, after time.Time, types []string) ([]api.AuditEvent, error) {
 	q := `SELECT ` + eventColumns + ` FROM events WHERE device = $1 AND patch = $2 AND time > $3 AND type IN (`
-	args := []any{device, patch, unix(after)}
+	args := []any{device, patch, nanos(after)}
 	for i, t := range types {
 		if i > 0 {
 			q += ", "
@@ -606,7 +808,7 @@ func (s *Store) queryEvents(ctx context.Context, q string, args ...any) ([]api.A
 		if err := rows.Scan(&e.Seq, &t, &e.Actor, &e.Type, &e.Device, &e.Rollout, &e.Patch, &e.Message); err != nil {
 			return nil, err
 		}
-		e.Time = fromUnix(t)
+		e.Time = fromNanos(t)
 		out = append(out, e)
 	}
 	return out, rows.Err()

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,4 +74,134 @@ func TestStore(t *testing.T) {
 func eachDB(t *testing.T, test func(t *testing.T, url string)) {
 	t.Run("sqlite", func(t *testing.T) { test(t, filepath.Join(t.TempDir(), "s.db")) })
 	t.Run("postgres", func(t *testing.T) { test(t, pgtest.URL(t)) })
+}
+
+// TestSaveRolloutAtomic: a rollout step, its change-counter bump and its
+// audit events are stored together or not at all (here the events
+// cannot be written: neither is the step, nor the bump); a second
+// running rollout of a patch id is refused.
+func TestSaveRolloutAtomic(t *testing.T) {
+	eachDB(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s, err := Open(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		info := api.PatchInfo{SHA256: "aa", ID: "p", Version: 1, Published: time.Now()}
+		if err := s.AddPatch(ctx, info, []byte("file")); err != nil {
+			t.Fatal(err)
+		}
+		r := Rollout{Members: map[string][]string{}}
+		r.ID, r.Patch, r.State, r.Created, r.Updated = "ro-1", info, api.StateRunning, time.Now(), time.Now()
+		if _, err := s.SaveRollout(ctx, r, time.Time{}, false, []api.AuditEvent{{Actor: "t", Type: "rollout_started"}}); err != nil {
+			t.Fatal(err)
+		}
+		other := r
+		other.ID = "ro-2"
+		if _, err := s.SaveRollout(ctx, other, time.Time{}, false, nil); !errors.Is(err, ErrActiveRollout) {
+			t.Errorf("a second running rollout of p: %v, want ErrActiveRollout", err)
+		}
+		before, _ := s.Change(ctx)
+		if _, err := s.db.ExecContext(ctx, `ALTER TABLE events RENAME TO events_gone`); err != nil {
+			t.Fatal(err)
+		}
+		prev := r.Updated
+		r.State, r.Updated = api.StateHalted, prev.Add(time.Second)
+		if _, err := s.SaveRollout(ctx, r, prev, true, []api.AuditEvent{{Actor: "t", Type: "rollout_halted"}}); err == nil {
+			t.Fatal("a step whose audit event cannot be written was stored")
+		}
+		if _, err := s.db.ExecContext(ctx, `ALTER TABLE events_gone RENAME TO events`); err != nil {
+			t.Fatal(err)
+		}
+		if cur, _ := s.Rollout(ctx, "ro-1"); cur.State != api.StateRunning {
+			t.Errorf("the step was stored without its audit event: %s", cur.State)
+		}
+		if after, _ := s.Change(ctx); after != before {
+			t.Errorf("the change counter moved from %d to %d for a step not stored", before, after)
+		}
+		n, err := s.SaveRollout(ctx, r, prev, true, []api.AuditEvent{{Actor: "t", Type: "rollout_halted"}})
+		if err != nil || n != before+1 {
+			t.Errorf("the step once the store works: %d, %v; want %d", n, err, before+1)
+		}
+		if evs, _ := s.FindEvents(ctx, EventFilter{Type: "rollout_halted"}); len(evs) != 1 {
+			t.Errorf("audit events of the step: %+v", evs)
+		}
+	})
+}
+
+// TestEnrollTokenUses: an enrollment token works until it expires and
+// for as many enrollments as it allows, never one more.
+func TestEnrollTokenUses(t *testing.T) {
+	eachDB(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s, err := Open(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		now := time.Now()
+		if err := s.AddToken(ctx, Token{Hash: "two", Role: api.RoleEnroll, Name: "two", MaxUses: 2, Ring: "canary", Expires: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddToken(ctx, Token{Hash: "old", Role: api.RoleEnroll, Name: "old", Expires: now.Add(-time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddToken(ctx, Token{Hash: "adm", Role: api.RoleAdmin, Name: "adm"}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			if tok, err := s.UseEnrollToken(ctx, "two", api.RoleEnroll, now); err != nil || tok.Ring != "canary" || tok.Uses != i+1 {
+				t.Errorf("use %d: %+v, %v", i+1, tok, err)
+			}
+		}
+		if _, err := s.UseEnrollToken(ctx, "two", api.RoleEnroll, now); !errors.Is(err, ErrTokenSpent) {
+			t.Errorf("a third use: %v, want ErrTokenSpent", err)
+		}
+		if _, err := s.UseEnrollToken(ctx, "old", api.RoleEnroll, now); !errors.Is(err, ErrTokenSpent) {
+			t.Errorf("an expired token: %v, want ErrTokenSpent", err)
+		}
+		if _, err := s.UseEnrollToken(ctx, "adm", api.RoleEnroll, now); !errors.Is(err, ErrNotFound) {
+			t.Errorf("an admin token: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// TestUpgradeKeepsRings: the devices enrolled before devices needed an
+// operator's approval stay in the ring their label named, approved; one
+// without a ring label waits.
+func TestUpgradeKeepsRings(t *testing.T) {
+	eachDB(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		driver, dsn, dialect := "sqlite", "file:"+url, "sqlite"
+		if strings.HasPrefix(url, "postgres") {
+			driver, dsn, dialect = "pgx", url, "postgres"
+		}
+		db, err := sql.Open(driver, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := &Store{db: db, dialect: dialect}
+		if err := old.migrateTo(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+		for id, labels := range map[string]string{"d-canary": `{"ring":"canary"}`, "d-none": `{}`} {
+			if _, err := db.ExecContext(ctx, `INSERT INTO devices (id, name, hostname, kernel, labels, serial, enrolled, last_seen, revoked, inventory, inventory_at)
+				VALUES ($1, $1, $1, '', $2, $1, 5, 0, 0, '{}', 0)`, id, labels); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.Close()
+		s, err := Open(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if d, err := s.Device(ctx, "d-canary"); err != nil || d.Ring != "canary" || d.Approved.IsZero() {
+			t.Errorf("a device of ring canary after the upgrade: %+v, %v", d.Device, err)
+		}
+		if d, err := s.Device(ctx, "d-none"); err != nil || d.Ring != "" || !d.Approved.IsZero() {
+			t.Errorf("a device without a ring after the upgrade: %+v, %v", d.Device, err)
+		}
+	})
 }
