@@ -169,7 +169,7 @@ func flagsFinding(r *Report, f *elf.File) {
 	case units == 0:
 		r.add("flags", OK, "no gcc flags recorded in DWARF; build both versions with the same flags", "")
 	case with < units:
-		r.add("flags", Warn, fmt.Sprintf("%d of %d compilation units built without -ffunction-sections: patches work, but the builder sees less of what a change touches", units-with, units),
+		r.add("flags", Warn, fmt.Sprintf("%d of %d compilation units built without -ffunction-sections: a fix whose changed function refers to another function of its own file may be refused (the assembler resolved that reference without a relocation)", units-with, units),
 			"add -ffunction-sections -fdata-sections to both builds")
 	default:
 		r.add("flags", OK, "built with -ffunction-sections", "")
@@ -257,3 +257,43 @@ func shstk(f *elf.File) bool {
 }
 
 func align(n, a uint32) uint32 { return (n + a - 1) &^ (a - 1) }
+
+// CompilerFlags returns the compiler's command-line options as gcc
+// recorded them in the DWARF of an ELF file (DW_AT_producer of the first
+// compilation unit that is not C runtime code), e.g. "-O2
+// -ffunction-sections". ok is false when the file has no such record
+// (built without -g, or not by gcc).
+func CompilerFlags(path string) (flags string, ok bool) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	d, err := f.DWARF()
+	if err != nil {
+		return "", false
+	}
+	rd := d.Reader()
+	for n := 0; n < 10000; n++ {
+		e, err := rd.Next()
+		if err != nil || e == nil {
+			return "", false
+		}
+		rd.SkipChildren()
+		if e.Tag != dwarf.TagCompileUnit {
+			continue
+		}
+		name, _ := e.Val(dwarf.AttrName).(string)
+		prod, _ := e.Val(dwarf.AttrProducer).(string)
+		if !strings.HasPrefix(prod, "GNU C") || strings.Contains(name, "crt") || strings.HasPrefix(name, "../sysdeps/") {
+			continue
+		}
+		// "GNU C17 12.2.0 -mtune=generic -march=x86-64 -O2 …": the
+		// options start at the first word beginning with '-'.
+		if i := strings.Index(prod, " -"); i >= 0 {
+			return strings.TrimSpace(prod[i:]), true
+		}
+		return "", true
+	}
+	return "", false
+}
