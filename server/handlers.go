@@ -290,7 +290,7 @@ func (s *Server) deviceEvents(r *http.Request, who identity) (any, error) {
 			}
 		}
 		if e.PID != 0 {
-			msg = fmt.Sprintf("pid %d: %s", e.PID, msg)
+			msg = strings.TrimSuffix(fmt.Sprintf("pid %d: %s", e.PID, msg), ": ")
 		}
 		s.audit(r.Context(), api.AuditEvent{Time: e.Time, Actor: who.actor(), Type: e.Type, Device: who.device.ID, Patch: e.Patch, Message: msg})
 	}

@@ -178,7 +178,7 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 	halt := func(ring *api.Ring) {
 		ring.State = api.RingHalted
 		ro.State, ro.Revert = api.StateHalted, true
-		ro.Reason = fmt.Sprintf("ring %s: %d devices failed, more than the budget of %d; reverting where it landed", ring.Name, ring.Failed, ro.MaxFailures)
+		ro.Reason = fmt.Sprintf("ring %s: %s failed, more than the budget of %d; reverting where it landed", ring.Name, count(ring.Failed, "device"), ro.MaxFailures)
 		audit(api.AuditEvent{Actor: "server", Type: "rollout_halted", Rollout: ro.ID, Patch: ro.Patch.ID, Message: ro.Reason})
 		changed, notify = true, true
 	}
@@ -211,7 +211,7 @@ func (s *Server) advance(ctx context.Context, id string) (api.Rollout, error) {
 			ro.Members[ring.Name] = members
 			ring.State, ring.Started, ring.Devices = api.RingActive, now, len(members)
 			changed, notify = true, true
-			audit(api.AuditEvent{Actor: "server", Type: "ring_started", Rollout: ro.ID, Patch: ro.Patch.ID, Message: fmt.Sprintf("ring %s: %d devices", ring.Name, len(members))})
+			audit(api.AuditEvent{Actor: "server", Type: "ring_started", Rollout: ro.ID, Patch: ro.Patch.ID, Message: fmt.Sprintf("ring %s: %s", ring.Name, count(len(members), "device"))})
 		}
 		s.count(ctx, &ro, ring, devices)
 		if ring.Failed > ro.MaxFailures {
@@ -551,4 +551,12 @@ func (s *Server) metricsText(r *http.Request, _ identity) (any, error) {
 		fmt.Fprintf(&b, "hotpatch_server_rollouts{state=%q} %d\n", st, states[st])
 	}
 	return rawBody{"text/plain; version=0.0.4", []byte(b.String())}, nil
+}
+
+// count says "1 device", "2 devices".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
