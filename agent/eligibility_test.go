@@ -30,8 +30,8 @@ func TestInventoryEligibility(t *testing.T) {
 	if len(inv.Processes) != 1 {
 		t.Fatalf("processes: %+v", inv.Processes)
 	}
-	want := []api.Finding{{Check: "seccomp", Status: "warn",
-		Message: "has a seccomp filter: if it forbids mmap, mprotect or memfd_create, apply refuses cleanly and leaves the process as it was"}}
+	want := []api.Finding{{Check: "seccomp", Status: "block",
+		Message: "runs under a seccomp filter: the engine refuses it, since the filter might forbid the system calls it makes in the process (mmap, memfd_create, mprotect) or kill the process for them"}}
 	if diff := cmp.Diff(want, inv.Processes[0].Blockers); diff != "" {
 		t.Errorf("blockers (-want +got):\n%s", diff)
 	}

@@ -10,9 +10,9 @@
 //
 // A Finding with Status Block means a patch cannot be built or applied as
 // things are (a stripped binary, a process traced by a debugger, no
-// CAP_SYS_PTRACE); Warn means it may work but something needs attention
-// (a seccomp filter, user-level context switching, a build without
-// -ffunction-sections); OK findings say what was checked. Each finding
+// CAP_SYS_PTRACE, a seccomp filter, which the engine refuses); Warn means
+// it may work but something needs attention (user-level context
+// switching, a build without -ffunction-sections); OK findings say what was checked. Each finding
 // names its check with a short stable word (Check) so that programs can
 // match on it; Message says what was found and Fix what to do.
 //

@@ -128,7 +128,7 @@ func TestProcess(t *testing.T) {
 		want map[string]Status
 	}{
 		{"plain", plain, map[string]Status{"ptrace": OK, "seccomp": OK, "symtab": OK}},
-		{"seccomp filter", sec, map[string]Status{"ptrace": OK, "seccomp": Warn}},
+		{"seccomp filter", sec, map[string]Status{"ptrace": OK, "seccomp": Block}},
 		// A stripped program runs, and is patched with a patch built
 		// from a rebuild: a warning, not a block.
 		{"stripped", stripped, map[string]Status{"symtab": Warn, "relocations": Warn}},
@@ -148,8 +148,12 @@ func TestProcess(t *testing.T) {
 					t.Errorf("%s: %q, want %q; report: %+v", check, got[check], want, r.Findings)
 				}
 			}
-			if !r.Eligible {
-				t.Errorf("not eligible: %+v", r.Problems())
+			blocked := false
+			for _, st := range tt.want {
+				blocked = blocked || st == Block
+			}
+			if r.Eligible == blocked {
+				t.Errorf("eligible %v, want %v: %+v", r.Eligible, !blocked, r.Problems())
 			}
 		})
 	}

@@ -110,7 +110,8 @@ func (c *Checker) Process(pid int) (*Report, error) {
 	case st.seccomp == 1:
 		r.add("seccomp", Block, "in seccomp strict mode: only read, write, exit and sigreturn are allowed, and the engine's remote mmap/memfd_create/mprotect would kill it", "")
 	case st.seccomp == 2:
-		r.add("seccomp", Warn, "has a seccomp filter: if it forbids mmap, mprotect or memfd_create, apply refuses cleanly and leaves the process as it was", "allow those calls in the filter, or rely on the fallback restart")
+		r.add("seccomp", Block, "runs under a seccomp filter: the engine refuses it, since the filter might forbid the system calls it makes in the process (mmap, memfd_create, mprotect) or kill the process for them",
+			"restart the service to pick up the fix (hotpatchd's fallback command can do it in a maintenance window)")
 	default:
 		r.add("seccomp", OK, "no seccomp filter", "")
 	}
