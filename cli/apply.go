@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hotpatch/hotpatch/eligibility"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/buildid"
 	"github.com/hotpatch/hotpatch/patch"
@@ -274,6 +275,12 @@ func newStatus() *cobra.Command {
 					return err
 				}
 				all = append(all, procStatus{PID: pid, Patches: st, Baseline: baseline(pid, st)})
+			}
+			if tf.all && !eligibility.CanReadOthers() {
+				if len(all) == 0 {
+					return errors.New("no patched process among this user's own processes; other users' processes cannot be read without CAP_SYS_PTRACE: run as root")
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "hotpatch status: only this user's own processes were read; run as root (CAP_SYS_PTRACE) to see every process")
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())

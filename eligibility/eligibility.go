@@ -36,6 +36,19 @@ type Report struct {
 	Findings []Finding `json:"findings"`
 }
 
+// Checker checks processes and remembers the findings about each
+// executable file (by device, inode, size and modification time), for a
+// caller that checks many processes again and again (the agent's
+// inventory). Its methods may be called from one goroutine at a time.
+type Checker struct {
+	bins map[exeKey][]Finding
+}
+
+type exeKey struct {
+	dev, ino    uint64
+	size, mtime int64
+}
+
 // ErrNotSupported is returned for process and host checks on systems other
 // than Linux.
 var ErrNotSupported = errors.New("eligibility: process and host checks need Linux")

@@ -68,19 +68,6 @@ func Process(pid int) (*Report, error) {
 	return new(Checker).Process(pid)
 }
 
-// Checker checks processes and remembers the findings about each
-// executable file (by device, inode, size and modification time), for a
-// caller that checks many processes again and again (the agent's
-// inventory). Its methods may be called from one goroutine at a time.
-type Checker struct {
-	bins map[exeKey][]Finding
-}
-
-type exeKey struct {
-	dev, ino    uint64
-	size, mtime int64
-}
-
 // Process is the package's Process, with the executable's findings
 // remembered.
 func (c *Checker) Process(pid int) (*Report, error) {
@@ -200,4 +187,12 @@ func (c *Checker) executable(path string) []Finding {
 		c.bins[key] = r.Findings
 	}
 	return r.Findings
+}
+
+// CanReadOthers reports whether the calling process may read the memory
+// and mappings of other users' processes (CAP_SYS_PTRACE in its effective
+// set), as hotpatch status --all must to see every patched process.
+func CanReadOthers() bool {
+	st, err := readStatus("self")
+	return err == nil && st.capEff&(1<<unix.CAP_SYS_PTRACE) != 0
 }
