@@ -6,12 +6,13 @@ LDFLAGS := -X github.com/hotpatch/hotpatch/internal/version.Version=$(VERSION) $
 .PHONY: build test demo fuzz bench docs clean install uninstall package
 
 BINARIES := hotpatch hotpatchd hotpatch-server
+OUT      ?= bin
 
 # One line per binary: a first build also downloads and compiles the
 # dependencies, which takes about a minute on a small machine.
 build:
-	@test -d "$$(go env GOMODCACHE)/modernc.org" || echo "make build: first build: downloading and compiling dependencies (about a minute)"
-	@for b in $(BINARIES); do echo "  go build  bin/$$b"; $(GO) build -ldflags "$(LDFLAGS)" -o bin/$$b ./cmd/$$b || exit 1; done
+	@test -e $(OUT)/hotpatch || echo "make build: a first build also downloads and compiles the dependencies (about a minute)"
+	@for b in $(BINARIES); do echo "  go build  $(OUT)/$$b"; $(GO) build -ldflags "$(LDFLAGS)" -o $(OUT)/$$b ./cmd/$$b || exit 1; done
 
 # Everything CI checks: formatting, vet, all tests (they compile the C
 # fixtures with gcc), and a build for another OS so the stubs keep compiling.
@@ -63,7 +64,7 @@ install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(SHAREDIR)/bash-completion/completions $(DESTDIR)$(SHAREDIR)/zsh/vendor-completions \
 		$(DESTDIR)$(SHAREDIR)/fish/vendor_completions.d $(DESTDIR)$(SYSCONFDIR)/hotpatch/patches $(DESTDIR)$(SYSCONFDIR)/hotpatch/trusted
-	install -m 0755 $(addprefix bin/,$(BINARIES)) $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(addprefix $(OUT)/,$(BINARIES)) $(DESTDIR)$(BINDIR)/
 	for u in hotpatchd hotpatch-server; do \
 		sed -e 's#^ExecStart=/usr/bin/#ExecStart=$(BINDIR)/#' -e 's#/etc/hotpatch#$(SYSCONFDIR)/hotpatch#g' packaging/$$u.service >$(DESTDIR)$(UNITDIR)/$$u.service && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; done
@@ -89,8 +90,8 @@ uninstall:
 # their Go symbol tables (-s -w: a third of the size).
 PKG_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//;s/-/~/g' | grep . || echo 0.1.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
 package:
-	rm -rf dist/root
-	CGO_ENABLED=0 $(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/dist/root PREFIX=/usr LDFLAGS_EXTRA="-s -w"
+	rm -rf dist/root dist/*.deb dist/*.rpm
+	CGO_ENABLED=0 $(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/dist/root PREFIX=/usr LDFLAGS_EXTRA="-s -w" OUT=dist/bin
 	@echo "  nfpm      dist/ (deb, rpm), version $(PKG_VERSION)"
 	PKG_VERSION=$(PKG_VERSION) $(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t dist/
 	PKG_VERSION=$(PKG_VERSION) $(GO) tool nfpm package -f packaging/nfpm.yaml -p rpm -t dist/

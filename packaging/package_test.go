@@ -133,6 +133,9 @@ func makePackage(t *testing.T) string {
 	if len(debs) == 0 {
 		t.Fatal("make package made no dist/hotpatch_*_amd64.deb")
 	}
+	if rpms, _ := filepath.Glob("../dist/hotpatch-*.x86_64.rpm"); len(rpms) == 0 {
+		t.Error("make package made no dist/hotpatch-*.x86_64.rpm")
+	}
 	sort.Slice(debs, func(i, j int) bool { return modTime(debs[i]).After(modTime(debs[j])) })
 	abs, _ := filepath.Abs(debs[0])
 	return abs
