@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/hotpatch/hotpatch/eligibility"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/buildid"
 	"github.com/hotpatch/hotpatch/server/api"
@@ -25,6 +26,12 @@ type inventorier struct {
 	// disk caches the build-id of files on disk by path, checked
 	// against the file's identity and modification time.
 	disk map[string]diskBuildID
+	// check remembers the eligibility findings of executables; host is
+	// the host's, taken once (capabilities and kernel features do not
+	// change while the agent runs).
+	check  eligibility.Checker
+	host   []api.Finding
+	hostOK bool
 }
 
 type diskBuildID struct {
@@ -42,6 +49,10 @@ func newInventorier(scope func(int) bool) *inventorier {
 func (iv *inventorier) build() api.Inventory {
 	host, _ := os.Hostname()
 	inv := api.Inventory{Hostname: host, Kernel: kernelRelease(), Processes: []api.Process{}}
+	if !iv.hostOK {
+		iv.host, iv.hostOK = problems(eligibility.Host().Findings), true
+	}
+	inv.Eligibility = iv.host
 	patched := map[int]bool{}
 	if pids, err := engine.FindProcesses(nil, ""); err == nil {
 		for _, pid := range pids {
@@ -66,6 +77,9 @@ func (iv *inventorier) build() api.Inventory {
 				continue
 			}
 			p.Modules = append(p.Modules, api.Module{Path: m.Path, BuildID: hex.EncodeToString(m.BuildID), Changed: iv.changedOnDisk(m)})
+		}
+		if r, err := iv.check.Process(pid); err == nil {
+			p.Blockers = problems(r.Findings)
 		}
 		if patched[pid] {
 			st, _ := engine.Status(pid)
@@ -103,4 +117,19 @@ func (iv *inventorier) changedOnDisk(m engine.Module) bool {
 		iv.disk[m.Path] = d
 	}
 	return d.err != nil || !bytes.Equal(d.id, m.BuildID)
+}
+
+// problems returns the findings that matter to an operator looking at
+// what cannot be patched: blocks, and warnings other than those about
+// how the running file was built (symbols, relocations, flags: a patch is
+// built from a rebuild anyway, see eligibility.Checker).
+func problems(fs []eligibility.Finding) []api.Finding {
+	var out []api.Finding
+	for _, f := range fs {
+		if f.Status == eligibility.OK || (f.Status == eligibility.Warn && (f.Check == "symtab" || f.Check == "relocations" || f.Check == "flags")) {
+			continue
+		}
+		out = append(out, api.Finding{Check: f.Check, Status: string(f.Status), Message: f.Message})
+	}
+	return out
 }

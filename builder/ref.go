@@ -375,7 +375,7 @@ func (b *builder) sameFields(bo, bf []byte, fo, ff []field, what string) (bool, 
 		}
 	}
 	if !bytes.Equal(mo, mf) {
-		debugf("%s: bytes differ", what)
+		debugf("%s: the code differs outside its relocated fields (a changed instruction)", what)
 		return false, nil
 	}
 	for i := range ff {
@@ -388,7 +388,11 @@ func (b *builder) sameFields(bo, bf []byte, fo, ff []field, what string) (bool, 
 			return false, err
 		}
 		if ok, err := b.equivalent(ro, rf); err != nil || !ok {
-			debugf("%s: field at %#x differs: %+v vs %+v (%v)", what, ff[i].off, ro, rf, err)
+			if err != nil {
+				debugf("%s: the field at offset %#x: %v", what, ff[i].off, err)
+			} else {
+				debugf("%s: the field at offset %#x refers to %v in the original and to %v in the fixed build", what, ff[i].off, ro, rf)
+			}
 			return false, err
 		}
 	}
@@ -396,6 +400,51 @@ func (b *builder) sameFields(bo, bf []byte, fo, ff []field, what string) (bool, 
 }
 
 var debug = os.Getenv("HOTPATCH_BUILD_DEBUG") != ""
+
+// String says what a reference points at, for HOTPATCH_BUILD_DEBUG.
+func (r ref) String() string {
+	at := func(s string, off int64) string {
+		if off != 0 {
+			return fmt.Sprintf("%s%+#x", s, off)
+		}
+		return s
+	}
+	name := func() string {
+		if r.sym == nil {
+			return "?"
+		}
+		return r.sym.display()
+	}
+	switch r.kind {
+	case refKeep:
+		return "a link-time constant"
+	case refFunc:
+		return "function " + at(name(), r.off)
+	case refObj:
+		return "data object " + at(name(), r.off)
+	case refRO:
+		return at(fmt.Sprintf("read-only data [%#x, %#x)", r.start, r.end), r.off)
+	case refExt:
+		s := "external symbol " + r.name
+		if r.ver != "" {
+			s += "@" + r.ver
+		}
+		if r.indirect {
+			s += " (through the GOT)"
+		}
+		return at(s, r.off)
+	case refGOT:
+		return "a GOT slot filled at load time"
+	case refIndirect:
+		if r.inner != nil {
+			return "a GOT slot holding the address of " + r.inner.String()
+		}
+		return "a GOT slot"
+	case refLabel:
+		return "label " + at(name(), r.off)
+	}
+	return "an unknown reference"
+}
 
 func debugf(format string, args ...any) {
 	if debug {

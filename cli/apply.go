@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hotpatch/hotpatch/eligibility"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/buildid"
 	"github.com/hotpatch/hotpatch/patch"
@@ -81,9 +82,10 @@ func newApply() *cobra.Command {
 		trust   []string
 		timeout time.Duration
 		asJSON  bool
+		verbose bool
 	)
 	cmd := &cobra.Command{
-		Use:   "apply (--pid PID | --all) --trust NAME.pub... [--timeout 5s] [--json] FILE.hpatch",
+		Use:   "apply (--pid PID | --all) --trust NAME.pub... [--timeout 5s] [--json] [-v] FILE.hpatch",
 		Short: "Apply a signed patch to running processes, without restarting them",
 		Long: `Apply a signed patch to a running process (--pid) or to every process on the
 host that maps the patch's target module (--all). The patch must be signed by
@@ -94,7 +96,10 @@ of every function it replaces, maps the new code next to the module, waits
 until no thread is inside a replaced function (up to --timeout), writes the
 redirects and lets the process go on: same pid, same connections, same memory.
 Anything that does not fit is refused and leaves the process as it was.
-The exit status is non-zero if any process failed or none matched.`,
+The exit status is non-zero if any process failed or none matched.
+
+While it waits for a busy function it says so on stderr (not with --json);
+-v also names each process as it starts on it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.check(); err != nil {
@@ -126,8 +131,17 @@ The exit status is non-zero if any process failed or none matched.`,
 			}
 			rep := runReport{Patch: p.ID}
 			opts := engine.Options{Trusted: keys, Timeout: timeout, Digest: patch.FileDigest(data)}
+			stderr := cmd.ErrOrStderr()
 			for _, pid := range pids {
 				r := procResult{PID: pid}
+				if !asJSON {
+					if verbose {
+						fmt.Fprintf(stderr, "pid %d: applying %s (level %d, %d function(s))\n", pid, p.ID, p.Version, len(p.Functions))
+					}
+					opts.Waiting = func(function string, tid int) {
+						fmt.Fprintf(stderr, "pid %d: %s is running in thread %d; waiting up to %v for it to return (--timeout)\n", pid, function, tid, timeout)
+					}
+				}
 				res, err := engine.Apply(pid, p, opts)
 				switch {
 				case errors.Is(err, engine.ErrAlreadyApplied):
@@ -147,6 +161,7 @@ The exit status is non-zero if any process failed or none matched.`,
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key (NAME.pub) whose patches may be applied (repeatable)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for threads to leave the functions being replaced")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "say which process is being patched")
 	return cmd
 }
 
@@ -267,6 +282,12 @@ func newStatus() *cobra.Command {
 					return err
 				}
 				all = append(all, procStatus{PID: pid, Patches: st, Baseline: baseline(pid, st)})
+			}
+			if tf.all && !eligibility.CanReadOthers() {
+				if len(all) == 0 {
+					return errors.New("no patched process among this user's own processes; other users' processes cannot be read without CAP_SYS_PTRACE: run as root")
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "hotpatch status: only this user's own processes were read; run as root (CAP_SYS_PTRACE) to see every process")
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())

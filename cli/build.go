@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hotpatch/hotpatch/builder"
+	"github.com/hotpatch/hotpatch/eligibility"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
@@ -86,7 +90,10 @@ prepare').`,
 				p, err = builder.Build(orig, fixed, opts)
 			}
 			if err != nil {
-				return err
+				return explainBuildError(err, orig, fixed)
+			}
+			if opts.ID == "" {
+				p.ID = defaultID(p)
 			}
 			data, err := patch.Sign(p, key)
 			if err != nil {
@@ -122,7 +129,7 @@ prepare').`,
 	f.StringVar(&fixed, "patched", "", "the same source with the fix, built the same way")
 	f.StringVar(&keyPath, "key", "", "private key to sign with (from hotpatch keygen)")
 	f.StringVarP(&out, "output", "o", "", "patch file to write")
-	f.StringVar(&opts.ID, "id", "", "patch id (default: target name and build-id)")
+	f.StringVar(&opts.ID, "id", "", "patch id (default: the target's file name and a short hash of the fix, e.g. ledger-3f2a9c1e)")
 	f.Uint32Var(&opts.Version, "level", 1, "patch level: a newer patch for the same id has a higher level")
 	f.StringArrayVar(&opts.CVEs, "cve", nil, "CVE id the patch fixes (repeatable)")
 	f.StringVar(&opts.Description, "description", "", "what the patch fixes")
@@ -172,4 +179,51 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// defaultID names a patch without --id: the target's file name and the
+// first 8 hex digits of a SHA-256 over what the patch changes (the target
+// build-id, each function's name and original bytes' hash, the new code),
+// so the same fix of the same build gets the same id, and another fix
+// another one.
+func defaultID(p *patch.Patch) string {
+	h := sha256.New()
+	h.Write(p.Target.BuildID)
+	for _, f := range p.Functions {
+		fmt.Fprintf(h, "%s\x00%s\x00", f.File, f.Name)
+		h.Write(f.OldSHA256[:])
+		binary.Write(h, binary.LittleEndian, [2]uint64{f.NewOffset, f.NewSize})
+	}
+	h.Write(p.Text)
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-", r) {
+			return r
+		}
+		return '_'
+	}, p.Target.Name)
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return fmt.Sprintf("%s-%x", name, h.Sum(nil)[:4])
+}
+
+// explainBuildError says when a build failed because the two builds were
+// not made the same way. Code of the C runtime (crtstuff.c) is linked into
+// every program unchanged; when the builder finds it changed, the builds
+// differ in compiler or flags, not in the fix, and its complaint about
+// that code's relocations would send the user after the wrong flags.
+func explainBuildError(err error, orig, fixed string) error {
+	fo, okO := eligibility.CompilerFlags(orig)
+	ff, okF := eligibility.CompilerFlags(fixed)
+	differ := okO && okF && fo != ff
+	var ie *builder.InputError
+	crt := errors.As(err, &ie) && strings.Contains(ie.Reason, "crtstuff.c:")
+	switch {
+	case differ:
+		return fmt.Errorf("the two builds differ in compiler flags (original: %s; fixed: %s): build both with the same compiler and flags: %w", fo, ff, err)
+	case crt:
+		return fmt.Errorf("the two builds differ in compiler flags or compiler: C runtime code (%s) changed between them, which a source fix does not do; build both with the same compiler and flags (e.g. both -O2): %w",
+			strings.SplitN(ie.Reason, ":", 3)[0]+":"+strings.SplitN(ie.Reason, ":", 3)[1], err)
+	}
+	return err
 }

@@ -164,10 +164,12 @@ func newFleetPublish(conn *fleetConn) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "publish [--json] FILE.hpatch",
 		Short: "Upload a signed patch to the server",
-		Long: `publish uploads a signed patch file. The server accepts it only if it is
-signed by one of its publisher keys, stores it by its SHA-256 and prints what
-it stored. Publishing the same file again is harmless. Needs an operator
-token.`,
+		Long: `publish uploads a signed patch file. The server checks its signature; when
+the server was given publisher keys (hotpatch-server --publisher, or keys in
+/etc/hotpatch/trusted/), the signer must be one of them, otherwise any valid
+signature is accepted (agents still verify it against their own trusted
+keys). It stores the file by its SHA-256 and prints what it stored.
+Publishing the same file again is harmless. Needs an operator token.`,
 		Args: cobra.ExactArgs(1),
 		RunE: conn.run(func(ctx context.Context, c *client.Client, out io.Writer, args []string) error {
 			data, err := os.ReadFile(args[0])
@@ -190,7 +192,7 @@ token.`,
 
 func writePatchInfo(w io.Writer, p *api.PatchInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "published\t%s version %d\n", safe(p.ID), p.Version)
+	fmt.Fprintf(tw, "published\t%s level %d\n", safe(p.ID), p.Version)
 	fmt.Fprintf(tw, "sha256\t%s\n", safe(p.SHA256))
 	fmt.Fprintf(tw, "cves\t%s\n", dash(strings.Join(p.CVEs, ", ")))
 	fmt.Fprintf(tw, "severity\t%s\n", dash(p.Severity))
@@ -205,7 +207,7 @@ func newFleetPatches(conn *fleetConn) *cobra.Command {
 	return listCommand(conn, list[api.PatchInfo]{
 		use: "patches [--json]", short: "List the published patches", what: "patches", empty: "no patch published",
 		fetch:  (*client.Client).Patches,
-		header: "ID\tVERSION\tCVES\tSEVERITY\tTARGET\tPUBLISHED\tSHA256",
+		header: "ID\tLEVEL\tCVES\tSEVERITY\tTARGET\tPUBLISHED\tSHA256",
 		row: func(p api.PatchInfo) string {
 			return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s", safe(p.ID), p.Version, dash(strings.Join(p.CVEs, ",")),
 				dash(p.Severity), safe(p.TargetName), when(p.Published), safe(p.SHA256))
@@ -299,7 +301,7 @@ func newRolloutStart(conn *fleetConn) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "start PATCH --rings RING,… [--soak 10m] [--max-failures N] [--window RING=HH:MM-HH:MM]… [--critical] [--json]",
 		Short: "Start rolling a published patch out",
-		Long: `start begins a rollout of PATCH (a patch id, meaning its newest version, or a
+		Long: `start begins a rollout of PATCH (a patch id, meaning its newest level, or a
 SHA-256) through the rings given, in order. --soak is how long each ring is
 watched after it finished before the next one starts; more than
 --max-failures failed devices in a ring halt the rollout. --window limits a
@@ -408,7 +410,7 @@ func newRolloutList(conn *fleetConn) *cobra.Command {
 			for i, g := range r.Rings {
 				rings[i] = safe(g.Name) + ":" + safe(g.State)
 			}
-			return fmt.Sprintf("%s\t%s v%d\t%s\t%s\t%s", safe(r.ID), safe(r.Patch.ID), r.Patch.Version, safe(r.State),
+			return fmt.Sprintf("%s\t%s level %d\t%s\t%s\t%s", safe(r.ID), safe(r.Patch.ID), r.Patch.Version, safe(r.State),
 				dash(strings.Join(rings, " ")), when(r.Created))
 		},
 	})
@@ -457,7 +459,7 @@ func writeRollout(w io.Writer, r *api.Rollout) error {
 	if r.Reason != "" {
 		fmt.Fprintf(tw, "reason\t%s\n", safe(r.Reason))
 	}
-	fmt.Fprintf(tw, "patch\t%s version %d (%s)\n", safe(r.Patch.ID), r.Patch.Version, dash(strings.Join(r.Patch.CVEs, ", ")))
+	fmt.Fprintf(tw, "patch\t%s level %d (%s)\n", safe(r.Patch.ID), r.Patch.Version, dash(strings.Join(r.Patch.CVEs, ", ")))
 	fmt.Fprintf(tw, "sha256\t%s\n", safe(r.Patch.SHA256))
 	policy := fmt.Sprintf("soak %s, at most %d failed device(s) per ring", r.Soak, r.MaxFailures)
 	if r.Critical {

@@ -171,7 +171,7 @@ func TestFleet(t *testing.T) {
 	f := startFleet(t)
 
 	text := f.ok(t, "publish", f.patchFile)
-	for _, want := range []string{"published", "bounds version 1", f.sha, "CVE-2026-2000", "high", "build-id " + f.buildID, filepath.Base(f.target)} {
+	for _, want := range []string{"published", "bounds level 1", f.sha, "CVE-2026-2000", "high", "build-id " + f.buildID, filepath.Base(f.target)} {
 		if !strings.Contains(text, want) {
 			t.Errorf("publish output lacks %q:\n%s", want, text)
 		}
@@ -243,7 +243,7 @@ func TestFleet(t *testing.T) {
 	}
 
 	text = f.ok(t, "rollout", "list")
-	if !strings.Contains(text, ro.ID) || !strings.Contains(text, "canary:soaking broad:pending") || !strings.Contains(text, "bounds v1") {
+	if !strings.Contains(text, ro.ID) || !strings.Contains(text, "canary:soaking broad:pending") || !strings.Contains(text, "bounds level 1") {
 		t.Errorf("rollout list:\n%s", text)
 	}
 	var rs []api.Rollout

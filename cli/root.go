@@ -32,7 +32,7 @@ connections, same state.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeygen(), newBuild(), newInspect(), newApply(), newRevert(), newStatus(), newEvents(), newFleet(), newStock())
+	root.AddCommand(newKeygen(), newBuild(), newInspect(), newCheck(), newApply(), newRevert(), newStatus(), newEvents(), newFleet(), newStock())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

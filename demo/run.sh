@@ -149,7 +149,11 @@ done
 step "14. Who is protected against CVE-2026-0001"
 "$HOTPATCH" fleet report --cve CVE-2026-0001
 
-step "15. The dashboard: the same server, over the same TLS, at $url/ui/ (sign in with $work/server/admin.token)"
+if [ "${HOTPATCH_DEMO_WAIT:-}" = 1 ]; then
+	step "15. The dashboard: the same server, over the same TLS, at $url/ui/ (sign in with the token in $work/server/admin.token, kept until you press Enter)"
+else
+	step "15. The dashboard: the same server, over the same TLS, at $url/ui/ (the demo removes its server when it ends; run it with HOTPATCH_DEMO_WAIT=1 to keep it open for a browser)"
+fi
 jar=$work/cookies
 if command -v curl >/dev/null; then
 curl -s --cacert "$HOTPATCH_CA" -c "$jar" -o /dev/null --data-urlencode "token@$work/server/admin.token" "$url/ui/signin"
@@ -157,7 +161,8 @@ page=$(curl -s --cacert "$HOTPATCH_CA" -b "$jar" "$url/ui/")
 echo "  overview: $(printf '%s' "$page" | sed -n 's/.*id="stat-hosts">\([0-9]*\)<.*/\1/p') hosts, $(printf '%s' "$page" | sed -n 's/.*id="stat-protected">\([^<]*\)<.*/\1/p') of the affected ones protected"
 fi
 if [ "${HOTPATCH_DEMO_WAIT:-}" = 1 ]; then
-	read -r -p "  open $url/ui/ in a browser (CA: $HOTPATCH_CA); press Enter to end the demo " _
+	echo "  admin token: $(cat "$work/server/admin.token")"
+	read -r -p "  open $url/ui/ in a browser (CA: $HOTPATCH_CA) and sign in with that token; press Enter to end the demo " _
 fi
 
 step "Done: a $(stat -c %s "$work/ledger-memo.hpatch")-byte signed patch fixed running services without a restart, by hand and across a fleet."

@@ -28,6 +28,8 @@ type target struct {
 	// catch, during an apply, lets whenQuiet catch a busy thread's
 	// return.
 	catch *catcher
+	// waiting is Options.Waiting, called once by whenQuiet.
+	waiting func(function string, tid int)
 	// cfi is the unwind information of the process's modules, loaded
 	// before threads stop; nil means "scan stacks conservatively".
 	cfi []unwind.Module
@@ -107,6 +109,7 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer t.close()
+	t.waiting = opts.Waiting
 	mod, err := t.module(p)
 	if err != nil {
 		return nil, err

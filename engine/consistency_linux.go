@@ -54,6 +54,10 @@ func (t *target) whenQuiet(ranges []codeRange, timeout time.Duration, fn func(*w
 			if err == nil {
 				busy, hj, err = t.busy(w, ranges)
 			}
+			if busy != nil && !busy.NeverReturns && t.waiting != nil {
+				t.waiting(busy.Function, busy.TID)
+				t.waiting = nil // once
+			}
 			for err == nil && busy != nil && !busy.NeverReturns && hj != nil && t.catch != nil && time.Now().Before(deadline) {
 				var caught bool
 				if caught, err = t.catchReturn(w, t.catch, hj, deadline); err != nil || !caught {

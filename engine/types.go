@@ -17,6 +17,11 @@ type Options struct {
 	Timeout time.Duration
 	// Digest is the SHA-256 of the patch file, recorded in the process.
 	Digest string
+	// Waiting, if set, is called once per Apply when a thread is found
+	// inside a function being replaced and Apply starts waiting (up to
+	// Timeout) for it to leave: for a progress line. It is called while
+	// the process's threads are stopped, so it must return at once.
+	Waiting func(function string, tid int)
 }
 
 // Result reports one successful apply.

@@ -442,6 +442,7 @@ func (s *Server) hostsPage(w http.ResponseWriter, r *http.Request, u user) error
 type hostData struct {
 	hostRow
 	InventoryAt time.Time
+	Eligibility []api.Finding // what on the host keeps the agent from patching
 	Processes   []processRow
 	Events      []api.AuditEvent
 }
@@ -461,7 +462,7 @@ func (s *Server) hostPage(w http.ResponseWriter, r *http.Request, u user) error 
 	if err != nil {
 		return err
 	}
-	hd := hostData{hostRow: hostRows([]store.Device{d}, patches, time.Now())[0], InventoryAt: d.InventoryAt}
+	hd := hostData{hostRow: hostRows([]store.Device{d}, patches, time.Now())[0], InventoryAt: d.InventoryAt, Eligibility: d.Inventory.Eligibility}
 	for _, p := range d.Inventory.Processes {
 		pr := processRow{Process: p}
 		for _, m := range p.Modules {

@@ -559,3 +559,28 @@ func TestDashboardApprove(t *testing.T) {
 		t.Errorf("a bad ring name: HTTP %d, want 400", st)
 	}
 }
+
+// TestDashboardHostEligibility: the host page shows what the agent
+// reported as blocking patches, for the host and per process.
+func TestDashboardHostEligibility(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	dev, id := enroll(t, s, "elig-host", nil)
+	w := newWeb(t, s)
+	w.signIn(s.AdminToken())
+	if _, _, body := w.get("/ui/hosts/" + id); !strings.Contains(body, "no inventory yet") {
+		t.Errorf("before any inventory the host page does not say so")
+	}
+	inv := inventory("00", false)
+	inv.Eligibility = []api.Finding{{Check: "capabilities", Status: "block", Message: "missing CAP_CHECKPOINT_RESTORE: needed to open /proc/PID/map_files"}}
+	inv.Processes[0].Blockers = []api.Finding{{Check: "tracer", Status: "block", Message: "already traced by pid 7"}}
+	if st := dev.do("POST", api.PathDeviceReport, inv, nil); st != 204 {
+		t.Fatalf("inventory: HTTP %d", st)
+	}
+	_, _, body := w.get("/ui/hosts/" + id)
+	for _, want := range []string{"block: missing CAP_CHECKPOINT_RESTORE: needed to open /proc/PID/map_files", `title="already traced by pid 7">block: tracer</span>`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("host page lacks %q", want)
+		}
+	}
+}

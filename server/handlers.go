@@ -451,7 +451,7 @@ func (s *Server) deviceEvents(r *http.Request, who identity) (any, error) {
 			}
 		}
 		if e.PID != 0 {
-			msg = fmt.Sprintf("pid %d: %s", e.PID, msg)
+			msg = strings.TrimSuffix(fmt.Sprintf("pid %d: %s", e.PID, msg), ": ")
 		}
 		if !e.Time.IsZero() && (e.Time.Sub(now) > time.Minute || now.Sub(e.Time) > time.Minute) {
 			msg += " (device time " + e.Time.UTC().Format(time.RFC3339) + ")"

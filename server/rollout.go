@@ -730,3 +730,11 @@ func (s *Server) metricsText(r *http.Request, _ identity) (any, error) {
 	}
 	return rawBody{"text/plain; version=0.0.4", []byte(b.String())}, nil
 }
+
+// count says "1 device", "2 devices".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

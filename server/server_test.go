@@ -498,3 +498,41 @@ func TestLateFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceEventMessage: an agent event with a pid and nothing else to
+// say reads "pid N", without a dangling colon.
+func TestDeviceEventMessage(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	dev, id := enroll(t, s, "msg-host", nil)
+	evs := api.DeviceEvents{Events: []api.DeviceEvent{
+		{Time: time.Now(), Type: "applied", PID: 42, Patch: "p"},
+		{Time: time.Now(), Type: "apply_failed", PID: 43, Patch: "p", Error: "busy"},
+	}}
+	if st := dev.do("POST", api.PathDeviceEvents, evs, nil); st != 204 {
+		t.Fatalf("events: HTTP %d", st)
+	}
+	var got []api.AuditEvent
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	if st := admin.do("GET", api.PathEvents+"?device="+id, nil, &got); st != 200 {
+		t.Fatalf("events: HTTP %d", st)
+	}
+	var msgs []string
+	for _, e := range got {
+		if e.Type == "applied" || e.Type == "apply_failed" {
+			msgs = append(msgs, e.Message)
+		}
+	}
+	if got, want := strings.Join(msgs, "|"), "pid 42|pid 43: busy"; got != want {
+		t.Errorf("messages %q, want %q", got, want)
+	}
+}
+
+// TestCount: audit messages say "1 device", not "1 devices".
+func TestCount(t *testing.T) {
+	for n, want := range map[int]string{0: "0 devices", 1: "1 device", 2: "2 devices"} {
+		if got := count(n, "device"); got != want {
+			t.Errorf("count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

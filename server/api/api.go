@@ -148,6 +148,17 @@ type Inventory struct {
 	Hostname  string    `json:"hostname"`
 	Kernel    string    `json:"kernel"`
 	Processes []Process `json:"processes"`
+	// Eligibility lists what on this host keeps the agent from patching
+	// (hotpatch check --host, problems only; none: nothing in the way).
+	Eligibility []Finding `json:"eligibility,omitempty"`
+}
+
+// Finding is one problem found by the agent's eligibility checks (package
+// eligibility): Status "block" (no patch can be applied) or "warn".
+type Finding struct {
+	Check   string `json:"check"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
 }
 
 // Process is one process of a device's inventory.
@@ -156,6 +167,9 @@ type Process struct {
 	Exe     string    `json:"exe"`
 	Modules []Module  `json:"modules"`
 	Patches []Applied `json:"patches,omitempty"`
+	// Blockers is what would block or hinder patching this process (a
+	// tracer, seccomp, user-level context switching, …), problems only.
+	Blockers []Finding `json:"blockers,omitempty"`
 }
 
 // Module is one mapped ELF file of a process.
