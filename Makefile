@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/hotpatch/hotpatch/internal/version.Version=$(VERSION) $(LDFLAGS_EXTRA)
 
-.PHONY: build test demo fuzz bench docs clean install uninstall package
+.PHONY: build test demo stock-demo fuzz bench docs clean install uninstall package
 
 BINARIES := hotpatch hotpatchd hotpatch-server
 OUT      ?= bin
@@ -18,6 +18,11 @@ build:
 # fixtures with gcc), and a build for another OS so the stubs keep compiling.
 test:
 	./scripts/test.sh
+
+# Patch binaries Debian ships (libexpat1, mosquitto) live from their own
+# source packages and real fixes (docs/stock.md). Installs what it needs.
+stock-demo:
+	./scripts/stock-demo.sh
 
 demo: build
 	./demo/run.sh
