@@ -64,6 +64,9 @@ func Build(orig, fixed string, opts Options) (*patch.Patch, error) {
 	if err := b.diff(); err != nil {
 		return nil, err
 	}
+	if err := b.checkSameWay(); err != nil {
+		return nil, err
+	}
 	if opts.Report != nil {
 		opts.Report.LeftOut = b.leftOut
 	}
@@ -243,6 +246,31 @@ func (b *builder) codeFields(m *module, fn *symbol) ([]field, error) {
 }
 
 // diff finds the changed and the new functions of the fixed build.
+// checkSameWay refuses a pair that was not built the same way, before any
+// refusal that would name a function the fix never touched: the C runtime's
+// code (crtstuff.c, linked unchanged into every program) changed, or at
+// least 8 functions and more than half of all changed.
+func (b *builder) checkSameWay() error {
+	paired, changed := 0, 0
+	for _, f := range b.fixed.funcs {
+		if b.corr[f] == nil || f.sec == nil || f.sec.name != ".text" && !strings.HasPrefix(f.sec.name, ".text.") {
+			continue
+		}
+		paired++
+		if !b.changed[f] {
+			continue
+		}
+		changed++
+		if f.file == "crtstuff.c" {
+			return &BuildsDifferError{Function: f.display()}
+		}
+	}
+	if changed >= 8 && changed*2 > paired {
+		return &BuildsDifferError{Changed: changed, Total: paired}
+	}
+	return nil
+}
+
 func (b *builder) diff() error {
 	b.changed = map[*symbol]bool{}
 	b.added = map[*symbol]bool{}

@@ -39,3 +39,21 @@ func (e *UnsupportedError) Error() string {
 	}
 	return fmt.Sprintf("unsupported change in %s: %s", e.Function, e.Reason)
 }
+
+// BuildsDifferError reports a pair that was not built the same way: code
+// that a source fix does not touch changed (the C runtime linked into every
+// program), or most of the program changed. Its message says so instead of
+// a refusal about some function the fix never touched.
+type BuildsDifferError struct {
+	// Function is C runtime code that changed, if any.
+	Function string
+	// Changed of Total paired functions differ.
+	Changed, Total int
+}
+
+func (e *BuildsDifferError) Error() string {
+	if e.Function != "" {
+		return fmt.Sprintf("the two builds differ in compiler flags or compiler: C runtime code (%s) changed between them, which a source fix does not do; build both with the same compiler and flags (e.g. both -O2)", e.Function)
+	}
+	return fmt.Sprintf("the two builds differ in compiler flags or compiler: %d of their %d functions differ, which a source fix rarely does; build both with the same compiler and flags (e.g. both -O2)", e.Changed, e.Total)
+}

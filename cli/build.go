@@ -3,7 +3,6 @@ package cli
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -207,23 +206,14 @@ func defaultID(p *patch.Patch) string {
 	return fmt.Sprintf("%s-%x", name, h.Sum(nil)[:4])
 }
 
-// explainBuildError says when a build failed because the two builds were
-// not made the same way. Code of the C runtime (crtstuff.c) is linked into
-// every program unchanged; when the builder finds it changed, the builds
-// differ in compiler or flags, not in the fix, and its complaint about
-// that code's relocations would send the user after the wrong flags.
+// explainBuildError names the flags when a build failed and the two builds'
+// DWARF records different compiler flags (the builder itself says when the
+// builds differ without DWARF: builder.BuildsDifferError).
 func explainBuildError(err error, orig, fixed string) error {
 	fo, okO := eligibility.CompilerFlags(orig)
 	ff, okF := eligibility.CompilerFlags(fixed)
-	differ := okO && okF && fo != ff
-	var ie *builder.InputError
-	crt := errors.As(err, &ie) && strings.Contains(ie.Reason, "crtstuff.c:")
-	switch {
-	case differ:
+	if okO && okF && fo != ff {
 		return fmt.Errorf("the two builds differ in compiler flags (original: %s; fixed: %s): build both with the same compiler and flags: %w", fo, ff, err)
-	case crt:
-		return fmt.Errorf("the two builds differ in compiler flags or compiler: C runtime code (%s) changed between them, which a source fix does not do; build both with the same compiler and flags (e.g. both -O2): %w",
-			strings.SplitN(ie.Reason, ":", 3)[0]+":"+strings.SplitN(ie.Reason, ":", 3)[1], err)
 	}
 	return err
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,9 @@ import (
 // TestDashboardEventsWidth: at 1280 px the events page fits its window:
 // a message carrying long digests wraps instead of widening the table.
 func TestDashboardEventsWidth(t *testing.T) {
-	s, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Tick: 20 * time.Millisecond})
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	s, err := New(Config{DataDir: dir, Listen: "127.0.0.1:0", AnyPublisher: true, Tick: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
