@@ -43,31 +43,9 @@ var mosquittoDrops = []string{
 	"0021-Remove-generated-ssl-certs.patch",
 }
 
-func prepareMosquitto(t *testing.T, ctx context.Context) *Prepared {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: apt-get build-dep and ptrace")
-	}
-	pkg, err := Identify(ctx, mosquittoBin)
-	if err != nil || pkg.Version != mosquittoInstalled {
-		t.Skipf("needs Debian's mosquitto %s installed (make stock-demo installs it): %v", mosquittoInstalled, describePkg(pkg, err))
-	}
-	prep, err := Prepare(ctx, Options{Binary: mosquittoBin, SourceVersion: mosquittoSourceVersion, DropPatches: mosquittoDrops, Log: logWriter{t}})
-	var fe *FetchError
-	if errors.As(err, &fe) {
-		t.Skipf("the archive does not serve the source: %v", err)
-	}
-	if err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	return prep
-}
-
-func describePkg(p *Package, err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	return p.Name + " " + p.Version + " is installed"
+var mosquittoCase = stockCase{
+	binary: mosquittoBin, installed: mosquittoInstalled, sourceVersion: mosquittoSourceVersion, drops: mosquittoDrops,
+	install: "make stock-demo installs it",
 }
 
 // TestStockServerLive patches Debian's own mosquitto broker, running and
@@ -80,28 +58,8 @@ func describePkg(p *Package, err error) string {
 func TestStockServerLive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	prep := prepareMosquitto(t, ctx)
-	fixed, err := prep.Fixed(ctx, []string{"testdata/mosquitto/CVE-2023-28366-further.patch"})
-	if err != nil {
-		t.Fatalf("Fixed: %v", err)
-	}
-	unsigned, err := prep.Patch(fixed, builder.Options{ID: "mosquitto-CVE-2023-28366", CVEs: []string{"CVE-2023-28366"}})
-	if err != nil {
-		t.Fatalf("Patch: %v", err)
-	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(unsigned, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("patch: %d bytes, %d function(s)", len(data), len(p.Functions))
+	prep := mosquittoCase.prepare(t, ctx)
+	p, pub := signedPatch(t, ctx, prep, []string{"testdata/mosquitto/CVE-2023-28366-further.patch"}, builder.Options{ID: "mosquitto-CVE-2023-28366", CVEs: []string{"CVE-2023-28366"}})
 
 	broker := startMosquitto(t)
 	heap := broker.subscribeHeap(t)
@@ -149,7 +107,7 @@ func TestStockServerLive(t *testing.T) {
 func TestStockRefusesLayoutChange(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	prep := prepareMosquitto(t, ctx)
+	prep := mosquittoCase.prepare(t, ctx)
 	fixed, err := prep.Fixed(ctx, []string{"testdata/mosquitto/CVE-2024-8376.patch"})
 	if err != nil {
 		t.Fatalf("Fixed: %v", err)

@@ -43,10 +43,23 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// prepareExpat rebuilds and proves the installed libexpat, or skips the
-// test when this machine cannot: not root, another libexpat1, or an archive
-// that no longer serves the source version.
-func prepareExpat(t *testing.T, ctx context.Context) *Prepared {
+// stockCase is an installed Debian binary and how to rebuild it.
+type stockCase struct {
+	binary, installed, sourceVersion string
+	drops                            []string
+	// install says how to get the installed version when it is missing.
+	install string
+}
+
+var expatCase = stockCase{
+	binary: expatLib, installed: expatInstalled, sourceVersion: expatSourceVersion, drops: expatDrops,
+	install: "Debian 12 as shipped has it",
+}
+
+// prepare rebuilds and proves the installed binary, or skips the test
+// when this machine cannot: not root, no dpkg-dev, another version
+// installed, or an archive that no longer serves the source version.
+func (c stockCase) prepare(t *testing.T, ctx context.Context) *Prepared {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: apt-get build-dep and ptrace")
@@ -54,14 +67,14 @@ func prepareExpat(t *testing.T, ctx context.Context) *Prepared {
 	if _, err := exec.LookPath("dpkg-source"); err != nil {
 		t.Skip("dpkg-dev is not installed")
 	}
-	pkg, err := Identify(ctx, expatLib)
+	pkg, err := Identify(ctx, c.binary)
 	if err != nil {
-		t.Skipf("no Debian libexpat1 here: %v", err)
+		t.Skipf("%s is not installed from a package here: %v", c.binary, err)
 	}
-	if pkg.Version != expatInstalled {
-		t.Skipf("this test is written for libexpat1 %s (Debian 12 as shipped); %s is installed", expatInstalled, pkg.Version)
+	if pkg.Version != c.installed {
+		t.Skipf("this test is written for %s %s (%s); %s is installed", pkg.Name, c.installed, c.install, pkg.Version)
 	}
-	prep, err := Prepare(ctx, Options{Binary: expatLib, SourceVersion: expatSourceVersion, DropPatches: expatDrops, Log: logWriter{t}})
+	prep, err := Prepare(ctx, Options{Binary: c.binary, SourceVersion: c.sourceVersion, DropPatches: c.drops, Log: logWriter{t}})
 	var fe *FetchError
 	if errors.As(err, &fe) {
 		t.Skipf("the archive does not serve the source: %v", err)
@@ -72,39 +85,17 @@ func prepareExpat(t *testing.T, ctx context.Context) *Prepared {
 	return prep
 }
 
-// TestStockLibraryLive is the whole stock path on a real package: the
-// installed libexpat is rebuilt from its source package and proven
-// identical, Debian's fix for CVE-2024-50602 is built the same way, and
-// the patch, made for the installed file's build-id, is applied to a
-// service that uses the system's libexpat while it serves requests;
-// the vulnerable behaviour goes, no request fails, and revert brings it
-// back.
-func TestStockLibraryLive(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	prep := prepareExpat(t, ctx)
-
-	fixed, err := prep.Fixed(ctx, []string{"testdata/expat/CVE-2024-50602.patch"})
+// signedPatch builds the patch for fixes, signs it with a new key and
+// loads it back, as an agent would.
+func signedPatch(t *testing.T, ctx context.Context, prep *Prepared, fixes []string, opts builder.Options) (*patch.Patch, patch.PublicKey) {
+	t.Helper()
+	fixed, err := prep.Fixed(ctx, fixes)
 	if err != nil {
 		t.Fatalf("Fixed: %v", err)
 	}
-	unsigned, err := prep.Patch(fixed, builder.Options{ID: "expat-CVE-2024-50602", CVEs: []string{"CVE-2024-50602"}})
+	unsigned, err := prep.Patch(fixed, opts)
 	if err != nil {
 		t.Fatalf("Patch: %v", err)
-	}
-	installedID, err := fixture.BuildID(prep.Package.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprintf("%x", unsigned.Target.BuildID) != fmt.Sprintf("%x", installedID) {
-		t.Fatalf("patch targets build-id %x, the installed file has %x", unsigned.Target.BuildID, installedID)
-	}
-	replaced := map[string]bool{}
-	for _, f := range unsigned.Functions {
-		replaced[f.Name] = true
-	}
-	if !replaced["XML_StopParser"] {
-		t.Fatalf("the patch does not replace XML_StopParser (it replaces %v)", replaced)
 	}
 	key, pub, err := patch.GenerateKey()
 	if err != nil {
@@ -117,6 +108,36 @@ func TestStockLibraryLive(t *testing.T) {
 	p, err := patch.Load(data)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Logf("patch %s: %d bytes, %d function(s)", p.ID, len(data), len(p.Functions))
+	return p, pub
+}
+
+// TestStockLibraryLive is the whole stock path on a real package: the
+// installed libexpat is rebuilt from its source package and proven
+// identical, Debian's fix for CVE-2024-50602 is built the same way, and
+// the patch, made for the installed file's build-id, is applied to a
+// service that uses the system's libexpat while it serves requests;
+// the vulnerable behaviour goes, no request fails, and revert brings it
+// back.
+func TestStockLibraryLive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	prep := expatCase.prepare(t, ctx)
+	p, pub := signedPatch(t, ctx, prep, []string{"testdata/expat/CVE-2024-50602.patch"}, builder.Options{ID: "expat-CVE-2024-50602", CVEs: []string{"CVE-2024-50602"}})
+	installedID, err := fixture.BuildID(prep.Package.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("%x", p.Target.BuildID) != fmt.Sprintf("%x", installedID) {
+		t.Fatalf("patch targets build-id %x, the installed file has %x", p.Target.BuildID, installedID)
+	}
+	replaced := map[string]bool{}
+	for _, f := range p.Functions {
+		replaced[f.Name] = true
+	}
+	if !replaced["XML_StopParser"] {
+		t.Fatalf("the patch does not replace XML_StopParser (it replaces %v)", replaced)
 	}
 
 	svc := filepath.Join(t.TempDir(), "xmlsvc")
@@ -184,11 +205,7 @@ func (l *load) run() {
 		case <-l.stop:
 			return
 		case q := <-l.asks:
-			reply, err := l.proc.Probe(q)
-			if err != nil {
-				reply = "error: " + err.Error()
-			}
-			l.answer <- reply
+			l.answer <- l.probe(q)
 			continue
 		default:
 		}
@@ -210,14 +227,19 @@ func (l *load) run() {
 			case <-l.stop:
 				return
 			case q := <-l.asks:
-				reply, err := l.proc.Probe(q)
-				if err != nil {
-					reply = "error: " + err.Error()
-				}
-				l.answer <- reply
+				l.answer <- l.probe(q)
 			}
 		}
 	}
+}
+
+// probe sends the test's own request; a failure is its reply.
+func (l *load) probe(q string) string {
+	reply, err := l.proc.Probe(q)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return reply
 }
 
 // count is the number of parse requests answered so far.
