@@ -1,0 +1,25 @@
+package stock
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// BenchmarkCompare measures the proof alone on a real pair: Debian's
+// mosquitto and its cached rebuild (make stock-demo makes both).
+func BenchmarkCompare(b *testing.B) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		b.Skip(err)
+	}
+	rebuilt, _ := filepath.Glob(filepath.Join(cache, "hotpatch", "stock", "mosquitto_*", "original-*", "src", "obj-x86_64-linux-gnu", "src", "mosquitto"))
+	if len(rebuilt) == 0 {
+		b.Skip("no cached rebuild of mosquitto: run make stock-demo first")
+	}
+	for i := 0; i < b.N; i++ {
+		if _, err := Compare(mosquittoBin, rebuilt[0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
