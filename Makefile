@@ -44,6 +44,7 @@ bench:
 	$(GO) run ./bench/agent
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./engine
 	$(GO) test -run '^$$' -bench Dashboard -benchtime 20x ./server
+	$(GO) test -run '^$$' -bench Compare -benchtime 20x ./stock
 
 # Regenerate docs/cli.md from the command tree (a test checks it is current).
 docs:
