@@ -119,7 +119,7 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	applied, err := t.records()
+	applied, wasLost, err := t.dropLost(p.ID, opts.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +200,42 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 		t.unmap(im.base, size)
 		return nil, err
 	}
+	result.WasLost = wasLost
 	return result, nil
+}
+
+// dropLost cleans up every lost mapping of patch id (see lost): the
+// mapping goes once no thread runs its code, nothing is written into the
+// code. It returns the patches the process still carries that are not
+// lost, and whether it cleaned any.
+func (t *target) dropLost(id string, timeout time.Duration) ([]appliedPatch, bool, error) {
+	recs, err := t.records()
+	if err != nil {
+		return nil, false, err
+	}
+	cleaned := false
+	for _, a := range recs {
+		if a.rec.ID != id || !t.lost(a, recs) {
+			continue
+		}
+		if t.cfi == nil {
+			t.cfi = t.unwindModules()
+		}
+		if _, err := t.revert(a, recs, timeout); err != nil {
+			return nil, false, fmt.Errorf("process %d: %s is lost (its redirects are gone from the code) and cleaning it up failed: %w", t.pid, id, err)
+		}
+		cleaned = true
+	}
+	if cleaned {
+		if err := t.refresh(); err != nil {
+			return nil, false, err
+		}
+		if recs, err = t.records(); err != nil {
+			return nil, false, err
+		}
+		t.cfi = nil
+	}
+	return t.live(recs), cleaned, nil
 }
 
 // redirect plans the jump at an original function's entry. A function that

@@ -3,7 +3,6 @@
 package engine
 
 import (
-	"bytes"
 	"fmt"
 	"time"
 )
@@ -11,13 +10,13 @@ import (
 func stateName(s uint32) string {
 	switch s {
 	case statePreparing:
-		return "preparing"
+		return StatePreparing
 	case stateRedirecting:
-		return "redirecting"
+		return StateRedirecting
 	case stateApplied:
-		return "applied"
+		return StateApplied
 	case stateReverting:
-		return "reverting"
+		return StateReverting
 	}
 	return fmt.Sprintf("unknown(%d)", s)
 }
@@ -36,9 +35,13 @@ func Status(pid int) ([]Applied, error) {
 	}
 	out := make([]Applied, 0, len(recs))
 	for _, a := range recs {
+		st := stateName(a.state)
+		if t.lost(a, recs) {
+			st = StateLost
+		}
 		out = append(out, Applied{
 			ID: a.rec.ID, Version: a.rec.Version, AppliedAt: time.Unix(0, a.rec.AppliedAt), Module: a.rec.Module,
-			Base: a.base, Functions: a.rec.Functions, State: stateName(a.state),
+			Base: a.base, Functions: a.rec.Functions, Redirected: len(a.rec.Redirects), State: st,
 		})
 	}
 	return out, nil
@@ -93,26 +96,22 @@ func revertID(pid int, id string, timeout time.Duration) (*Result, error) {
 	return t.revert(*a, recs, timeout)
 }
 
+// revert takes patch a out of the process. A patch in state lost (see
+// lost) is cleaned up: its mapping goes once no thread runs its code, and
+// nothing is written where its redirects were, since that code is no
+// longer the patch's.
 func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duration) (*Result, error) {
-	// A newer patch whose redirect sits where ours did must go first.
-	for _, rd := range a.rec.Redirects {
-		cur := make([]byte, len(rd.New))
-		if err := t.mem.ReadAt(cur, rd.Site); err != nil {
-			return nil, err
-		}
-		if bytes.Equal(cur, rd.New) || a.state != stateApplied {
-			continue
-		}
-		for _, b := range all {
-			if b.rec.AppliedAt > a.rec.AppliedAt {
-				for _, brd := range b.rec.Redirects {
-					if brd.Site == rd.Site {
-						return nil, fmt.Errorf("process %d: %s is patched again by %s (level %d); revert that first", t.pid, rd.Function, b.rec.ID, b.rec.Version)
-					}
-				}
+	lost := t.lost(a, all)
+	if a.state == stateApplied && !lost {
+		// A newer patch whose redirect sits where ours did must go first.
+		for _, rd := range a.rec.Redirects {
+			if t.holds(rd.Site, rd.New) {
+				continue
+			}
+			if b := t.newerAt(a, rd.Site, all); b != nil {
+				return nil, fmt.Errorf("process %d: %s is patched again by %s (level %d); revert that first", t.pid, rd.Function, b.rec.ID, b.rec.Version)
 			}
 		}
-		return nil, fmt.Errorf("process %d: the entry of %s no longer holds the redirect of %s; refusing to revert", t.pid, rd.Function, a.rec.ID)
 	}
 	text := []codeRange{{name: a.rec.ID + " patch code", start: a.base + a.rec.Text[0], end: a.base + a.rec.Text[0] + a.rec.Text[1]}}
 	// A return address a killed hotpatch redirected while it waited.
@@ -138,20 +137,21 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 		}
 		defer func() { t.catch = nil }()
 	}
+	restored := 0
 	err := t.whenQuiet(text, timeout, func(w *world) error {
 		if err := t.setState(a.base, stateReverting); err != nil {
 			return err
 		}
 		for _, rd := range a.rec.Redirects {
-			cur := make([]byte, len(rd.New))
-			if err := t.mem.ReadAt(cur, rd.Site); err != nil {
+			// Only where the jump still stands in the module it was
+			// written into: anything else is no longer ours to write.
+			if !t.ownsSite(a.rec, rd.Site, len(rd.New)) || !t.holds(rd.Site, rd.New) {
+				continue
+			}
+			if err := t.mem.WriteAt(rd.Old, rd.Site); err != nil {
 				return err
 			}
-			if bytes.Equal(cur, rd.New) {
-				if err := t.mem.WriteAt(rd.Old, rd.Site); err != nil {
-					return err
-				}
-			}
+			restored++
 		}
 		return nil
 	})
@@ -161,7 +161,7 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 	if err := t.unmap(a.base, a.size); err != nil {
 		return nil, fmt.Errorf("process %d: the patch is reverted but its memory could not be unmapped: %w", t.pid, err)
 	}
-	return &Result{PID: t.pid, Base: a.base, Paused: t.lastPause, Functions: len(a.rec.Redirects)}, nil
+	return &Result{PID: t.pid, Base: a.base, Paused: t.lastPause, Functions: restored, WasLost: lost}, nil
 }
 
 // recoverHalfDone finishes what a killed hotpatch left: a patch mapped but

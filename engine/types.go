@@ -19,12 +19,21 @@ type Options struct {
 	Digest string
 }
 
-// Result reports one successful apply.
+// Result reports one successful apply or revert.
 type Result struct {
-	PID       int
-	Base      uint64        // where the patch is mapped
-	Paused    time.Duration // how long all threads were stopped, last stop
-	Functions int           // redirects written
+	PID    int
+	Base   uint64        // where the patch is mapped
+	Paused time.Duration // how long all threads were stopped, last stop
+	// Functions is the number of functions switched: redirects written by
+	// an apply, redirects taken out by a revert (see "Counting functions"
+	// in docs/engine.md).
+	Functions int
+	// WasLost is set when the process carried the patch in state
+	// StateLost (its redirects gone: the library was unloaded or loaded
+	// again): Apply cleaned the stale mapping and applied it again; Revert
+	// cleaned it up without writing into code that is no longer the
+	// patch's.
+	WasLost bool
 }
 
 // BuildIDMismatchError reports a process that does not map the patch's
@@ -85,11 +94,35 @@ type Applied struct {
 	Module    string     `json:"module"`
 	Base      uint64     `json:"base"`
 	Functions []FuncInfo `json:"functions"`
-	// State is "applied", or a transient state that a crash left behind
-	// ("preparing", "redirecting", "reverting"), which the next apply or
-	// revert completes or undoes.
+	// Redirected is the patch's function count: how many functions'
+	// entries it redirects (see "Counting functions" in docs/engine.md).
+	Redirected int `json:"redirected"`
+	// State is StateApplied; StateLost when a redirect of the patch is no
+	// longer in the code (the library it patched was unloaded, or unloaded
+	// and loaded again: the fix is not in effect); or a transient state
+	// that a crash left behind (StatePreparing, StateRedirecting,
+	// StateReverting), which the next apply or revert completes or undoes.
 	State string `json:"state"`
 }
+
+// Values of Applied.State.
+const (
+	// StateApplied: every redirect of the patch is in the code.
+	StateApplied = "applied"
+	// StateLost: the patch mapping is there but a redirect is not (its
+	// module was unloaded, or reloaded with its original code, at the same
+	// address or another): the fix is not in effect. Apply cleans it up
+	// and applies the patch again; Revert cleans it up.
+	StateLost = "lost"
+	// StatePreparing: mapped, no redirect written yet (a crash left it).
+	StatePreparing = "preparing"
+	// StateRedirecting: redirects being written (a crash or an error left
+	// it); the next apply or revert reverts it.
+	StateRedirecting = "redirecting"
+	// StateReverting: redirects being taken out; the next apply or revert
+	// finishes.
+	StateReverting = "reverting"
+)
 
 // Mapping is one line of /proc/PID/maps.
 type Mapping struct {
