@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -194,10 +195,17 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 	if err := t.mapImage(im, p.ID); err != nil {
 		return nil, err
 	}
-	// From here on, a failure must unmap the patch again.
+	// From here on, a failure unmaps the patch again, unless code may
+	// still jump or return into it (a *HalfDoneError): then it stays, in
+	// the state its record describes, for the next run to undo.
 	result, err := t.commit(im, p, opts.Timeout)
+	if errors.Is(err, ErrHalfDone) {
+		return nil, err
+	}
 	if err != nil {
-		t.unmap(im.base, size)
+		if uerr := t.unmap(im.base, size); uerr != nil {
+			return nil, fmt.Errorf("%w (and unmapping the unused patch failed: %v; the next apply or revert removes it)", err, uerr)
+		}
 		return nil, err
 	}
 	result.WasLost = wasLost

@@ -24,3 +24,27 @@ func processError(pid int, err error) error {
 	}
 	return fmt.Errorf("process %d: %w", pid, err)
 }
+
+// ErrHalfDone is wrapped by the error of an apply that failed after it
+// had begun to change the process and could not undo that at once: the
+// patch stays mapped, in a state its record describes, because code may
+// still jump or return into it. The next apply or revert in the process
+// finishes undoing it (see "Crash safety" in docs/engine.md).
+var ErrHalfDone = errors.New("the patch is left half done")
+
+// HalfDoneError reports an apply that failed after its first change to
+// the process and left the patch mapped in State for the next apply or
+// revert to undo. It wraps ErrHalfDone and the cause.
+type HalfDoneError struct {
+	PID   int
+	ID    string
+	State string // StateRedirecting, or StatePreparing with a return address redirected
+	Err   error  // what failed
+}
+
+func (e *HalfDoneError) Error() string {
+	return fmt.Sprintf("process %d: %v; %s: the patch %s stays mapped in state %s (code may still jump or return into it), and the next hotpatch apply or revert in this process undoes it",
+		e.PID, e.Err, ErrHalfDone, e.ID, e.State)
+}
+
+func (e *HalfDoneError) Unwrap() []error { return []error{ErrHalfDone, e.Err} }

@@ -15,8 +15,20 @@ import (
 const pageSize = 4096
 
 // headerMagic starts every patch mapping; the state word follows it, then
-// the length of the JSON record, then the record itself.
+// the length of the JSON record, the record format word, a reserved word,
+// and the record itself (see recordFormat).
 const headerMagic = "HOTPATCH"
+
+// recordFormat is the format of the patch record this engine writes. A
+// process keeps its patches as long as it runs, across upgrades of
+// hotpatch, so every format ever written stays readable:
+//
+//	1  the JSON record at offset 16 (no format word; byte 16 is '{')
+//	2  the format word at offset 16, a reserved word, the JSON record at 24
+//
+// A reader meeting a format newer than it knows refuses to touch the
+// patch and says to upgrade hotpatch.
+const recordFormat = 2
 
 // Patch mapping states, written as one 4-byte store so that a crash leaves
 // a state that the next run can read.
@@ -30,8 +42,36 @@ const (
 const (
 	stateOffset  = 8
 	lengthOffset = 12
-	recordOffset = 16
+	formatOffset = 16 // format 2 on
+	// recordOffsetV1 is where format 1 put the JSON record; recordOffset
+	// is where the current format puts it.
+	recordOffsetV1 = 16
+	recordOffset   = 24
 )
+
+// encodeHeader returns the header of a patch mapping in the current
+// format, for a JSON record of n bytes.
+func encodeHeader(state uint32, n int) []byte {
+	hdr := make([]byte, recordOffset)
+	copy(hdr, headerMagic)
+	binary.LittleEndian.PutUint32(hdr[stateOffset:], state)
+	binary.LittleEndian.PutUint32(hdr[lengthOffset:], uint32(n))
+	binary.LittleEndian.PutUint32(hdr[formatOffset:], recordFormat)
+	return hdr
+}
+
+// recordArea returns the room for the JSON record in a mapping whose
+// record starts at off: up to the patch's text.
+func recordArea(rec *Record, off uint64) uint64 {
+	end := rec.Text[0]
+	if end == 0 {
+		end = pageSize
+	}
+	if end < off {
+		return 0
+	}
+	return end - off
+}
 
 // Record is what a patch mapping says about itself. Any hotpatch instance
 // can read it from the process, so the process itself is the state store.
@@ -318,9 +358,7 @@ func (im *image) writeHeader(state uint32) error {
 	if uint64(recordOffset+len(rec)) > im.textOff {
 		return fmt.Errorf("patch record of %d bytes does not fit in the header", len(rec))
 	}
-	copy(im.data, headerMagic)
-	binary.LittleEndian.PutUint32(im.data[stateOffset:], state)
-	binary.LittleEndian.PutUint32(im.data[lengthOffset:], uint32(len(rec)))
+	copy(im.data, encodeHeader(state, len(rec)))
 	copy(im.data[recordOffset:], rec)
 	return nil
 }

@@ -121,7 +121,7 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 			return nil, err
 		}
 		rec.Hijack = nil
-		if err := t.rewriteRecord(a.base, &rec, a.state); err != nil {
+		if err := t.rewriteRecord(a.base, a.recOff, &rec, a.state); err != nil {
 			return nil, err
 		}
 	}
@@ -129,10 +129,11 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 	// of the patch's own text: once caught, nothing refers to it.
 	if a.state == stateApplied && !t.cxxRuntime() {
 		t.catch = &catcher{
+			id: a.rec.ID, state: StateApplied,
 			stub: text[0].end - returnStubSize,
 			record: func(hj *Hijack) error {
 				rec.Hijack = hj
-				return t.rewriteRecord(a.base, &rec, stateApplied)
+				return t.rewriteRecord(a.base, a.recOff, &rec, stateApplied)
 			},
 		}
 		defer func() { t.catch = nil }()
