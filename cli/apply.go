@@ -188,7 +188,7 @@ func report(cmd *cobra.Command, rep runReport, asJSON bool, verb string) error {
 
 // countVerb says what the function count of a result counts (see
 // "Counting functions" in docs/engine.md).
-var countVerb = map[string]string{"applied": "redirected", "reverted": "put back"}
+var countVerb = map[string]string{"applied": "replaced", "reverted": "put back"}
 
 // lostNote explains a result for a patch that was lost.
 var lostNote = map[string]string{

@@ -59,7 +59,7 @@ func TestLostStatusApply(t *testing.T) {
 	if got := ask("listen 65616"); got != "invalid port" {
 		t.Errorf("applied again: %q", got)
 	}
-	if _, stdout, _ := run(t, "status", "--pid", pid); !strings.Contains(stdout, "applied since") || !strings.Contains(stdout, "1 function(s) redirected") {
+	if _, stdout, _ := run(t, "status", "--pid", pid); !strings.Contains(stdout, "applied since") || !strings.Contains(stdout, "1 function(s) replaced") {
 		t.Errorf("status after applying again: %q", stdout)
 	}
 	if got := ask("reload"); !strings.HasPrefix(got, "reloaded at") {

@@ -127,8 +127,8 @@ func writeStatus(w io.Writer, all []procStatus) error {
 					s.PID, a.ID, a.Version, a.AppliedAt.Format(time.RFC3339), a.Module)
 				continue
 			}
-			fmt.Fprintf(w, "pid %d: %s level %d %s since %s, %d function(s) redirected, module %s\n", s.PID, a.ID, a.Version, a.State,
-				a.AppliedAt.Format(time.RFC3339), a.Redirected, a.Module)
+			fmt.Fprintf(w, "pid %d: %s level %d %s since %s, %d function(s) replaced, module %s\n", s.PID, a.ID, a.Version, a.State,
+				a.AppliedAt.Format(time.RFC3339), a.Replaced, a.Module)
 		}
 		for _, b := range s.Baseline {
 			if b.Restart {

@@ -123,6 +123,13 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 		c.record(nil) // if this fails, the record names a hijack that is undone: harmless
 		return false, err
 	}
+	if th.stopped && w.paused.IsZero() {
+		// The pause starts again with this thread's stop (with no other
+		// thread, stopLocked has nothing to interrupt and would not
+		// start it: a busy single thread caught at its return showed
+		// 0µs).
+		w.paused = time.Now()
+	}
 	if err := w.stopLocked(nil); err != nil {
 		return false, err
 	}

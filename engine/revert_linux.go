@@ -41,7 +41,7 @@ func Status(pid int) ([]Applied, error) {
 		}
 		out = append(out, Applied{
 			ID: a.rec.ID, Version: a.rec.Version, AppliedAt: time.Unix(0, a.rec.AppliedAt), Module: a.rec.Module,
-			Base: a.base, Functions: a.rec.Functions, Redirected: len(a.rec.Redirects), State: st,
+			Base: a.base, Functions: a.rec.Functions, Replaced: len(a.rec.Redirects), State: st,
 		})
 	}
 	return out, nil

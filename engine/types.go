@@ -94,9 +94,10 @@ type Applied struct {
 	Module    string     `json:"module"`
 	Base      uint64     `json:"base"`
 	Functions []FuncInfo `json:"functions"`
-	// Redirected is the patch's function count: how many functions'
-	// entries it redirects (see "Counting functions" in docs/engine.md).
-	Redirected int `json:"redirected"`
+	// Replaced is the patch's function count: how many original
+	// functions it replaces, each by a redirect at its entry (see
+	// "Counting functions" in docs/engine.md).
+	Replaced int `json:"replaced"`
 	// State is StateApplied; StateLost when a redirect of the patch is no
 	// longer in the code (the library it patched was unloaded, or unloaded
 	// and loaded again: the fix is not in effect); or a transient state
