@@ -29,6 +29,10 @@ type procResult struct {
 	// gone: the library was unloaded or loaded again); apply cleaned it up
 	// and applied it again, revert cleaned it up.
 	WasLost bool `json:"was_lost,omitempty"`
+	// KeptMapped: revert left the patch's code mapped until the process
+	// exits (it switches user-level contexts; a coroutine may return
+	// into it).
+	KeptMapped bool `json:"kept_mapped,omitempty"`
 }
 
 type runReport struct {
@@ -75,10 +79,11 @@ func readTrusted(paths []string) ([]patch.PublicKey, error) {
 
 func newApply() *cobra.Command {
 	var (
-		tf      targetFlags
-		trust   []string
-		timeout time.Duration
-		asJSON  bool
+		tf       targetFlags
+		trust    []string
+		timeout  time.Duration
+		asJSON   bool
+		contexts bool
 	)
 	cmd := &cobra.Command{
 		Use:   "apply (--pid PID | --all) --trust NAME.pub... [--timeout 5s] [--json] FILE.hpatch",
@@ -123,7 +128,7 @@ The exit status is non-zero if any process failed or none matched.`,
 				}
 			}
 			rep := runReport{Patch: p.ID}
-			opts := engine.Options{Trusted: keys, Timeout: timeout, Digest: patch.FileDigest(data)}
+			opts := engine.Options{Trusted: keys, Timeout: timeout, Digest: patch.FileDigest(data), AllowUserContexts: contexts}
 			for _, pid := range pids {
 				r := procResult{PID: pid}
 				res, err := engine.Apply(pid, p, opts)
@@ -144,6 +149,7 @@ The exit status is non-zero if any process failed or none matched.`,
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key (NAME.pub) whose patches may be applied (repeatable)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for threads to leave the functions being replaced")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.Flags().BoolVar(&contexts, "allow-user-contexts", false, "apply to processes that switch user-level contexts (coroutines), whose suspended stacks hotpatch cannot check: you state that no replaced function can be suspended on one")
 	return cmd
 }
 
@@ -172,6 +178,9 @@ func report(cmd *cobra.Command, rep runReport, asJSON bool, verb string) error {
 				fmt.Fprintf(out, "pid %d: %s: %s\n", r.PID, r.Result, r.Error)
 			case r.WasLost:
 				fmt.Fprintf(out, "pid %d: %s %s: %s (%d function(s) %s, paused %dµs)\n", r.PID, verb, rep.Patch, lostNote[verb], r.Functions, countVerb[verb], r.PausedUS)
+			case r.KeptMapped:
+				fmt.Fprintf(out, "pid %d: %s %s (%d function(s) %s, paused %dµs); its code stays mapped until the process exits, since the process switches user-level contexts and a coroutine may still return into it\n",
+					r.PID, verb, rep.Patch, r.Functions, countVerb[verb], r.PausedUS)
 			default:
 				fmt.Fprintf(out, "pid %d: %s %s (%d function(s) %s, paused %dµs)\n", r.PID, verb, rep.Patch, r.Functions, countVerb[verb], r.PausedUS)
 			}

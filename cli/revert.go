@@ -45,7 +45,7 @@ that a newer patch was stacked on is refused: revert the newer one first.`,
 				if err != nil {
 					r.Result, r.Error = "failed", err.Error()
 				} else {
-					r.Result, r.PausedUS, r.Functions, r.WasLost = "reverted", res.Paused.Microseconds(), res.Functions, res.WasLost
+					r.Result, r.PausedUS, r.Functions, r.WasLost, r.KeptMapped = "reverted", res.Paused.Microseconds(), res.Functions, res.WasLost, res.KeptMapped
 				}
 				rep.Processes = append(rep.Processes, r)
 			}

@@ -112,6 +112,11 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !opts.AllowUserContexts {
+		if m, why := t.userContexts(); m != "" {
+			return nil, &UserContextError{PID: pid, Module: m, Reason: why}
+		}
+	}
 	// Finish or undo what a killed hotpatch may have left half done.
 	if cleaned, err := t.recoverHalfDone(opts.Timeout); err != nil {
 		return nil, fmt.Errorf("process %d: recovering an interrupted apply: %w", pid, err)
@@ -243,7 +248,13 @@ func (t *target) dropLost(id string, timeout time.Duration) ([]appliedPatch, boo
 		}
 		t.cfi = nil
 	}
-	return t.live(recs), cleaned, nil
+	var out []appliedPatch
+	for _, a := range t.live(recs) {
+		if a.state != stateReverted {
+			out = append(out, a)
+		}
+	}
+	return out, cleaned, nil
 }
 
 // redirect plans the jump at an original function's entry. A function that

@@ -4,6 +4,7 @@ package engine
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // FindProcesses returns the pids of every process on the host that maps a
@@ -59,8 +62,14 @@ func FindProcesses(buildID []byte, id string) (out []int, err error) {
 		}
 		if buildID == nil {
 			for _, m := range maps {
+				if m.Offset != 0 {
+					continue
+				}
 				if (id == "" && strings.Contains(m.Path, "/memfd:"+mappingPrefix)) ||
 					strings.Contains(m.Path, "/memfd:"+mappingPrefix+id+" ") || strings.HasSuffix(m.Path, "/memfd:"+mappingPrefix+id) {
+					if keptReverted(pid, m.Start) {
+						continue
+					}
 					out = append(out, pid)
 					break
 				}
@@ -175,4 +184,17 @@ func privileges() (ptrace, mapFiles bool) {
 		}
 	}
 	return false, false
+}
+
+// keptReverted reports whether the mapping at addr of pid is a patch
+// mapping in state reverted (its code kept, see contexts_linux.go): not a
+// patch the process carries. A header that cannot be read is not.
+func keptReverted(pid int, addr uint64) bool {
+	var hdr [stateOffset + 4]byte
+	local := []unix.Iovec{{Base: &hdr[0], Len: uint64(len(hdr))}}
+	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(hdr)}}
+	if n, err := unix.ProcessVMReadv(pid, local, remote, 0); err != nil || n != len(hdr) {
+		return false
+	}
+	return string(hdr[:len(headerMagic)]) == headerMagic && binary.LittleEndian.Uint32(hdr[stateOffset:]) == stateReverted
 }

@@ -37,6 +37,10 @@ const (
 	stateRedirecting uint32 = 2 // redirects being written (Record lists them all)
 	stateApplied     uint32 = 3
 	stateReverting   uint32 = 4 // redirects being removed
+	// stateReverted: redirects removed, the code kept mapped because a
+	// stack the engine cannot see may still return into it (see
+	// contexts_linux.go). Not a patch the process carries any more.
+	stateReverted uint32 = 5
 )
 
 const (

@@ -17,6 +17,8 @@ func stateName(s uint32) string {
 		return StateApplied
 	case stateReverting:
 		return StateReverting
+	case stateReverted:
+		return "reverted"
 	}
 	return fmt.Sprintf("unknown(%d)", s)
 }
@@ -35,6 +37,9 @@ func Status(pid int) ([]Applied, error) {
 	}
 	out := make([]Applied, 0, len(recs))
 	for _, a := range recs {
+		if a.state == stateReverted {
+			continue // reverted; only its code is kept mapped
+		}
 		st := stateName(a.state)
 		if t.lost(a, recs) {
 			st = StateLost
@@ -86,7 +91,7 @@ func revertID(pid int, id string, timeout time.Duration) (*Result, error) {
 	t.cfi = t.unwindModules()
 	var a *appliedPatch
 	for i := range recs {
-		if recs[i].rec.ID == id {
+		if recs[i].rec.ID == id && recs[i].state != stateReverted {
 			a = &recs[i] // the newest level of that id
 		}
 	}
@@ -159,10 +164,21 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	res := &Result{PID: t.pid, Base: a.base, Paused: t.lastPause, Functions: restored, WasLost: lost}
+	if m, _ := t.userContexts(); m != "" {
+		// A coroutine suspended in the patch's code would return into
+		// it: keep it mapped (read-only, executable) until the process
+		// exits.
+		if err := t.setState(a.base, stateReverted); err != nil {
+			return nil, fmt.Errorf("process %d: the patch is reverted but could not be marked so: %w", t.pid, err)
+		}
+		res.KeptMapped = true
+		return res, nil
+	}
 	if err := t.unmap(a.base, a.size); err != nil {
 		return nil, fmt.Errorf("process %d: the patch is reverted but its memory could not be unmapped: %w", t.pid, err)
 	}
-	return &Result{PID: t.pid, Base: a.base, Paused: t.lastPause, Functions: restored, WasLost: lost}, nil
+	return res, nil
 }
 
 // recoverHalfDone finishes what a killed hotpatch left: a patch mapped but
@@ -176,7 +192,7 @@ func (t *target) recoverHalfDone(timeout time.Duration) ([]string, error) {
 	var done []string
 	for _, a := range recs {
 		switch a.state {
-		case stateApplied:
+		case stateApplied, stateReverted:
 			continue
 		case statePreparing:
 			if a.rec.Hijack != nil {

@@ -17,6 +17,12 @@ type Options struct {
 	Timeout time.Duration
 	// Digest is the SHA-256 of the patch file, recorded in the process.
 	Digest string
+	// AllowUserContexts applies to a process that switches user-level
+	// contexts (makecontext/swapcontext coroutines, a coroutine library),
+	// which Apply otherwise refuses with a *UserContextError: the user
+	// states that no function the patch replaces can be suspended on a
+	// coroutine's stack, which the engine cannot see.
+	AllowUserContexts bool
 }
 
 // Result reports one successful apply or revert.
@@ -34,6 +40,11 @@ type Result struct {
 	// cleaned it up without writing into code that is no longer the
 	// patch's.
 	WasLost bool
+	// KeptMapped is set by Revert in a process that switches user-level
+	// contexts: the patch's code stays mapped (read-only, executable,
+	// a few KB) until the process exits, since a coroutine suspended in
+	// it may still return into it.
+	KeptMapped bool
 }
 
 // BuildIDMismatchError reports a process that does not map the patch's
@@ -176,6 +187,21 @@ type SeccompError struct {
 func (e *SeccompError) Error() string {
 	return fmt.Sprintf("process %d runs under a seccomp %s; hotpatch cannot make the system calls it needs without risking the process, so it refuses (restart the service to pick up the fix)",
 		e.PID, map[int]string{1: "strict mode", 2: "filter"}[e.Mode])
+}
+
+// UserContextError reports a process that switches user-level contexts:
+// functions suspended on its coroutines' stacks are invisible to the
+// consistency check, so Apply refuses it unless told otherwise
+// (Options.AllowUserContexts).
+type UserContextError struct {
+	PID    int
+	Module string // the module that shows it
+	Reason string // "uses swapcontext", "is a coroutine library"
+}
+
+func (e *UserContextError) Error() string {
+	return fmt.Sprintf("process %d switches user-level contexts (%s %s): a function suspended on a coroutine's stack is invisible to hotpatch's check, so it refuses; if no replaced function can be suspended on such a stack, apply with --allow-user-contexts",
+		e.PID, e.Module, e.Reason)
 }
 
 // returnStubSize is the room at the end of a patch's text for the stub
