@@ -21,7 +21,8 @@ func newRevert() *cobra.Command {
 		Long: `Revert patch PATCH-ID in a process (--pid) or in every process that carries
 it (--all): once no thread runs the patch's code, the original bytes of every
 redirected function are put back and the patch memory is unmapped. A patch
-that a newer patch was stacked on is refused: revert the newer one first.`,
+with a newer one stacked on the same function can be reverted too: the newer
+one stays in effect and will put back what the reverted one replaced.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := tf.check(); err != nil {

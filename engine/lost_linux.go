@@ -55,6 +55,30 @@ func (t *target) newerAt(a appliedPatch, site uint64, all []appliedPatch) *appli
 	return found
 }
 
+// rewire is a redirect of a newer patch stacked directly on one being
+// reverted, and what it must put back once that one is gone.
+type rewire struct {
+	b   *appliedPatch
+	j   int    // index in b.rec.Redirects
+	old []byte // the bytes the reverted patch's redirect replaced
+}
+
+// stackedOn returns the applied patch whose redirect (index j) sits
+// directly on a's redirect rd: written over a's jump, of the same size.
+func (t *target) stackedOn(a appliedPatch, rd Redirect, all []appliedPatch) (*appliedPatch, int) {
+	for i, b := range all {
+		if b.rec.AppliedAt <= a.rec.AppliedAt || b.state != stateApplied {
+			continue
+		}
+		for j, brd := range b.rec.Redirects {
+			if brd.Site == rd.Site && bytes.Equal(brd.Old, rd.New) {
+				return &all[i], j
+			}
+		}
+	}
+	return nil, 0
+}
+
 // ownsSite reports whether [site, site+n) lies in the module the record
 // patched: a mapped module with its build-id, at its bias.
 func (t *target) ownsSite(rec Record, site uint64, n int) bool {

@@ -105,16 +105,26 @@ func revertID(pid int, id string, timeout time.Duration) (*Result, error) {
 // lost) is cleaned up: its mapping goes once no thread runs its code, and
 // nothing is written where its redirects were, since that code is no
 // longer the patch's.
+//
+// A patch with a newer one stacked on the same entry (out-of-order
+// revert) is taken out of the chain: the entry keeps the newer patch's
+// jump, and the newer patch's record is rewired to put back, when it is
+// reverted, what this patch's redirect replaced (its jump would lead into
+// memory that is gone).
 func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duration) (*Result, error) {
 	lost := t.lost(a, all)
-	if a.state == stateApplied && !lost {
-		// A newer patch whose redirect sits where ours did must go first.
+	var rewires []rewire
+	if !lost {
 		for _, rd := range a.rec.Redirects {
 			if t.holds(rd.Site, rd.New) {
 				continue
 			}
-			if b := t.newerAt(a, rd.Site, all); b != nil {
-				return nil, fmt.Errorf("process %d: %s is patched again by %s (level %d); revert that first", t.pid, rd.Function, b.rec.ID, b.rec.Version)
+			if b, j := t.stackedOn(a, rd, all); b != nil {
+				rewires = append(rewires, rewire{b: b, j: j, old: rd.Old})
+				continue
+			}
+			if b := t.newerAt(a, rd.Site, all); b != nil && a.state == stateApplied {
+				return nil, fmt.Errorf("process %d: %s is patched again by %s (level %d) with a redirect of another size; revert that first", t.pid, rd.Function, b.rec.ID, b.rec.Version)
 			}
 		}
 	}
@@ -158,6 +168,20 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 				return err
 			}
 			restored++
+		}
+		// Out of a chain: the newer patches now sit on what ours
+		// replaced. (A kill before this leaves ours reverting with the
+		// newer records unchanged: the next run rewires them again.)
+		rewired := map[*appliedPatch]bool{}
+		for _, r := range rewires {
+			r.b.rec.Redirects[r.j].Old = r.old
+			rewired[r.b] = true
+			restored++
+		}
+		for b := range rewired {
+			if err := t.rewriteRecord(b.base, b.recOff, &b.rec, b.state); err != nil {
+				return fmt.Errorf("process %d: rewiring %s over the reverted patch: %w", t.pid, b.rec.ID, err)
+			}
 		}
 		return nil
 	})
