@@ -24,18 +24,6 @@ type appliedPatch struct {
 	recOff uint64
 }
 
-// RecordFormatError reports a patch record written by a newer hotpatch,
-// in a format this one does not know: it leaves the patch alone.
-type RecordFormatError struct {
-	PID    int
-	Base   uint64
-	Format uint32
-}
-
-func (e *RecordFormatError) Error() string {
-	return fmt.Sprintf("process %d: the patch at %#x was written by a newer hotpatch (record format %d; this one reads up to %d); upgrade hotpatch to manage it", e.PID, e.Base, e.Format, recordFormat)
-}
-
 // records reads the patch mappings of the process, oldest first.
 func (t *target) records() ([]appliedPatch, error) {
 	var out []appliedPatch

@@ -204,6 +204,18 @@ func (e *UserContextError) Error() string {
 		e.PID, e.Module, e.Reason)
 }
 
+// RecordFormatError reports a patch record written by a newer hotpatch,
+// in a format this one does not know: it leaves the patch alone.
+type RecordFormatError struct {
+	PID    int
+	Base   uint64
+	Format uint32
+}
+
+func (e *RecordFormatError) Error() string {
+	return fmt.Sprintf("process %d: the patch at %#x was written by a newer hotpatch (record format %d; this one reads up to %d); upgrade hotpatch to manage it", e.PID, e.Base, e.Format, recordFormat)
+}
+
 // returnStubSize is the room at the end of a patch's text for the stub
 // that catches a busy thread's return (see catchReturn).
 const returnStubSize = 32
