@@ -135,85 +135,44 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 		}
 	}
 
-	// Check the original code before touching anything.
-	for _, f := range p.Functions {
-		if !f.Replaces() {
-			continue
-		}
-		got := make([]byte, f.OldSize)
-		if err := t.mem.ReadAt(got, mod.Bias+f.OldAddr); err != nil {
-			return nil, err
-		}
-		undoRedirects(got, mod.Bias+f.OldAddr, applied)
-		if sha256.Sum256(got) != f.OldSHA256 {
-			return nil, &MismatchError{PID: pid, Function: f.Name}
-		}
+	// Check the original code and lay the patch out before touching
+	// anything.
+	if err := t.checkOriginal(p, mod, applied); err != nil {
+		return nil, err
 	}
-
-	hdr, text, ro, data := layoutSizes(p)
-	size := hdr + text + ro + data
-	base, err := t.freeNear(mod, size)
+	im, err := t.layout(p, mod, opts.Digest)
 	if err != nil {
 		return nil, err
 	}
-	res := newResolver(pid, t.mods, t.maps)
-	im, err := buildImage(p, base, mod.Bias, func(sym, ver string) (uint64, error) {
-		a, ifunc, err := res.lookup(sym, ver, Module{})
-		if err != nil {
-			return 0, err
-		}
-		if ifunc {
-			return t.resolveIFUNC(sym, a)
-		}
-		return a, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
-	}
-	im.record = Record{
-		ID: p.ID, Version: p.Version, Digest: opts.Digest, BuildID: hex.EncodeToString(p.Target.BuildID),
-		Module: mod.Path, Bias: mod.Bias, Base: base, Size: size, Text: [2]uint64{im.textOff, im.roOff - im.textOff}, Unwind: im.unwind,
-	}
-	for _, f := range p.Functions {
-		fi := FuncInfo{Name: f.Name}
-		if f.Replaces() {
-			fi.OldAddr, fi.OldSize = mod.Bias+f.OldAddr, f.OldSize
-		}
-		if f.NewSize > 0 {
-			fi.NewAddr, fi.NewSize = base+im.textOff+f.NewOffset, f.NewSize
-		}
-		im.record.Functions = append(im.record.Functions, fi)
-		if !f.Redirected() {
-			continue
-		}
-		rd, err := t.redirect(f, mod.Bias+f.OldAddr, fi.NewAddr)
-		if err != nil {
-			return nil, err
-		}
-		im.record.Redirects = append(im.record.Redirects, rd)
-	}
-
 	// Unwind information for the consistency check, read before any stop.
 	t.cfi = t.unwindModules()
+	result, err := t.install(im, p, opts.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	result.WasLost = wasLost
+	return result, nil
+}
 
-	// Map and fill the patch while only one thread is stopped.
+// install maps and fills the patch while only one thread is stopped, then
+// writes its redirects once no thread is in a function it replaces. A
+// failure unmaps the patch again, unless code may still jump or return
+// into it (a *HalfDoneError): then it stays, in the state its record
+// describes, for the next run to undo.
+func (t *target) install(im *image, p *patch.Patch, timeout time.Duration) (*Result, error) {
 	if err := t.mapImage(im, p.ID); err != nil {
 		return nil, err
 	}
-	// From here on, a failure unmaps the patch again, unless code may
-	// still jump or return into it (a *HalfDoneError): then it stays, in
-	// the state its record describes, for the next run to undo.
-	result, err := t.commit(im, p, opts.Timeout)
+	result, err := t.commit(im, p, timeout)
 	if errors.Is(err, ErrHalfDone) {
 		return nil, err
 	}
 	if err != nil {
-		if uerr := t.unmap(im.base, size); uerr != nil {
+		if uerr := t.unmap(im.base, im.record.Size); uerr != nil {
 			return nil, fmt.Errorf("%w (and unmapping the unused patch failed: %v; the next apply or revert removes it)", err, uerr)
 		}
 		return nil, err
 	}
-	result.WasLost = wasLost
 	return result, nil
 }
 
@@ -255,6 +214,75 @@ func (t *target) dropLost(id string, timeout time.Duration) ([]appliedPatch, boo
 		}
 	}
 	return out, cleaned, nil
+}
+
+// checkOriginal checks the SHA-256 of every function the patch replaces,
+// as the process has it (under the redirects of the patches it carries,
+// their recorded original bytes), against the patch's.
+func (t *target) checkOriginal(p *patch.Patch, mod Module, applied []appliedPatch) error {
+	for _, f := range p.Functions {
+		if !f.Replaces() {
+			continue
+		}
+		got := make([]byte, f.OldSize)
+		if err := t.mem.ReadAt(got, mod.Bias+f.OldAddr); err != nil {
+			return err
+		}
+		undoRedirects(got, mod.Bias+f.OldAddr, applied)
+		if sha256.Sum256(got) != f.OldSHA256 {
+			return &MismatchError{PID: t.pid, Function: f.Name}
+		}
+	}
+	return nil
+}
+
+// layout finds room for the patch near its module, builds its image there
+// (relocations resolved in the process's modules) and the record of every
+// function and redirect.
+func (t *target) layout(p *patch.Patch, mod Module, digest string) (*image, error) {
+	hdr, text, ro, data := layoutSizes(p)
+	size := hdr + text + ro + data
+	base, err := t.freeNear(mod, size)
+	if err != nil {
+		return nil, err
+	}
+	res := newResolver(t.pid, t.mods, t.maps)
+	im, err := buildImage(p, base, mod.Bias, func(sym, ver string) (uint64, error) {
+		a, ifunc, err := res.lookup(sym, ver, Module{})
+		if err != nil {
+			return 0, err
+		}
+		if ifunc {
+			return t.resolveIFUNC(sym, a)
+		}
+		return a, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", t.pid, err)
+	}
+	im.record = Record{
+		ID: p.ID, Version: p.Version, Digest: digest, BuildID: hex.EncodeToString(p.Target.BuildID),
+		Module: mod.Path, Bias: mod.Bias, Base: base, Size: size, Text: [2]uint64{im.textOff, im.roOff - im.textOff}, Unwind: im.unwind,
+	}
+	for _, f := range p.Functions {
+		fi := FuncInfo{Name: f.Name}
+		if f.Replaces() {
+			fi.OldAddr, fi.OldSize = mod.Bias+f.OldAddr, f.OldSize
+		}
+		if f.NewSize > 0 {
+			fi.NewAddr, fi.NewSize = base+im.textOff+f.NewOffset, f.NewSize
+		}
+		im.record.Functions = append(im.record.Functions, fi)
+		if !f.Redirected() {
+			continue
+		}
+		rd, err := t.redirect(f, mod.Bias+f.OldAddr, fi.NewAddr)
+		if err != nil {
+			return nil, err
+		}
+		im.record.Redirects = append(im.record.Redirects, rd)
+	}
+	return im, nil
 }
 
 // redirect plans the jump at an original function's entry. A function that

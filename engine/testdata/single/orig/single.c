@@ -1,7 +1,8 @@
 /* single: one thread, busy most of the time in slow_step, a loop with no
  * call in it (about a tenth of a second), between which it answers a line
  * from stdin if one is there.
- *   "step" -> "step N": what slow_step returned last (101; fixed: 1100) */
+ *   "step" -> "step N": what one more call of slow_step returns (101;
+ *             fixed: 1100) */
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,17 +21,16 @@ NOINLINE long slow_step(long x)
 int main(void)
 {
 	char line[256];
-	long last = 0;
 
 	for (;;) {
-		last = slow_step(100);
+		slow_step(100);
 		struct pollfd p = {.fd = 0, .events = POLLIN};
 		if (poll(&p, 1, 0) <= 0)
 			continue;
 		if (!fgets(line, sizeof line, stdin))
 			return 0;
 		if (strncmp(line, "step", 4) == 0)
-			printf("step %ld\n", last);
+			printf("step %ld\n", slow_step(100));
 		else
 			printf("unknown\n");
 		fflush(stdout);
