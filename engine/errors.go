@@ -51,16 +51,17 @@ func mapFilesError(pid int, path string) error {
 	return fmt.Errorf("process %d: cannot open the files it maps (%s): %w (%s)", pid, path, ErrPermission, needMapFiles)
 }
 
-// ErrHalfDone is wrapped by the error of an apply that failed after it
-// had begun to change the process and could not undo that at once: the
+// ErrHalfDone is wrapped by the error of an apply (or revert) that failed
+// after it had begun to change the process and could not undo that at
+// once: the
 // patch stays mapped, in a state its record describes, because code may
 // still jump or return into it. The next apply or revert in the process
 // finishes undoing it (see "Crash safety" in docs/engine.md).
 var ErrHalfDone = errors.New("the patch is left half done")
 
-// HalfDoneError reports an apply that failed after its first change to
-// the process and left the patch mapped in State for the next apply or
-// revert to undo. It wraps ErrHalfDone and the cause.
+// HalfDoneError reports an apply or revert that failed after its first
+// change to the process and left the patch mapped in State for the next
+// apply or revert to finish or undo. It wraps ErrHalfDone and the cause.
 type HalfDoneError struct {
 	PID   int
 	ID    string
@@ -69,7 +70,7 @@ type HalfDoneError struct {
 }
 
 func (e *HalfDoneError) Error() string {
-	return fmt.Sprintf("process %d: %v; %s: the patch %s stays mapped in state %s (code may still jump or return into it), and the next hotpatch apply or revert in this process undoes it",
+	return fmt.Sprintf("process %d: %v; %s: the patch %s stays mapped in state %s (code may still jump or return into it), and the next hotpatch apply or revert in this process finishes or undoes it",
 		e.PID, e.Err, ErrHalfDone, e.ID, e.State)
 }
 

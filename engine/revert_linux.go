@@ -165,7 +165,8 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 				continue
 			}
 			if err := t.mem.WriteAt(rd.Old, rd.Site); err != nil {
-				return err
+				return &HalfDoneError{PID: t.pid, ID: a.rec.ID, State: StateReverting,
+					Err: fmt.Errorf("process %d: putting back the entry of %s: %w", t.pid, rd.Function, err)}
 			}
 			restored++
 		}
@@ -180,7 +181,8 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 		}
 		for b := range rewired {
 			if err := t.rewriteRecord(b.base, b.recOff, &b.rec, b.state); err != nil {
-				return fmt.Errorf("process %d: rewiring %s over the reverted patch: %w", t.pid, b.rec.ID, err)
+				return &HalfDoneError{PID: t.pid, ID: a.rec.ID, State: StateReverting,
+					Err: fmt.Errorf("process %d: rewiring %s over the reverted patch: %w", t.pid, b.rec.ID, err)}
 			}
 		}
 		return nil
