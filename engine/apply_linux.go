@@ -193,7 +193,15 @@ func (t *target) dropLost(id string, timeout time.Duration) ([]appliedPatch, boo
 		if t.cfi == nil {
 			t.cfi = t.unwindModules()
 		}
-		if _, err := t.revert(a, recs, timeout); err != nil {
+		_, err := t.revert(a, recs, timeout)
+		var busy *BusyError
+		if errors.As(err, &busy) {
+			// A thread still runs the stale code: keep it mapped, marked
+			// as no longer carried (its redirects are gone anyway), and
+			// apply afresh.
+			err = t.setState(a.base, stateReverted)
+		}
+		if err != nil {
 			return nil, false, fmt.Errorf("process %d: %s is lost (its redirects are gone from the code) and cleaning it up failed: %w", t.pid, id, err)
 		}
 		cleaned = true

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
@@ -186,5 +187,50 @@ func TestLostRevert(t *testing.T) {
 	}
 	if got := probe(t, proc, "listen 65616"); got != "listening on 80" {
 		t.Errorf("process answered %q", got)
+	}
+}
+
+// TestLostBusy: a lost patch whose code a thread still runs (the busy
+// worker sleeps inside the patch's slow_step when its redirect disappears)
+// cannot be unmapped; Apply keeps it mapped, no longer carried, applies
+// afresh, and the worker returns through the old copy and runs on.
+func TestLostBusy(t *testing.T) {
+	proc, p, pub := busyTarget(t)
+	pid := proc.Pid()
+	if _, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	// What a reload of the module at the same address does: the entry
+	// holds its original bytes again.
+	tg, a := onlyRecord(t, pid)
+	for _, rd := range a.rec.Redirects {
+		if err := tg.mem.WriteAt(rd.Old, rd.Site); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg.close()
+	if st, err := Status(pid); err != nil || len(st) != 1 || st[0].State != StateLost {
+		t.Fatalf("Status = %+v, %v; want lost", st, err)
+	}
+	res, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Apply of a lost patch still running: %v", err)
+	}
+	if !res.WasLost {
+		t.Errorf("Apply result %+v; want WasLost", res)
+	}
+	if st, err := Status(pid); err != nil || len(st) != 1 || st[0].State != StateApplied {
+		t.Errorf("Status = %+v, %v; want one applied", st, err)
+	}
+	if n := patchMappings(t, pid); n != 2 {
+		t.Errorf("%d patch mappings; want the new one and the busy old one", n)
+	}
+	before := probeNumber(t, proc, "calls")
+	time.Sleep(1500 * time.Millisecond)
+	if after := probeNumber(t, proc, "calls"); after <= before {
+		t.Errorf("worker completed no call (%d -> %d)", before, after)
+	}
+	if got, err := proc.Probe("step"); err != nil || got != "step 1100" {
+		t.Errorf("process answered %q, %v; want the fixed 'step 1100'", got, err)
 	}
 }
