@@ -58,8 +58,8 @@ func asUser(t *testing.T, bin string, setpriv []string, args ...string) (code in
 // status say "permission denied" and what is needed, once, and fail;
 // never "no process maps the target" or "no patched process".
 func TestPermissions(t *testing.T) {
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv (util-linux) is not installed")
+	if _, err := exec.LookPath("setpriv"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and setpriv (util-linux) to change user and capabilities")
 	}
 	dir, key, pub := keygen(t)
 	file, orig := buildFixturePatch(t, "bounds_check", key, dir)

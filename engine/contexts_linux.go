@@ -55,7 +55,13 @@ func (t *target) userContexts() (module, reason string) {
 						return
 					}
 				}
-				// A static executable carries its own copy.
+				// A static executable carries its own copy (only there:
+				// reading a big .symtab costs time).
+				for _, p := range ef.Progs {
+					if p.Type == elf.PT_DYNAMIC {
+						return
+					}
+				}
 				syms, _ := ef.Symbols()
 				for _, s := range syms {
 					if s.Section != elf.SHN_UNDEF && elf.ST_TYPE(s.Info) == elf.STT_FUNC && isContextSymbol(s.Name) {

@@ -105,3 +105,33 @@ func TestUserContextsAllowed(t *testing.T) {
 		t.Errorf("reverted again: %q", got)
 	}
 }
+
+// TestUserContextsStatic: a static executable carries its own makecontext
+// and swapcontext (the first found in its symbol table is named);
+// it is seen as switching user-level contexts too, and a program that
+// does not (the busy fixture) is not.
+func TestUserContextsStatic(t *testing.T) {
+	bin, err := fixture.Compile("coro_revert-static", []string{filepath.Join(fixture.Root(), "testdata", "fixtures", "coro_revert", "orig", "coro.c")}, "-O2", "-static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := fixture.Start(t, bin)
+	if got := probe(t, proc, "step"); got != "step v1 0" {
+		t.Fatalf("first step: %q", got)
+	}
+	busy, _, _ := busyTarget(t)
+	for _, tc := range []struct {
+		pid  int
+		want string
+	}{{proc.Pid(), "uses makecontext"}, {busy.Pid(), ""}} {
+		tg, err := openTarget(tc.pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, why := tg.userContexts()
+		tg.close()
+		if why != tc.want {
+			t.Errorf("process %d: userContexts says %q, want %q", tc.pid, why, tc.want)
+		}
+	}
+}
