@@ -176,6 +176,10 @@ func (t *target) install(im *image, p *patch.Patch, timeout time.Duration) (*Res
 	return result, nil
 }
 
+// lostCleanupWait bounds how long an apply waits for threads to leave a
+// lost patch's code before it keeps that code mapped instead.
+const lostCleanupWait = 100 * time.Millisecond
+
 // dropLost cleans up every lost mapping of patch id (see lost): the
 // mapping goes once no thread runs its code, nothing is written into the
 // code. It returns the patches the process still carries that are not
@@ -193,7 +197,9 @@ func (t *target) dropLost(id string, timeout time.Duration) ([]appliedPatch, boo
 		if t.cfi == nil {
 			t.cfi = t.unwindModules()
 		}
-		_, err := t.revert(a, recs, timeout)
+		// Keeping the stale code is harmless (a few KB), so its removal
+		// does not hold the apply up for long.
+		_, err := t.revert(a, recs, min(timeout, lostCleanupWait))
 		var busy *BusyError
 		if errors.As(err, &busy) {
 			// A thread still runs the stale code: keep it mapped, marked

@@ -19,6 +19,9 @@
 // return address pointed at a small stub), up to Options.Timeout; a
 // function that never returns is refused at once ([BusyError]).
 //
+// [Start] starts a program and applies patches before any of its own code
+// runs (stopped at its entry point, after the dynamic linker).
+//
 // # State lives in the process
 //
 // Each patch mapping starts with a header and a JSON record (versioned:

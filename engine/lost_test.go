@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
 )
@@ -190,15 +191,32 @@ func TestLostRevert(t *testing.T) {
 	}
 }
 
-// TestLostBusy: a lost patch whose code a thread still runs (the busy
-// worker sleeps inside the patch's slow_step when its redirect disappears)
-// cannot be unmapped; Apply keeps it mapped, no longer carried, applies
-// afresh, and the worker returns through the old copy and runs on.
+// TestLostBusy: a lost patch whose code a thread still runs (a thread
+// blocks for good in the patch's wait_here when its redirect disappears)
+// cannot be unmapped; Apply keeps it mapped, no longer carried, and
+// applies afresh.
 func TestLostBusy(t *testing.T) {
-	proc, p, pub := busyTarget(t)
-	pid := proc.Pid()
-	if _, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 5 * time.Second}); err != nil {
+	orig, fixed, err := fixture.CompilePair("hang", "testdata/hang", "hang.c", "-pthread")
+	if err != nil {
 		t.Fatal(err)
+	}
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "hang-fix"})
+	proc := fixture.Start(t, orig)
+	if got := probe(t, proc, "ping"); got != "pong 0 0" {
+		t.Fatalf("ping: %q", got)
+	}
+	pid := proc.Pid()
+	opts := Options{Trusted: []patch.PublicKey{pub}, Timeout: 200 * time.Millisecond}
+	if _, err := Apply(pid, p, opts); err != nil {
+		t.Fatal(err)
+	}
+	// A thread enters the patch's wait_here and stays there.
+	probe(t, proc, "hang")
+	for i := 0; probe(t, proc, "ping") != "pong 1 1"; i++ {
+		if i == 1000 {
+			t.Fatal("the thread does not enter wait_here")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	// What a reload of the module at the same address does: the entry
 	// holds its original bytes again.
@@ -212,7 +230,8 @@ func TestLostBusy(t *testing.T) {
 	if st, err := Status(pid); err != nil || len(st) != 1 || st[0].State != StateLost {
 		t.Fatalf("Status = %+v, %v; want lost", st, err)
 	}
-	res, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 200 * time.Millisecond})
+	opts.Timeout = 5 * time.Second // the cleanup waits less
+	res, err := Apply(pid, p, opts)
 	if err != nil {
 		t.Fatalf("Apply of a lost patch still running: %v", err)
 	}
@@ -225,12 +244,7 @@ func TestLostBusy(t *testing.T) {
 	if n := patchMappings(t, pid); n != 2 {
 		t.Errorf("%d patch mappings; want the new one and the busy old one", n)
 	}
-	before := probeNumber(t, proc, "calls")
-	time.Sleep(1500 * time.Millisecond)
-	if after := probeNumber(t, proc, "calls"); after <= before {
-		t.Errorf("worker completed no call (%d -> %d)", before, after)
-	}
-	if got, err := proc.Probe("step"); err != nil || got != "step 1100" {
-		t.Errorf("process answered %q, %v; want the fixed 'step 1100'", got, err)
+	if got := probe(t, proc, "ping"); got != "pong 1 1" {
+		t.Errorf("ping: %q", got)
 	}
 }

@@ -90,8 +90,11 @@ func waitStop(th *thread, onClone func(newTid int)) error {
 				// A clone event stop: keep it stopped, it is a ptrace stop.
 				th.stopped = true
 				return nil
-			case event == unix.PTRACE_EVENT_STOP:
-				// Group-stop or PTRACE_INTERRUPT stop.
+			case event == unix.PTRACE_EVENT_STOP || groupStop(ws):
+				// Group-stop or PTRACE_INTERRUPT stop. (A group-stop
+				// reports its signal, SIGSTOP say, with the event: not a
+				// signal to hand back; a job-stopped process stays
+				// stopped after the detach.)
 				th.stopped = true
 				return nil
 			default:
@@ -107,6 +110,12 @@ func waitStop(th *thread, onClone func(newTid int)) error {
 }
 
 var errThreadGone = errors.New("thread exited")
+
+// groupStop reports a group-stop of a seized thread: the stop signal with
+// PTRACE_EVENT_STOP (TrapCause sees an event only with SIGTRAP).
+func groupStop(ws unix.WaitStatus) bool {
+	return ws.Stopped() && (int(ws)>>16)&0xff == unix.PTRACE_EVENT_STOP
+}
 
 func getRegs(tid int) (unix.PtraceRegs, error) {
 	var r unix.PtraceRegs

@@ -1,0 +1,105 @@
+package engine
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/builder"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// lineReader returns the lines r gives, one by one, failing the test if
+// none comes in time.
+func lineReader(t *testing.T, r io.Reader) func() string {
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return func() string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("the program closed its output")
+			}
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatal("no line from the program in time")
+		}
+		return ""
+	}
+}
+
+// TestStartPatched: Start applies a patch before the program's own code
+// runs: the line the program prints first, before it reads anything,
+// already comes from the fixed function. A patch for a module the program
+// does not map is reported as such, and the program runs on.
+func TestStartPatched(t *testing.T) {
+	orig, fixed, err := fixture.CompilePair("early", "testdata/early", "early.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "early-fix"})
+	fx, err := fixture.Load("bounds_check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, otherPub, _ := signedPatch(t, fx, fx.DefaultFlags())
+
+	// Started plainly, it says the original's first line.
+	plain := fixture.Start(t, orig)
+	if got, err := plain.Probe("step"); err != nil || got != "early 101" {
+		t.Fatalf("started plainly, its first line is %q, %v", got, err)
+	}
+
+	cmd := exec.Command(orig)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Start(cmd, []*patch.Patch{p, other}, Options{Trusted: []patch.PublicKey{pub, otherPub}})
+	if cmd.Process != nil {
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if len(res) != 2 || res[0].Err != nil || res[0].Result == nil || res[0].Result.Functions != 1 {
+		t.Fatalf("Start results %+v; want %s applied", res, p.ID)
+	}
+	var mm *BuildIDMismatchError
+	if !errors.As(res[1].Err, &mm) {
+		t.Errorf("the patch of another program: %v, want a *BuildIDMismatchError", res[1].Err)
+	}
+	next := lineReader(t, stdout)
+	if got := next(); got != "early 1100" {
+		t.Errorf("its first line is %q; want the fixed function's 'early 1100'", got)
+	}
+	if _, err := io.WriteString(stdin, "step\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != "step 1100" {
+		t.Errorf("step: %q", got)
+	}
+	if st, err := Status(cmd.Process.Pid); err != nil || len(st) != 1 || st[0].ID != p.ID || st[0].State != StateApplied {
+		t.Errorf("Status = %+v, %v", st, err)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil && !strings.Contains(err.Error(), "wait") {
+		t.Errorf("the program ended with %v", err)
+	}
+}
