@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/patch"
@@ -101,5 +103,43 @@ func TestStartPatched(t *testing.T) {
 	stdin.Close()
 	if err := cmd.Wait(); err != nil && !strings.Contains(err.Error(), "wait") {
 		t.Errorf("the program ended with %v", err)
+	}
+}
+
+// TestApplyJobStopped: a process stopped by job control (SIGSTOP, as a
+// shell's ^Z) is patched and stays stopped until it is continued; then it
+// runs the fixed code.
+func TestApplyJobStopped(t *testing.T) {
+	fx, err := fixture.Load("bounds_check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, pub, orig := signedPatch(t, fx, fx.DefaultFlags())
+	proc := fixture.Start(t, orig.Program)
+	if err := proc.WaitIdle(); err != nil {
+		t.Fatal(err)
+	}
+	pid := proc.Pid()
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; threadState(pid, pid) != 'T'; i++ {
+		if i == 1000 {
+			t.Fatal("the process does not stop")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}}); err != nil {
+		t.Fatalf("Apply to a stopped process: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if st := threadState(pid, pid); st != 'T' {
+		t.Errorf("after the apply the process is in state %c; want it still stopped", st)
+	}
+	if err := unix.Kill(pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := proc.Probe("set AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err != nil || !strings.Contains(got, "rejected") {
+		t.Errorf("continued, it answered %q, %v; want the fixed code", got, err)
 	}
 }
