@@ -36,7 +36,8 @@ import (
 // stays stopped there (a job-control stop) while the patches are applied
 // the usual way; then SIGCONT lets it go. No breakpoint is involved: if
 // hotpatch dies meanwhile, the kernel detaches the thread, which runs the
-// copied instructions and starts unpatched.
+// copied instructions and starts unpatched; if it dies during the stop,
+// the program's parent-death signal, SIGCONT, continues it.
 
 // StartResult is the outcome of one patch in Start: Result when applied,
 // Err when not (a *BuildIDMismatchError when the program does not map the
@@ -62,14 +63,22 @@ func Start(cmd *exec.Cmd, patches []*patch.Patch, opts Options) ([]StartResult, 
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Ptrace = true
+	// If hotpatch dies while the program waits in its job-control stop,
+	// the end of the thread that started it continues it. (It keeps
+	// that setting: when the thread ends, after Start, the program gets
+	// one more SIGCONT, which does nothing to a running process without
+	// a handler for it.)
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGCONT
 	tr := newTracer()
+	defer tr.close() // only once the program runs
 	if err := tr.do(cmd.Start); err != nil {
-		tr.close()
 		return nil, err
 	}
 	pid := cmd.Process.Pid
 	err := tr.do(func() error { return holdAtEntry(pid) })
-	tr.close()
+	if err == nil {
+		err = faultAt("start-held")
+	}
 	if err != nil {
 		// Whatever happened, the program runs on (unpatched) or has
 		// ended; the caller waits for it.

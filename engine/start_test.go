@@ -3,8 +3,11 @@ package engine
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +144,87 @@ func TestApplyJobStopped(t *testing.T) {
 	}
 	if got, err := proc.Probe("set AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err != nil || !strings.Contains(got, "rejected") {
 		t.Errorf("continued, it answered %q, %v; want the fixed code", got, err)
+	}
+}
+
+const startHelperEnv = "HOTPATCH_START_HELPER"
+
+// TestStartHelper is the child of TestStartKilled: it starts the program
+// HOTPATCH_START_HELPER names with Start and hangs while the program is
+// held at its entry point, until it is killed.
+func TestStartHelper(t *testing.T) {
+	prog := os.Getenv(startHelperEnv)
+	if prog == "" {
+		t.Skip("run by TestStartKilled")
+	}
+	faultHook = func(point string) error {
+		if point == "start-held" {
+			fmt.Println("held")
+			time.Sleep(time.Hour)
+		}
+		return nil
+	}
+	cmd := exec.Command(prog)
+	cmd.Stdin = os.Stdin
+	Start(cmd, nil, Options{})
+}
+
+// TestStartKilled: hotpatch killed while the program it starts waits at
+// its entry point leaves the program running: the program is continued
+// (the end of its parent's thread sends SIGCONT), unpatched.
+func TestStartKilled(t *testing.T) {
+	orig, _, err := fixture.CompilePair("early", "testdata/early", "early.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := exec.Command(os.Args[0], "-test.run=^TestStartHelper$", "-test.count=1", "-test.v")
+	helper.Env = append(os.Environ(), startHelperEnv+"="+orig)
+	// The program's stdin, kept open by the test (not closed by Wait),
+	// so that it waits for input once it runs.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	helper.Stdin = r
+	out, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	defer func() { helper.Process.Kill(); helper.Wait() }()
+	next := lineReader(t, out)
+	for next() != "held" {
+	}
+	// The program: the helper's child, held in a job-control stop.
+	var prog int
+	for i := 0; prog == 0; i++ {
+		if i == 2000 {
+			t.Fatal("no child of the helper")
+		}
+		tids, _ := threads(helper.Process.Pid)
+		for _, tid := range tids {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", helper.Process.Pid, tid))
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				prog, _ = strconv.Atoi(f[0])
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	defer unix.Kill(prog, unix.SIGKILL) // started by this test, through the helper
+	if st := threadState(prog, prog); st != 'T' {
+		t.Fatalf("the program is in state %c, want held (T)", st)
+	}
+	helper.Process.Kill()
+	helper.Wait()
+	// Continued: it runs on to its read of stdin.
+	for i := 0; threadState(prog, prog) != 'S'; i++ {
+		if i == 5000 {
+			t.Fatalf("the program stays in state %c after hotpatch died", threadState(prog, prog))
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
