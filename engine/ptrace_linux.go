@@ -3,10 +3,13 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -64,15 +67,30 @@ func ptraceSeize(tid int) error {
 // waitStop waits for tid to enter a ptrace stop. A signal-delivery stop is
 // recorded in th.pending and the thread is treated as stopped (it will get
 // the signal when it resumes). Clone events are reported to onClone.
+//
+// It polls rather than blocks: in a process being killed, the exit of a
+// traced thread-group leader is reported only once its other traced
+// threads are reaped, which a blocked wait for the leader would never let
+// happen. A thread that is a zombie (or gone) is taken as gone.
 func waitStop(th *thread, onClone func(newTid int)) error {
-	for {
+	start := time.Now()
+	for spins := 0; ; spins++ {
 		var ws unix.WaitStatus
-		_, err := unix.Wait4(th.tid, &ws, unix.WALL, nil)
+		n, err := unix.Wait4(th.tid, &ws, unix.WALL|unix.WNOHANG, nil)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("waiting for thread %d: %w", th.tid, err)
+		}
+		if n != th.tid {
+			if spins%64 == 63 && zombie(th.tid) {
+				return errThreadGone
+			}
+			if time.Since(start) > 50*time.Microsecond {
+				time.Sleep(20 * time.Microsecond)
+			}
+			continue
 		}
 		switch {
 		case ws.Exited() || ws.Signaled():
@@ -110,6 +128,16 @@ func waitStop(th *thread, onClone func(newTid int)) error {
 }
 
 var errThreadGone = errors.New("thread exited")
+
+// zombie reports whether thread tid has exited (a zombie, or gone).
+func zombie(tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
 
 // groupStop reports a group-stop of a seized thread: the stop signal with
 // PTRACE_EVENT_STOP (TrapCause sees an event only with SIGTRAP).
