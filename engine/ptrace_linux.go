@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -48,6 +49,7 @@ func (t *tracer) close() { close(t.reqs) }
 // thread is one traced thread of the target.
 type thread struct {
 	tid     int
+	leader  bool // the thread-group leader (tid == pid)
 	stopped bool
 	// pending is a signal that arrived while we were stopping the thread;
 	// it is handed back when the thread resumes, so the program sees it.
@@ -68,29 +70,27 @@ func ptraceSeize(tid int) error {
 // recorded in th.pending and the thread is treated as stopped (it will get
 // the signal when it resumes). Clone events are reported to onClone.
 //
-// It polls rather than blocks: in a process being killed, the exit of a
-// traced thread-group leader is reported only once its other traced
-// threads are reaped, which a blocked wait for the leader would never let
-// happen. A thread that is a zombie (or gone) is taken as gone.
+// In a process being killed, the exit of a traced thread-group leader is
+// reported only once its other traced threads are reaped: a wait for the
+// leader alone would block for good. So while it waits for the leader, a
+// watchdog reaps the process's other threads that have become zombies.
 func waitStop(th *thread, onClone func(newTid int)) error {
-	start := time.Now()
-	for spins := 0; ; spins++ {
+	if th.leader {
+		stop := make(chan struct{})
+		defer close(stop)
+		go reapZombieThreads(th.tid, stop)
+	}
+	for {
 		var ws unix.WaitStatus
-		n, err := unix.Wait4(th.tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		_, err := unix.Wait4(th.tid, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
 			continue
 		}
+		if errors.Is(err, unix.ECHILD) && zombie(th.tid) {
+			return errThreadGone // exited, and reaped by the watchdog
+		}
 		if err != nil {
 			return fmt.Errorf("waiting for thread %d: %w", th.tid, err)
-		}
-		if n != th.tid {
-			if spins%64 == 63 && zombie(th.tid) {
-				return errThreadGone
-			}
-			if time.Since(start) > 50*time.Microsecond {
-				time.Sleep(20 * time.Microsecond)
-			}
-			continue
 		}
 		switch {
 		case ws.Exited() || ws.Signaled():
@@ -137,6 +137,40 @@ func zombie(tid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
+
+// reapZombieThreads reaps, every millisecond until stop is closed, the
+// threads of process pid other than its leader that have exited (zombies
+// waiting for their tracer). Any thread of the tracer's process may reap a
+// tracee; a zombie has nothing but its exit to report.
+func reapZombieThreads(pid int, stop <-chan struct{}) {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil || tid == pid {
+				continue
+			}
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+			if err != nil {
+				continue
+			}
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+				var ws unix.WaitStatus
+				unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			}
+		}
+	}
 }
 
 // groupStop reports a group-stop of a seized thread: the stop signal with

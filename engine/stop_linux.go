@@ -174,7 +174,7 @@ func (w *world) seizeLocked(tids []int) error {
 				tr := tracerOf(w.pid, tid)
 				if tr == os.Getpid() && len(w.threads) > 0 {
 					// Already ours: auto-attached as a clone child.
-					w.threads[tid] = &thread{tid: tid}
+					w.threads[tid] = &thread{tid: tid, leader: tid == w.pid}
 					continue
 				}
 				if tr <= 0 && taskExiting(w.pid, tid) {
@@ -183,7 +183,7 @@ func (w *world) seizeLocked(tids []int) error {
 			}
 			return fmt.Errorf("attaching to thread %d of process %d: %w%s", tid, w.pid, err, tracedBy(w.pid, tid))
 		}
-		w.threads[tid] = &thread{tid: tid}
+		w.threads[tid] = &thread{tid: tid, leader: tid == w.pid}
 	}
 	return nil
 }
