@@ -61,34 +61,3 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
-
-const cliHelperEnv = "HOTPATCH_CLI_HELPER"
-
-// TestCLIHelper runs the CLI with the arguments in the environment (one
-// per line) and exits with its status: for tests that need another user.
-func TestCLIHelper(t *testing.T) {
-	raw := os.Getenv(cliHelperEnv)
-	if raw == "" {
-		t.Skip("run by TestStatusAllUnprivileged")
-	}
-	os.Exit(Main(strings.Split(raw, "\n"), os.Stdout, os.Stderr))
-}
-
-// TestStatusAllUnprivileged: status --all by a user who cannot read other
-// users' processes says so and fails, instead of "no patched process".
-func TestStatusAllUnprivileged(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to start the command as another user")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("needs setpriv")
-	}
-	cmd := exec.Command("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--",
-		os.Args[0], "-test.run=^TestCLIHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), cliHelperEnv+"=status\n--all")
-	out, err := cmd.CombinedOutput()
-	want := "hotpatch status: no patched process among this user's own processes; other users' processes cannot be read without CAP_SYS_PTRACE: run as root\n"
-	if err == nil || !strings.HasPrefix(string(out), want) {
-		t.Errorf("status --all as nobody: %v\n%s", err, out)
-	}
-}

@@ -32,7 +32,7 @@ connections, same state.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newKeygen(), newBuild(), newInspect(), newCheck(), newApply(), newRevert(), newStatus(), newEvents(), newFleet(), newStock())
+	root.AddCommand(newKeygen(), newBuild(), newInspect(), newCheck(), newApply(), newRevert(), newStatus(), newExec(), newEvents(), newFleet(), newStock())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -58,6 +58,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return 0
+	}
+	var es exitStatus
+	if errors.As(err, &es) {
+		return es.code // the program's own (hotpatch exec)
 	}
 	name := "hotpatch"
 	if cmd != nil && cmd != root {

@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"os/exec"
 	"time"
 
 	"github.com/hotpatch/hotpatch/patch"
@@ -25,3 +26,15 @@ type BuildIDCache struct{}
 
 // ProcessModules is only implemented on Linux x86-64.
 func ProcessModules(pid int, c *BuildIDCache) ([]Module, error) { return nil, ErrNotSupported }
+
+// StartResult is the outcome of one patch in Start.
+type StartResult struct {
+	Patch  *patch.Patch
+	Result *Result
+	Err    error
+}
+
+// Start is only supported on Linux x86-64.
+func Start(cmd *exec.Cmd, patches []*patch.Patch, opts Options) ([]StartResult, error) {
+	return nil, ErrNotSupported
+}

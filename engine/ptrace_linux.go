@@ -3,10 +3,14 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +49,7 @@ func (t *tracer) close() { close(t.reqs) }
 // thread is one traced thread of the target.
 type thread struct {
 	tid     int
+	leader  bool // the thread-group leader (tid == pid)
 	stopped bool
 	// pending is a signal that arrived while we were stopping the thread;
 	// it is handed back when the thread resumes, so the program sees it.
@@ -64,12 +69,25 @@ func ptraceSeize(tid int) error {
 // waitStop waits for tid to enter a ptrace stop. A signal-delivery stop is
 // recorded in th.pending and the thread is treated as stopped (it will get
 // the signal when it resumes). Clone events are reported to onClone.
+//
+// In a process being killed, the exit of a traced thread-group leader is
+// reported only once its other traced threads are reaped: a wait for the
+// leader alone would block for good. So while it waits for the leader, a
+// watchdog reaps the process's other threads that have become zombies.
 func waitStop(th *thread, onClone func(newTid int)) error {
+	if th.leader {
+		stop := make(chan struct{})
+		defer close(stop)
+		go reapZombieThreads(th.tid, stop)
+	}
 	for {
 		var ws unix.WaitStatus
 		_, err := unix.Wait4(th.tid, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
 			continue
+		}
+		if errors.Is(err, unix.ECHILD) && zombie(th.tid) {
+			return errThreadGone // exited, and reaped by the watchdog
 		}
 		if err != nil {
 			return fmt.Errorf("waiting for thread %d: %w", th.tid, err)
@@ -90,8 +108,11 @@ func waitStop(th *thread, onClone func(newTid int)) error {
 				// A clone event stop: keep it stopped, it is a ptrace stop.
 				th.stopped = true
 				return nil
-			case event == unix.PTRACE_EVENT_STOP:
-				// Group-stop or PTRACE_INTERRUPT stop.
+			case event == unix.PTRACE_EVENT_STOP || groupStop(ws):
+				// Group-stop or PTRACE_INTERRUPT stop. (A group-stop
+				// reports its signal, SIGSTOP say, with the event: not a
+				// signal to hand back; a job-stopped process stays
+				// stopped after the detach.)
 				th.stopped = true
 				return nil
 			default:
@@ -107,6 +128,56 @@ func waitStop(th *thread, onClone func(newTid int)) error {
 }
 
 var errThreadGone = errors.New("thread exited")
+
+// zombie reports whether thread tid has exited (a zombie, or gone).
+func zombie(tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
+
+// reapZombieThreads reaps, every millisecond until stop is closed, the
+// threads of process pid other than its leader that have exited (zombies
+// waiting for their tracer). Any thread of the tracer's process may reap a
+// tracee; a zombie has nothing but its exit to report.
+func reapZombieThreads(pid int, stop <-chan struct{}) {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil || tid == pid {
+				continue
+			}
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+			if err != nil {
+				continue
+			}
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+				var ws unix.WaitStatus
+				unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			}
+		}
+	}
+}
+
+// groupStop reports a group-stop of a seized thread: the stop signal with
+// PTRACE_EVENT_STOP (TrapCause sees an event only with SIGTRAP).
+func groupStop(ws unix.WaitStatus) bool {
+	return ws.Stopped() && (int(ws)>>16)&0xff == unix.PTRACE_EVENT_STOP
+}
 
 func getRegs(tid int) (unix.PtraceRegs, error) {
 	var r unix.PtraceRegs
