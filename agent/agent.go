@@ -56,6 +56,8 @@ type Agent struct {
 	faults  map[int]fault
 	// probed brings back the results of health probes.
 	probed chan probeResult
+	// alarm reports failed reads of /proc (see procfs.go).
+	alarm *procAlarm
 }
 
 type desiredPatch struct {
@@ -167,6 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.log.close()
+	a.alarm = newProcAlarm(a.log)
 	if a.st, err = loadState(a.cfg.StateDir); err != nil {
 		return fmt.Errorf("state %s: %v", a.cfg.StateDir, err)
 	}
@@ -379,16 +382,18 @@ func (a *Agent) syncPatchDir() {
 		if _, ok := a.desired[id]; ok {
 			continue
 		}
-		pids, _ := engine.FindProcesses(nil, id)
-		left := 0
+		pids, err := a.carriers(id)
+		if err != nil {
+			// Not knowing who carries it is not knowing that nobody
+			// does: keep managing it, the next rescan tries again.
+			a.alarm.failed("revert of "+id, "still managed; it is reverted once /proc can be read", err)
+			continue
+		}
+		a.alarm.ok("revert of " + id)
 		for _, pid := range pids {
-			if !a.inScope(pid) {
-				continue
-			}
-			left++
 			a.submit(job{kind: jobRevert, pid: pid, id: id})
 		}
-		if left == 0 {
+		if len(pids) == 0 {
 			delete(a.st.Managed, id)
 			delete(a.st.Bad, id)
 			a.save()
@@ -417,16 +422,15 @@ func (a *Agent) findByFile(file string) *desiredPatch {
 
 // rescan looks at every process in scope.
 func (a *Agent) rescan() {
-	ents, err := os.ReadDir("/proc")
+	pids, err := listPIDs()
 	if err != nil {
+		a.alarm.failed("rescan", "processes not looked at (what the agent knows of them is kept)", err)
 		return
 	}
+	a.alarm.ok("rescan")
+	a.sweepBad()
 	alive := map[int]bool{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == a.self {
-			continue
-		}
+	for _, pid := range pids {
 		alive[pid] = true
 		a.look(pid, false)
 	}

@@ -19,14 +19,18 @@ type Event struct {
 	// Type names the step: started, stopped, patch_loaded, patch_refused,
 	// patch_removed, applied, apply_failed, busy, reverted, revert_failed,
 	// crash, probe_failed, rolled_back, fallback, fallback_failed,
+	// proc_unreadable, state_failed,
 	// events_lost; enrolled: enrolled, server_refused, download_failed,
 	// patch_overridden.
-	Type     string `json:"type"`
-	PID      int    `json:"pid,omitempty"`
-	Exe      string `json:"exe,omitempty"`
-	Patch    string `json:"patch,omitempty"`
-	Version  uint32 `json:"version,omitempty"`
-	File     string `json:"file,omitempty"`
+	Type    string `json:"type"`
+	PID     int    `json:"pid,omitempty"`
+	Exe     string `json:"exe,omitempty"`
+	Patch   string `json:"patch,omitempty"`
+	Version uint32 `json:"version,omitempty"`
+	File    string `json:"file,omitempty"`
+	// Digest is the SHA-256 of the patch file a rollback judged bad (so
+	// a rebuilt state can keep it off).
+	Digest   string `json:"digest,omitempty"`
 	PausedUS int64  `json:"paused_us,omitempty"`
 	// Functions is how many functions an apply redirected.
 	Functions int `json:"functions,omitempty"`

@@ -122,6 +122,8 @@ func (a *Agent) fault(pid int) (fault, bool) {
 
 // markBad keeps a patch off this host: it is reverted from every process
 // that has it and no longer applied to new ones, until its file changes.
+// If /proc cannot be read to find those processes, the rollback stays
+// pending (persisted) and every rescan tries again (sweepBad).
 func (a *Agent) markBad(id string, pid int, reason string) {
 	if _, already := a.st.Bad[id]; already {
 		return
@@ -130,18 +132,54 @@ func (a *Agent) markBad(id string, pid int, reason string) {
 	if d := a.desired[id]; d != nil {
 		digest = d.digest
 	}
-	a.st.Bad[id] = badPatch{Digest: digest, Reason: reason, PID: pid, Time: time.Now()}
+	a.st.Bad[id] = badPatch{Digest: digest, Reason: reason, PID: pid, Time: time.Now(), Pending: true}
 	a.save()
-	pids, _ := engine.FindProcesses(nil, id)
+	a.metrics.rollbacks++
+	n, err := a.rollBack(id, pid, "rollback: "+reason)
+	msg := fmt.Sprintf("%s; reverting it from %d other processes and keeping it off new ones", reason, n)
+	if err != nil {
+		msg = reason + "; keeping it off new processes; cannot tell which other processes carry it yet, so the revert from them waits until /proc can be read"
+		a.alarm.failed("rollback of "+id, "the revert from the other processes is postponed", err)
+	}
+	a.log.add(Event{Type: "rolled_back", Patch: id, PID: pid, Digest: digest, Message: msg})
+}
+
+// rollBack submits the revert of a bad patch from every process in scope
+// that carries it (but pid, which the caller handles) and clears its
+// pending mark; it returns how many.
+func (a *Agent) rollBack(id string, pid int, why string) (int, error) {
+	pids, err := a.carriers(id)
+	if err != nil {
+		return 0, err
+	}
 	n := 0
 	for _, p := range pids {
-		if a.inScope(p) && p != pid {
+		if p != pid {
 			n++
-			a.submit(job{kind: jobRevert, pid: p, id: id, why: "rollback: " + reason})
+			a.submit(job{kind: jobRevert, pid: p, id: id, why: why})
 		}
 	}
-	a.metrics.rollbacks++
-	a.log.add(Event{Type: "rolled_back", Patch: id, PID: pid, Message: fmt.Sprintf("%s; reverting it from %d other processes and keeping it off new ones", reason, n)})
+	if b, ok := a.st.Bad[id]; ok && b.Pending {
+		b.Pending = false
+		a.st.Bad[id] = b
+		a.save()
+	}
+	return n, nil
+}
+
+// sweepBad finishes the rollbacks that could not find their processes
+// when the patch was marked bad.
+func (a *Agent) sweepBad() {
+	for id, b := range a.st.Bad {
+		if !b.Pending {
+			continue
+		}
+		if _, err := a.rollBack(id, 0, "rollback: "+b.Reason); err != nil {
+			a.alarm.failed("rollback of "+id, "the revert from the other processes is postponed", err)
+			continue
+		}
+		a.alarm.ok("rollback of " + id)
+	}
 }
 
 // checkWatches ends the health windows that are over and starts the

@@ -30,6 +30,9 @@ type badPatch struct {
 	Reason string    `json:"reason"`
 	PID    int       `json:"pid"`
 	Time   time.Time `json:"time"`
+	// Pending is set until the revert from every process that carries
+	// the patch was submitted (it waits while /proc cannot be read).
+	Pending bool `json:"pending,omitempty"`
 }
 
 type managed struct {
