@@ -58,6 +58,9 @@ type Agent struct {
 	probed chan probeResult
 	// alarm reports failed reads of /proc (see procfs.go).
 	alarm *procAlarm
+	// reported are the files (path and digest) already reported as
+	// refused, overridden or damaged.
+	reported map[string]bool
 }
 
 type desiredPatch struct {
@@ -103,7 +106,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, self: os.Getpid(), desired: map[string]*desiredPatch{}, procs: map[int]*procInfo{},
 		busyPIDs: map[int]bool{}, jobs: make(chan job), results: make(chan jobResult, 64), stop: make(chan struct{}),
-		faults: map[int]fault{}, probed: make(chan probeResult, 64),
+		faults: map[int]fault{}, probed: make(chan probeResult, 64), reported: map[string]bool{},
 	}
 	for _, f := range cfg.Trust {
 		k, err := patch.ReadPublicKey(f)
@@ -336,13 +339,20 @@ func (a *Agent) syncPatchDir() {
 			err = patch.Verify(p, a.trusted)
 		}
 		if err != nil {
-			if a.refused(file, digest) {
+			if id, ok := a.keepLastGood(file, digest, err); ok {
+				seen[id] = true
+				if !f.server {
+					local[id] = file
+				}
+				continue
+			}
+			if a.reportOnce(file, digest) {
 				a.log.add(Event{Type: "patch_refused", File: file, Error: err.Error()})
 			}
 			continue
 		}
 		if f.server && local[p.ID] != "" {
-			if a.refused(file, digest) {
+			if a.reportOnce(file, digest) {
 				a.log.add(Event{Type: "patch_overridden", File: file, Patch: p.ID, Version: p.Version,
 					Message: "the server's patch is not applied: the local patch directory has one with the same id, " + local[p.ID]})
 			}
@@ -361,8 +371,9 @@ func (a *Agent) syncPatchDir() {
 		if b, ok := a.st.Bad[p.ID]; ok && b.Digest != digest {
 			delete(a.st.Bad, p.ID) // a new file for a bad patch gets a new chance
 		}
-		a.st.Managed[p.ID] = managed{Version: p.Version, Digest: digest}
+		a.st.Managed[p.ID] = managed{Version: p.Version, Digest: digest, File: file}
 		a.save()
+		a.keep(p.ID, data)
 		a.log.add(Event{Type: "patch_loaded", File: file, Patch: p.ID, Version: p.Version,
 			Message: fmt.Sprintf("%d functions, target %s", len(p.Functions), p.Target.Name)})
 		for _, pi := range a.procs {
@@ -397,18 +408,104 @@ func (a *Agent) syncPatchDir() {
 			delete(a.st.Managed, id)
 			delete(a.st.Bad, id)
 			a.save()
+			os.Remove(a.keptFile(id))
 		}
 	}
 }
 
-// refused reports whether a refused file is new (so it is logged once).
-func (a *Agent) refused(file, digest string) bool {
+// reportOnce reports whether a file that is refused (or overridden, or
+// damaged) is new in that state, so that it is reported once, not at
+// every rescan.
+func (a *Agent) reportOnce(file, digest string) bool {
 	key := file + "\x00" + digest
-	if a.metrics.refusedFiles[key] {
+	if a.reported[key] {
 		return false
 	}
-	a.metrics.refusedFiles[key] = true
+	if len(a.reported) > 4096 {
+		a.reported = map[string]bool{}
+	}
+	a.reported[key] = true
 	return true
+}
+
+// keptDir is the state directory's folder of the last good version of
+// each managed patch (ID.hpatch), kept so that a damaged file cannot take
+// a fix away, and so that a torn state.json can be rebuilt.
+const keptDir = "patches"
+
+func (a *Agent) keptFile(id string) string {
+	return filepath.Join(a.cfg.StateDir, keptDir, id+".hpatch")
+}
+
+// keep writes the good bytes of a managed patch into the state directory.
+func (a *Agent) keep(id string, data []byte) {
+	if old, err := os.ReadFile(a.keptFile(id)); err == nil && bytes.Equal(old, data) {
+		return
+	}
+	err := os.MkdirAll(filepath.Join(a.cfg.StateDir, keptDir), 0o700)
+	if err == nil {
+		err = writeFileAtomic(a.keptFile(id), data, 0o600)
+	}
+	if err != nil {
+		a.log.add(Event{Type: "state_failed", Patch: id, Error: err.Error(), Message: "keeping a copy of the patch"})
+	}
+}
+
+// loadKept loads the kept copy of a managed patch, checked against the
+// digest the state recorded for it and the trusted keys.
+func (a *Agent) loadKept(id, digest string) (*patch.Patch, error) {
+	data, err := os.ReadFile(a.keptFile(id))
+	if err != nil {
+		return nil, err
+	}
+	if digest != "" && patch.FileDigest(data) != digest {
+		return nil, fmt.Errorf("the kept copy of %s is not the version last loaded", id)
+	}
+	p, err := patch.Load(data)
+	if err == nil {
+		err = patch.Verify(p, a.trusted)
+	}
+	if err == nil && p.ID != id {
+		err = fmt.Errorf("the kept copy of %s holds patch %s", id, p.ID)
+	}
+	return p, err
+}
+
+// keepLastGood handles a file that does not load or verify: if it held a
+// patch the agent manages (a non-atomic copy in progress, a full disk, a
+// truncation), the last good version stays in force and the file is
+// reported as damaged (patch_damaged); it returns that patch's id. At a
+// start, the last good version is the copy kept in the state directory.
+// A file that never held a good patch is not damaged but refused (false).
+func (a *Agent) keepLastGood(file, digest string, cause error) (string, bool) {
+	d := a.findByFile(file)
+	if d == nil {
+		for id, m := range a.st.Managed {
+			if m.File != file {
+				continue
+			}
+			if _, taken := a.desired[id]; taken {
+				break
+			}
+			p, err := a.loadKept(id, m.Digest)
+			if err != nil {
+				a.log.add(Event{Type: "state_failed", Patch: id, File: file, Error: err.Error(), Message: "no good copy of a damaged patch file"})
+				break
+			}
+			d = &desiredPatch{p: p, file: file, digest: m.Digest}
+			a.desired[id] = d
+			a.gen++
+			break
+		}
+	}
+	if d == nil {
+		return "", false
+	}
+	if a.reportOnce(file, digest) {
+		a.log.add(Event{Type: "patch_damaged", File: file, Patch: d.p.ID, Version: d.p.Version, Error: cause.Error(),
+			Message: "the file does not load; the last good version stays in force (kept in the state directory): write a good file, or remove it to revert the patch"})
+	}
+	return d.p.ID, true
 }
 
 func (a *Agent) findByFile(file string) *desiredPatch {

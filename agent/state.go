@@ -38,6 +38,9 @@ type badPatch struct {
 type managed struct {
 	Version uint32 `json:"version"`
 	Digest  string `json:"digest"`
+	// File is the patch file it was loaded from: if that file is later
+	// damaged, the copy kept in STATE/patches/ stays in force.
+	File string `json:"file,omitempty"`
 }
 
 // watch is one patched process under health watch.
