@@ -58,6 +58,9 @@ type Agent struct {
 	probed chan probeResult
 	// alarm reports failed reads of /proc (see procfs.go).
 	alarm *procAlarm
+	// unrecorded are the applies the last run started and did not
+	// record the end of, left half done in the process (by start time).
+	unrecorded map[pidPatch]time.Time
 	// reported are the files (path and digest) already reported as
 	// refused, overridden or damaged.
 	reported map[string]bool
@@ -107,6 +110,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, self: os.Getpid(), desired: map[string]*desiredPatch{}, procs: map[int]*procInfo{},
 		busyPIDs: map[int]bool{}, jobs: make(chan job), results: make(chan jobResult, 64), stop: make(chan struct{}),
 		faults: map[int]fault{}, probed: make(chan probeResult, 64), reported: map[string]bool{},
+		unrecorded: map[pidPatch]time.Time{},
 	}
 	for _, f := range cfg.Trust {
 		k, err := patch.ReadPublicKey(f)
@@ -173,7 +177,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.log.close()
 	a.alarm = newProcAlarm(a.log)
-	if a.st, err = loadState(a.cfg.StateDir); err != nil {
+	var torn *tornStateError
+	if a.st, err = loadState(a.cfg.StateDir); errors.As(err, &torn) {
+		a.rebuildState(torn)
+	} else if err != nil {
 		return fmt.Errorf("state %s: %v", a.cfg.StateDir, err)
 	}
 	var link *serverLink
@@ -217,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		msg += fmt.Sprintf(", server %s (%s)", a.cfg.Server, device)
 	}
+	a.recordInterrupted()
 	a.log.add(Event{Type: "started", Message: msg})
 	a.syncPatchDir()
 	a.rescan()

@@ -17,10 +17,10 @@ import (
 type Event struct {
 	Time time.Time `json:"time"`
 	// Type names the step: started, stopped, patch_loaded, patch_refused,
-	// patch_damaged, patch_removed, applied, apply_failed, busy, reverted, revert_failed,
-	// crash, probe_failed, rolled_back, fallback, fallback_failed,
-	// proc_unreadable, state_failed,
-	// events_lost; enrolled: enrolled, server_refused, download_failed,
+	// patch_damaged, patch_removed, apply_started, applied, apply_failed,
+	// busy, revert_started, reverted, revert_failed, crash, probe_failed,
+	// rolled_back, fallback, fallback_failed, proc_unreadable,
+	// state_failed, state_rebuilt, events_lost; enrolled: enrolled, server_refused, download_failed,
 	// patch_overridden.
 	Type    string `json:"type"`
 	PID     int    `json:"pid,omitempty"`
@@ -94,9 +94,20 @@ type eventLog struct {
 }
 
 func openEventLog(stateDir string, stdout io.Writer) (*eventLog, error) {
-	f, err := os.OpenFile(filepath.Join(stateDir, EventFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	path := filepath.Join(stateDir, EventFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	// A line torn by a crash would swallow the next event: end it.
+	if r, err := os.Open(path); err == nil {
+		last := make([]byte, 1)
+		if st, err := r.Stat(); err == nil && st.Size() > 0 {
+			if _, err := r.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+				f.Write([]byte("\n"))
+			}
+		}
+		r.Close()
 	}
 	return &eventLog{f: f, stdout: stdout, count: map[string]int{}}, nil
 }

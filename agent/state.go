@@ -62,6 +62,13 @@ type watch struct {
 
 const stateFile = "state.json"
 
+// tornStateError is a state.json that does not parse (a disk that lost
+// the end of a write, a hand edit): the agent rebuilds the state.
+type tornStateError struct{ err error }
+
+func (e *tornStateError) Error() string { return stateFile + " does not parse: " + e.err.Error() }
+func (e *tornStateError) Unwrap() error { return e.err }
+
 func loadState(dir string) (*persisted, error) {
 	st := &persisted{Bad: map[string]badPatch{}, Managed: map[string]managed{}}
 	data, err := os.ReadFile(filepath.Join(dir, stateFile))
@@ -72,7 +79,7 @@ func loadState(dir string) (*persisted, error) {
 		return nil, err
 	}
 	if err := json.Unmarshal(data, st); err != nil {
-		return nil, err
+		return nil, &tornStateError{err: err}
 	}
 	if st.Bad == nil {
 		st.Bad = map[string]badPatch{}
