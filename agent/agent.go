@@ -251,7 +251,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		case r := <-a.probed:
 			a.probeDone(r)
 		case <-dirChanged:
+			// A new patch reaches the running processes at once, as a
+			// removal does, not at the next rescan.
+			gen := a.gen
 			a.syncPatchDir()
+			if a.gen != gen {
+				a.rescan()
+			}
 		case <-serverChanged:
 			a.syncPatchDir()
 			a.rescan()
