@@ -58,6 +58,8 @@ type Agent struct {
 	probed chan probeResult
 	// alarm reports failed reads of /proc (see procfs.go).
 	alarm *procAlarm
+	// crashes wait for the kernel's report of their fault.
+	crashes []pendingCrash
 	// unrecorded are the applies the last run started and did not
 	// record the end of, left half done in the process (by start time).
 	unrecorded map[pidPatch]time.Time
@@ -728,6 +730,9 @@ func (a *Agent) due() time.Duration {
 	}
 	if w := a.checkWatches(now); !w.IsZero() && w.Before(next) {
 		next = w
+	}
+	if c := a.dueCrashes(now); !c.IsZero() && c.Before(next) {
+		next = c
 	}
 	return time.Until(next)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -148,11 +149,20 @@ func (a *Agent) rebuildState(cause error) {
 			if err != nil || !ok {
 				continue
 			}
+			maps, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
+			ranges := patchRanges(maps)
 			for _, s := range sts {
 				until := s.AppliedAt.Add(a.cfg.Health.Window.D())
-				if _, ok := st.Managed[s.ID]; ok && s.State == "applied" && time.Now().Before(until) {
-					st.Watches = append(st.Watches, watch{PID: pid, Start: start, Patch: s.ID, Until: until, Code: s.Functions})
+				if _, ok := st.Managed[s.ID]; !ok || s.State != "applied" || !time.Now().Before(until) {
+					continue
 				}
+				w := watch{PID: pid, Start: start, Patch: s.ID, Applied: s.AppliedAt, Until: until, Code: s.Functions}
+				for _, r := range ranges {
+					if r.id == s.ID {
+						w.Mapped = append(w.Mapped, [2]uint64{r.start, r.end})
+					}
+				}
+				st.Watches = append(st.Watches, w)
 			}
 		}
 	}

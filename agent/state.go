@@ -45,10 +45,16 @@ type managed struct {
 
 // watch is one patched process under health watch.
 type watch struct {
-	PID   int       `json:"pid"`
-	Start uint64    `json:"start"` // the process's start time, to tell a reused pid
-	Patch string    `json:"patch"`
-	Until time.Time `json:"until"`
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"` // the process's start time, to tell a reused pid
+	Patch string `json:"patch"`
+	// Applied is when the patch was applied (the most recent apply in a
+	// process is charged with a crash outside every patch's code).
+	Applied time.Time `json:"applied"`
+	Until   time.Time `json:"until"`
+	// Mapped is where the patch is mapped in the process (its memfd
+	// mappings), to tell a crash in its code.
+	Mapped [][2]uint64 `json:"mapped,omitempty"`
 	// Code locates the patch's functions in the process, to name the one
 	// a crash happened in.
 	Code []engine.FuncInfo `json:"code,omitempty"`
