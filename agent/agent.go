@@ -58,6 +58,9 @@ type Agent struct {
 	probed chan probeResult
 	// alarm reports failed reads of /proc (see procfs.go).
 	alarm *procAlarm
+	// ctx is Run's context, done when the agent stops (probes and
+	// restart commands derive theirs from it).
+	ctx context.Context
 	// crashes wait for the kernel's report of their fault.
 	crashes []pendingCrash
 	// unrecorded are the applies the last run started and did not
@@ -86,10 +89,11 @@ type procInfo struct {
 	// retry holds, by patch id, when an apply is due again and how many
 	// times it was refused as busy.
 	retry map[string]*retryState
-	// young is set for a process that just exec'd: it is looked at again
-	// soon, as its libraries are still being loaded.
-	young    int
-	nextLook time.Time
+	// quickLooks counts the quick looks left at a program that just
+	// exec'd (its libraries are still being loaded), the next at
+	// nextLook.
+	quickLooks int
+	nextLook   time.Time
 }
 
 type retryState struct {
@@ -200,6 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.ctx = ctx
 	for range 4 {
 		go a.worker()
 	}
@@ -562,13 +567,18 @@ func (a *Agent) newProcess(pid int) {
 	if pi := a.track(pid); pi != nil {
 		// The first look a moment after the exec: the dynamic linker is
 		// still loading and relocating the libraries at the exec event.
-		pi.young = 8
-		pi.nextLook = time.Now().Add(youngDelay)
+		pi.quickLooks = quickLooks
+		pi.nextLook = time.Now().Add(firstLookDelay)
 	}
 }
 
-// youngDelay is how long after its exec a new program is first looked at.
-const youngDelay = 20 * time.Millisecond
+// firstLookDelay is how long after its exec a new program is first looked
+// at; quickLooks is how many looks it gets, 10 ms further apart each time
+// (some half a second in all), before it is left to the rescans.
+const (
+	firstLookDelay = 20 * time.Millisecond
+	quickLooks     = 8
+)
 
 // track returns what the agent knows of a process in its scope, making
 // the record if needed (nil if the process is gone or out of scope).
@@ -708,12 +718,12 @@ func (a *Agent) due() time.Duration {
 	now := time.Now()
 	next := now.Add(time.Minute)
 	for pid, pi := range a.procs {
-		if pi.young > 0 && !now.Before(pi.nextLook) {
-			pi.young--
-			pi.nextLook = now.Add(time.Duration(9-pi.young) * 10 * time.Millisecond)
+		if pi.quickLooks > 0 && !now.Before(pi.nextLook) {
+			pi.quickLooks--
+			pi.nextLook = now.Add(time.Duration(quickLooks+1-pi.quickLooks) * 10 * time.Millisecond)
 			a.look(pid, true)
 		}
-		if pi.young > 0 && pi.nextLook.Before(next) {
+		if pi.quickLooks > 0 && pi.nextLook.Before(next) {
 			next = pi.nextLook
 		}
 		for _, r := range pi.retry {

@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"strconv"
 	"time"
 )
@@ -21,10 +19,9 @@ func (a *Agent) fallback(pid int, pi *procInfo, id string, rs *retryState, cause
 		return
 	}
 	rs.fellBack = true
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(a.ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.cfg.Fallback.Command)
-	cmd.Env = append(os.Environ(), "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_EXE="+pi.exe, "HOTPATCH_PATCH="+id)
+	cmd := shellCommand(ctx, a.cfg.Fallback.Command, "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_EXE="+pi.exe, "HOTPATCH_PATCH="+id)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		a.log.add(Event{Type: "fallback_failed", PID: pid, Exe: pi.exe, Patch: id, Error: fmt.Sprintf("%s: %v: %s", a.cfg.Fallback.Command, err, trimOutput(out))})

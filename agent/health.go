@@ -342,7 +342,8 @@ func (a *Agent) probeInterval(id string) time.Duration {
 }
 
 // runProbes starts, each in its own goroutine, the probes that apply to a
-// watched process; failures come back through a.probed.
+// watched process; failures come back through a.probed. A probe ends with
+// the agent (its context derives from Run's).
 func (a *Agent) runProbes(w *watch) {
 	for _, p := range a.cfg.Health.Probes {
 		if p.Patch != "" && p.Patch != "*" && p.Patch != w.Patch {
@@ -350,14 +351,16 @@ func (a *Agent) runProbes(w *watch) {
 		}
 		pid, id := w.PID, w.Patch
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), p.Timeout.D())
+			ctx, cancel := context.WithTimeout(a.ctx, p.Timeout.D())
 			defer cancel()
 			r := probeResult{pid: pid, patch: id}
 			if p.Command != "" {
 				r.probe = p.Command
-				cmd := exec.CommandContext(ctx, "/bin/sh", "-c", p.Command)
-				cmd.Env = append(os.Environ(), "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_PATCH="+id)
+				cmd := shellCommand(ctx, p.Command, "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_PATCH="+id)
 				if out, err := cmd.CombinedOutput(); err != nil {
+					if ctx.Err() != nil {
+						err = fmt.Errorf("%w after %v", ctx.Err(), p.Timeout.D())
+					}
 					r.err = fmt.Errorf("%v: %s", err, trimOutput(out))
 				}
 			} else {
@@ -373,9 +376,26 @@ func (a *Agent) runProbes(w *watch) {
 					}
 				}
 			}
-			a.probed <- r
+			select {
+			case a.probed <- r:
+			case <-a.ctx.Done(): // the agent stopped: nobody reads
+			}
 		}()
 	}
+}
+
+// shellCommand prepares sh -c command with env added, in a process group
+// of its own: when ctx is done the whole group is killed (a grandchild,
+// such as a command put in the background, included), and Wait gives up
+// on the output pipes a second later (a grandchild that escaped the
+// group could hold them open for as long as it lives).
+func shellCommand(ctx context.Context, command string, env ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	return cmd
 }
 
 func trimOutput(b []byte) string {

@@ -142,7 +142,7 @@ func (a *Agent) finished(r jobResult) {
 					a.fallback(r.pid, pi, r.id, rs, r.err)
 				}
 			}
-		case pi != nil && pi.young > 0 && !refusedForGood(r.err):
+		case pi != nil && pi.quickLooks > 0 && !refusedForGood(r.err):
 			// A program that just started may not have loaded what the
 			// patch needs yet (the target library, libc): the next quick
 			// look tries again.
