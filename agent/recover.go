@@ -37,6 +37,9 @@ type pidPatch struct {
 // only looks at the calls made since the last "started" or "stopped".
 func (a *Agent) recordInterrupted() {
 	open := map[pidPatch]Event{}
+	// recorded: the patches whose apply was recorded and not their revert
+	// (a revert of a patch the process did not carry records nothing).
+	recorded := map[pidPatch]bool{}
 	ReadEvents(context.Background(), a.cfg.StateDir, false, func(e Event) error {
 		k := pidPatch{e.PID, e.Patch}
 		switch e.Type {
@@ -46,6 +49,12 @@ func (a *Agent) recordInterrupted() {
 			open[k] = e
 		case "applied", "apply_failed", "busy", "reverted", "revert_failed":
 			delete(open, k)
+		}
+		switch e.Type {
+		case "applied":
+			recorded[k] = true
+		case "reverted":
+			delete(recorded, k)
 		}
 		return nil
 	})
@@ -73,7 +82,7 @@ func (a *Agent) recordInterrupted() {
 				a.unrecorded[k] = e.Time
 			}
 		case "revert_started":
-			if rec == nil {
+			if rec == nil && recorded[k] {
 				a.log.add(Event{Type: "reverted", PID: k.pid, Patch: k.id,
 					Message: "recorded at the start: the last run was stopped after the engine reverted it, before it recorded it"})
 				a.stopWatch(k.pid, k.id)
