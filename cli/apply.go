@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hotpatch/hotpatch/engine"
-	"github.com/hotpatch/hotpatch/internal/buildid"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
@@ -27,7 +24,15 @@ type procResult struct {
 	Result    string `json:"result"` // applied, reverted, failed, skipped
 	Error     string `json:"error,omitempty"`
 	PausedUS  int64  `json:"paused_us"`
-	Functions int    `json:"functions"`
+	Functions int    `json:"functions"` // functions redirected (apply) or put back (revert)
+	// WasLost: the process carried the patch in state lost (its redirects
+	// gone: the library was unloaded or loaded again); apply cleaned it up
+	// and applied it again, revert cleaned it up.
+	WasLost bool `json:"was_lost,omitempty"`
+	// KeptMapped: revert left the patch's code mapped until the process
+	// exits (it switches user-level contexts; a coroutine may return
+	// into it).
+	KeptMapped bool `json:"kept_mapped,omitempty"`
 }
 
 type runReport struct {
@@ -74,10 +79,11 @@ func readTrusted(paths []string) ([]patch.PublicKey, error) {
 
 func newApply() *cobra.Command {
 	var (
-		tf      targetFlags
-		trust   []string
-		timeout time.Duration
-		asJSON  bool
+		tf       targetFlags
+		trust    []string
+		timeout  time.Duration
+		asJSON   bool
+		contexts bool
 	)
 	cmd := &cobra.Command{
 		Use:   "apply (--pid PID | --all) --trust NAME.pub... [--timeout 5s] [--json] FILE.hpatch",
@@ -122,7 +128,7 @@ The exit status is non-zero if any process failed or none matched.`,
 				}
 			}
 			rep := runReport{Patch: p.ID}
-			opts := engine.Options{Trusted: keys, Timeout: timeout, Digest: patch.FileDigest(data)}
+			opts := engine.Options{Trusted: keys, Timeout: timeout, Digest: patch.FileDigest(data), AllowUserContexts: contexts}
 			for _, pid := range pids {
 				r := procResult{PID: pid}
 				res, err := engine.Apply(pid, p, opts)
@@ -132,7 +138,7 @@ The exit status is non-zero if any process failed or none matched.`,
 				case err != nil:
 					r.Result, r.Error = "failed", err.Error()
 				default:
-					r.Result, r.PausedUS, r.Functions = "applied", res.Paused.Microseconds(), res.Functions
+					r.Result, r.PausedUS, r.Functions, r.WasLost = "applied", res.Paused.Microseconds(), res.Functions, res.WasLost
 				}
 				rep.Processes = append(rep.Processes, r)
 			}
@@ -143,55 +149,7 @@ The exit status is non-zero if any process failed or none matched.`,
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "public key (NAME.pub) whose patches may be applied (repeatable)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for threads to leave the functions being replaced")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	return cmd
-}
-
-func newRevert() *cobra.Command {
-	var (
-		tf      targetFlags
-		timeout time.Duration
-		asJSON  bool
-	)
-	cmd := &cobra.Command{
-		Use:   "revert (--pid PID | --all) [--json] PATCH-ID",
-		Short: "Remove an applied patch, putting back the exact original bytes",
-		Long: `Revert patch PATCH-ID in a process (--pid) or in every process that carries
-it (--all): once no thread runs the patch's code, the original bytes of every
-redirected function are put back and the patch memory is unmapped. A patch
-that a newer patch was stacked on is refused: revert the newer one first.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := tf.check(); err != nil {
-				return err
-			}
-			id := args[0]
-			pids := []int{tf.pid}
-			if tf.all {
-				var err error
-				if pids, err = engine.FindProcesses(nil, id); err != nil {
-					return err
-				}
-				if len(pids) == 0 {
-					return fmt.Errorf("no process on this host carries patch %s", id)
-				}
-			}
-			rep := runReport{Patch: id}
-			for _, pid := range pids {
-				r := procResult{PID: pid}
-				res, err := engine.Revert(pid, id, timeout)
-				if err != nil {
-					r.Result, r.Error = "failed", err.Error()
-				} else {
-					r.Result, r.PausedUS, r.Functions = "reverted", res.Paused.Microseconds(), res.Functions
-				}
-				rep.Processes = append(rep.Processes, r)
-			}
-			return report(cmd, rep, asJSON, "reverted")
-		},
-	}
-	tf.add(cmd)
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for threads to leave the patch's code")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.Flags().BoolVar(&contexts, "allow-user-contexts", false, "apply to processes that switch user-level contexts (coroutines), whose suspended stacks hotpatch cannot check: you state that no replaced function can be suspended on one")
 	return cmd
 }
 
@@ -213,11 +171,18 @@ func report(cmd *cobra.Command, rep runReport, asJSON bool, verb string) error {
 		}
 	} else {
 		for _, r := range rep.Processes {
-			switch r.Result {
-			case "failed", "skipped":
+			switch {
+			case r.Result == "failed" && len(rep.Processes) == 1:
+				// Said once, on stderr, by the returned error.
+			case r.Result == "failed" || r.Result == "skipped":
 				fmt.Fprintf(out, "pid %d: %s: %s\n", r.PID, r.Result, r.Error)
+			case r.WasLost:
+				fmt.Fprintf(out, "pid %d: %s %s: %s (%d function(s) %s, paused %dµs)\n", r.PID, verb, rep.Patch, lostNote[verb], r.Functions, countVerb[verb], r.PausedUS)
+			case r.KeptMapped:
+				fmt.Fprintf(out, "pid %d: %s %s (%d function(s) %s, paused %dµs); its code stays mapped until the process exits, since the process switches user-level contexts and a coroutine may still return into it\n",
+					r.PID, verb, rep.Patch, r.Functions, countVerb[verb], r.PausedUS)
 			default:
-				fmt.Fprintf(out, "pid %d: %s %s (%d function(s), paused %dµs)\n", r.PID, verb, rep.Patch, r.Functions, r.PausedUS)
+				fmt.Fprintf(out, "pid %d: %s %s (%d function(s) %s, paused %dµs)\n", r.PID, verb, rep.Patch, r.Functions, countVerb[verb], r.PausedUS)
 			}
 		}
 	}
@@ -230,121 +195,12 @@ func report(cmd *cobra.Command, rep runReport, asJSON bool, verb string) error {
 	return nil
 }
 
-func newStatus() *cobra.Command {
-	var (
-		tf     targetFlags
-		asJSON bool
-	)
-	cmd := &cobra.Command{
-		Use:   "status (--pid PID | --all) [--json]",
-		Short: "Show the patches applied to processes, read from the processes themselves",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := tf.check(); err != nil {
-				return err
-			}
-			pids := []int{tf.pid}
-			if tf.all {
-				var err error
-				if pids, err = engine.FindProcesses(nil, ""); err != nil {
-					return err
-				}
-			}
-			var all []procStatus
-			for _, pid := range pids {
-				st, err := engine.Status(pid)
-				if err != nil {
-					if tf.all {
-						continue // exited meanwhile
-					}
-					return err
-				}
-				all = append(all, procStatus{PID: pid, Patches: st, Baseline: baseline(pid, st)})
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(all)
-			}
-			return writeStatus(cmd.OutOrStdout(), all)
-		},
-	}
-	tf.add(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
-	return cmd
-}
+// countVerb says what the function count of a result counts (see
+// "Counting functions" in docs/engine.md).
+var countVerb = map[string]string{"applied": "replaced", "reverted": "put back"}
 
-// procStatus is one process's part of "hotpatch status".
-type procStatus struct {
-	PID     int              `json:"pid"`
-	Patches []engine.Applied `json:"patches"`
-	// Baseline tells, for each patched module, whether the file on disk
-	// is still the one the process runs.
-	Baseline []moduleBaseline `json:"baseline,omitempty"`
-}
-
-// moduleBaseline compares a patched module as mapped with the file now on
-// disk at its path: "same"; "replaced" (a new file was installed, e.g. by
-// a package upgrade) or "changed" (same file, other build): the process
-// still runs the old build and needs a restart to pick up the one on disk;
-// "missing": the file is gone.
-type moduleBaseline struct {
-	Path    string `json:"path"`
-	OnDisk  string `json:"on_disk"`
-	Restart bool   `json:"restart_needed"`
-}
-
-// baseline compares the modules that pid's patches target with the files
-// on disk.
-func baseline(pid int, st []engine.Applied) []moduleBaseline {
-	var c engine.BuildIDCache
-	mods, err := engine.ProcessModules(pid, &c)
-	if err != nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []moduleBaseline
-	for _, a := range st {
-		for _, m := range mods {
-			if m.Path != a.Module || seen[m.Path] {
-				continue
-			}
-			seen[m.Path] = true
-			b := moduleBaseline{Path: m.Path, OnDisk: "same"}
-			disk, err := buildid.Read(m.Path)
-			switch {
-			case errors.Is(err, os.ErrNotExist):
-				b.OnDisk = "missing"
-			case m.Deleted:
-				b.OnDisk = "replaced"
-			case err != nil || !bytes.Equal(disk, m.BuildID):
-				b.OnDisk = "changed"
-			}
-			b.Restart = b.OnDisk != "same"
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-func writeStatus(w io.Writer, all []procStatus) error {
-	if len(all) == 0 {
-		fmt.Fprintln(w, "no patched process")
-	}
-	for _, s := range all {
-		if len(s.Patches) == 0 {
-			fmt.Fprintf(w, "pid %d: no patches\n", s.PID)
-			continue
-		}
-		for _, a := range s.Patches {
-			fmt.Fprintf(w, "pid %d: %s level %d %s since %s, %d function(s), module %s\n", s.PID, a.ID, a.Version, a.State,
-				a.AppliedAt.Format(time.RFC3339), len(a.Functions), a.Module)
-		}
-		for _, b := range s.Baseline {
-			if b.Restart {
-				fmt.Fprintf(w, "pid %d: %s %s on disk since the process started: restart it to run the build on disk\n", s.PID, b.Path, b.OnDisk)
-			}
-		}
-	}
-	return nil
+// lostNote explains a result for a patch that was lost.
+var lostNote = map[string]string{
+	"applied":  "it was lost (its redirects were gone: the library was unloaded or loaded again), so its stale memory was cleaned up and it is applied again",
+	"reverted": "it was lost (its redirects were gone: the library was unloaded or loaded again), so only its stale memory was cleaned up",
 }

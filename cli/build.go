@@ -57,16 +57,22 @@ with a reason that names the object.`,
 			if err := writeFileAtomic(out, data, 0o644); err != nil {
 				return err
 			}
-			var replaced, added int
+			// One function count everywhere: functions replaced by a
+			// redirect at their entry (docs/engine.md, "Counting
+			// functions").
+			var replaced, added, cold int
 			for _, f := range p.Functions {
-				if f.Replaces() {
+				switch {
+				case f.Redirected():
 					replaced++
-				} else {
+				case f.Replaces():
+					cold++
+				default:
 					added++
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes): patch %s for %s, %d function(s) replaced, %d new, %d relocation(s), signed by %s\n",
-				out, len(data), p.ID, p.Target.Name, replaced, added, len(p.Relocs), patch.KeyID(p.Signer))
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes): patch %s for %s, %d function(s) replaced, %d new, %d cold part(s), %d relocation(s), signed by %s\n",
+				out, len(data), p.ID, p.Target.Name, replaced, added, cold, len(p.Relocs), patch.KeyID(p.Signer))
 			return nil
 		},
 	}

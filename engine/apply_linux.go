@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -111,6 +112,11 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !opts.AllowUserContexts {
+		if m, why := t.userContexts(); m != "" {
+			return nil, &UserContextError{PID: pid, Module: m, Reason: why}
+		}
+	}
 	// Finish or undo what a killed hotpatch may have left half done.
 	if cleaned, err := t.recoverHalfDone(opts.Timeout); err != nil {
 		return nil, fmt.Errorf("process %d: recovering an interrupted apply: %w", pid, err)
@@ -119,7 +125,7 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	applied, err := t.records()
+	applied, wasLost, err := t.dropLost(p.ID, opts.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -129,28 +135,126 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 		}
 	}
 
-	// Check the original code before touching anything.
+	// Check the original code and lay the patch out before touching
+	// anything.
+	if err := t.checkOriginal(p, mod, applied); err != nil {
+		return nil, err
+	}
+	im, err := t.layout(p, mod, opts.Digest)
+	if err != nil {
+		return nil, err
+	}
+	// Unwind information for the consistency check, read before any stop.
+	t.cfi = t.unwindModules()
+	result, err := t.install(im, p, opts.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	result.WasLost = wasLost
+	return result, nil
+}
+
+// install maps and fills the patch while only one thread is stopped, then
+// writes its redirects once no thread is in a function it replaces. A
+// failure unmaps the patch again, unless code may still jump or return
+// into it (a *HalfDoneError): then it stays, in the state its record
+// describes, for the next run to undo.
+func (t *target) install(im *image, p *patch.Patch, timeout time.Duration) (*Result, error) {
+	if err := t.mapImage(im, p.ID); err != nil {
+		return nil, err
+	}
+	result, err := t.commit(im, p, timeout)
+	if errors.Is(err, ErrHalfDone) {
+		return nil, err
+	}
+	if err != nil {
+		if uerr := t.unmap(im.base, im.record.Size); uerr != nil {
+			return nil, fmt.Errorf("%w (and unmapping the unused patch failed: %v; the next apply or revert removes it)", err, uerr)
+		}
+		return nil, err
+	}
+	return result, nil
+}
+
+// dropLost cleans up every lost mapping of patch id (see lost): the
+// mapping goes once no thread runs its code, nothing is written into the
+// code. It returns the patches the process still carries that are not
+// lost, and whether it cleaned any.
+func (t *target) dropLost(id string, timeout time.Duration) ([]appliedPatch, bool, error) {
+	recs, err := t.records()
+	if err != nil {
+		return nil, false, err
+	}
+	cleaned := false
+	for _, a := range recs {
+		if a.rec.ID != id || !t.lost(a, recs) {
+			continue
+		}
+		if t.cfi == nil {
+			t.cfi = t.unwindModules()
+		}
+		_, err := t.revert(a, recs, timeout)
+		var busy *BusyError
+		if errors.As(err, &busy) {
+			// A thread still runs the stale code: keep it mapped, marked
+			// as no longer carried (its redirects are gone anyway), and
+			// apply afresh.
+			err = t.setState(a.base, stateReverted)
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("process %d: %s is lost (its redirects are gone from the code) and cleaning it up failed: %w", t.pid, id, err)
+		}
+		cleaned = true
+	}
+	if cleaned {
+		if err := t.refresh(); err != nil {
+			return nil, false, err
+		}
+		if recs, err = t.records(); err != nil {
+			return nil, false, err
+		}
+		t.cfi = nil
+	}
+	var out []appliedPatch
+	for _, a := range t.live(recs) {
+		if a.state != stateReverted {
+			out = append(out, a)
+		}
+	}
+	return out, cleaned, nil
+}
+
+// checkOriginal checks the SHA-256 of every function the patch replaces,
+// as the process has it (under the redirects of the patches it carries,
+// their recorded original bytes), against the patch's.
+func (t *target) checkOriginal(p *patch.Patch, mod Module, applied []appliedPatch) error {
 	for _, f := range p.Functions {
 		if !f.Replaces() {
 			continue
 		}
 		got := make([]byte, f.OldSize)
 		if err := t.mem.ReadAt(got, mod.Bias+f.OldAddr); err != nil {
-			return nil, err
+			return err
 		}
 		undoRedirects(got, mod.Bias+f.OldAddr, applied)
 		if sha256.Sum256(got) != f.OldSHA256 {
-			return nil, &MismatchError{PID: pid, Function: f.Name}
+			return &MismatchError{PID: t.pid, Function: f.Name}
 		}
 	}
+	return nil
+}
 
+// layout finds room for the patch near its module, builds its image there
+// (relocations resolved in the process's modules) and the record of every
+// function and redirect.
+func (t *target) layout(p *patch.Patch, mod Module, digest string) (*image, error) {
 	hdr, text, ro, data := layoutSizes(p)
 	size := hdr + text + ro + data
 	base, err := t.freeNear(mod, size)
 	if err != nil {
 		return nil, err
 	}
-	res := newResolver(pid, t.mods, t.maps)
+	res := newResolver(t.pid, t.mods, t.maps)
 	im, err := buildImage(p, base, mod.Bias, func(sym, ver string) (uint64, error) {
 		a, ifunc, err := res.lookup(sym, ver, Module{})
 		if err != nil {
@@ -162,10 +266,10 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 		return a, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, err)
+		return nil, fmt.Errorf("process %d: %w", t.pid, err)
 	}
 	im.record = Record{
-		ID: p.ID, Version: p.Version, Digest: opts.Digest, BuildID: hex.EncodeToString(p.Target.BuildID),
+		ID: p.ID, Version: p.Version, Digest: digest, BuildID: hex.EncodeToString(p.Target.BuildID),
 		Module: mod.Path, Bias: mod.Bias, Base: base, Size: size, Text: [2]uint64{im.textOff, im.roOff - im.textOff}, Unwind: im.unwind,
 	}
 	for _, f := range p.Functions {
@@ -186,21 +290,7 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 		}
 		im.record.Redirects = append(im.record.Redirects, rd)
 	}
-
-	// Unwind information for the consistency check, read before any stop.
-	t.cfi = t.unwindModules()
-
-	// Map and fill the patch while only one thread is stopped.
-	if err := t.mapImage(im, p.ID); err != nil {
-		return nil, err
-	}
-	// From here on, a failure must unmap the patch again.
-	result, err := t.commit(im, p, opts.Timeout)
-	if err != nil {
-		t.unmap(im.base, size)
-		return nil, err
-	}
-	return result, nil
+	return im, nil
 }
 
 // redirect plans the jump at an original function's entry. A function that

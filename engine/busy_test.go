@@ -306,3 +306,28 @@ func TestBusyRecursion(t *testing.T) {
 		t.Errorf("after the revert: %q, %v", got, err)
 	}
 }
+
+// TestPausedSingleThread: a process of one thread, busy in the function
+// being replaced, is caught at its return: the apply's pause is the time
+// that thread was stopped, never 0.
+func TestPausedSingleThread(t *testing.T) {
+	orig, fixed, err := fixture.CompilePair("single", "testdata/single", "single.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "single-fix"})
+	proc := fixture.Start(t, orig)
+	if got, err := proc.Probe("step"); err != nil || got != "step 101" {
+		t.Fatalf("first answer %q, %v", got, err)
+	}
+	res, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Paused <= 0 {
+		t.Errorf("Apply reports a pause of %v for the one thread it stopped", res.Paused)
+	}
+	if got, err := proc.Probe("step"); err != nil || got != "step 1100" {
+		t.Errorf("after the apply %q, %v; want the fixed 'step 1100'", got, err)
+	}
+}

@@ -42,6 +42,8 @@ import (
 
 // catcher is what whenQuiet needs to catch returns during an apply.
 type catcher struct {
+	id     string // the patch
+	state  string // its state while the catcher is in use
 	stub   uint64
 	record func(*Hijack) error // stores the hijack (nil: none) in the patch record
 }
@@ -94,17 +96,39 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 	}
 	w.detachExcept(hj.TID)
 	th := w.threads[hj.TID]
-	caught, err = t.waitReturn(th, hj, deadline)
+	if err = faultAt("wait-return"); err == nil {
+		caught, err = t.waitReturn(th, hj, deadline)
+	}
 	if errors.Is(err, errThreadGone) {
 		delete(w.threads, hj.TID) // it ended: not inside any more
 		caught, err = true, nil
 	}
 	if err != nil {
 		// The thread is stopped; whatever happened, take the stub off
-		// its stack before anything else runs it.
-		t.unhijackStopped(hj)
-		c.record(nil)
+		// its stack before anything else runs it. If that fails, or the
+		// thread is inside the stub, the stub must stay: the record keeps
+		// the hijack, and the next run puts the return address back
+		// before it removes the patch.
+		uerr := faultAt("unhijack")
+		if uerr == nil {
+			uerr = t.unhijackStopped(hj)
+		}
+		if uerr == nil && t.inStub(th, hj) {
+			uerr = fmt.Errorf("it is inside the return stub")
+		}
+		if uerr != nil {
+			return false, &HalfDoneError{PID: t.pid, ID: c.id, State: c.state,
+				Err: fmt.Errorf("%w; putting back the return address of thread %d failed too: %v", err, hj.TID, uerr)}
+		}
+		c.record(nil) // if this fails, the record names a hijack that is undone: harmless
 		return false, err
+	}
+	if th.stopped && w.paused.IsZero() {
+		// The pause starts again with this thread's stop (with no other
+		// thread, stopLocked has nothing to interrupt and would not
+		// start it: a busy single thread caught at its return showed
+		// 0µs).
+		w.paused = time.Now()
 	}
 	if err := w.stopLocked(nil); err != nil {
 		return false, err
@@ -175,6 +199,19 @@ func (t *target) waitReturn(th *thread, hj *Hijack, deadline time.Time) (bool, e
 			sig = int(ws.StopSignal()) // the program's signal: deliver it
 		}
 	}
+}
+
+// inStub reports whether the stopped thread th is (or may be: its
+// registers unreadable) inside the return stub of hj.
+func (t *target) inStub(th *thread, hj *Hijack) bool {
+	if !th.stopped {
+		return false
+	}
+	r, err := getRegs(th.tid)
+	if err != nil {
+		return !errors.Is(err, unix.ESRCH)
+	}
+	return r.Rip >= hj.Stub && r.Rip < hj.Stub+returnStubSize
 }
 
 // unhijackStopped writes the real return address back if the slot still

@@ -18,7 +18,8 @@ var modCache = struct {
 	mu   sync.Mutex
 	cfi  map[string]*unwind.Table
 	syms map[string]map[string][]elf.Symbol
-}{cfi: map[string]*unwind.Table{}, syms: map[string]map[string][]elf.Symbol{}}
+	ctx  map[string]string // a user-context function the module uses, or ""
+}{cfi: map[string]*unwind.Table{}, syms: map[string]map[string][]elf.Symbol{}, ctx: map[string]string{}}
 
 const modCacheMax = 256
 

@@ -4,7 +4,9 @@ package engine
 
 import (
 	"debug/elf"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -36,8 +38,12 @@ func modules(pid int, maps []Mapping) ([]Module, error) {
 		// replaced on disk since.
 		path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
 		mod, err := readModule(path)
+		if errors.Is(err, fs.ErrPermission) {
+			// Not "no such module": the engine may not look.
+			return nil, mapFilesError(pid, path)
+		}
 		if err != nil {
-			continue // not an ELF file (a mapped data file)
+			continue // not an ELF file (a mapped data file), or gone
 		}
 		mod.Path = strings.TrimSuffix(m.Path, " (deleted)")
 		mod.Deleted = strings.HasSuffix(m.Path, " (deleted)")

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -66,29 +67,38 @@ type slackArea struct {
 }
 
 // slackAreas lists the slack of every executable segment of the process's
-// modules, with the file's bytes for it.
+// modules, with the file's bytes for it: the bytes of the file that follow
+// the segment's own (the page is mapped from the file whole), zeros past
+// the end of the file. A slack whose file bytes cannot be read is left out.
 func (t *target) slackAreas() []slackArea {
 	var out []slackArea
 	for _, m := range t.mods {
-		withModuleELF(t.pid, m, t.maps, func(ef *elf.File) {
-			for _, p := range ef.Progs {
-				if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X == 0 || p.Filesz != p.Memsz || p.Memsz == 0 {
-					continue
-				}
-				end := m.Bias + p.Vaddr + p.Memsz
-				pageEnd := alignUp(end, pageSize)
-				if pageEnd == end || !t.executable(end, pageEnd) {
-					continue
-				}
-				a := slackArea{addr: end, size: pageEnd - end, file: make([]byte, pageEnd-end)}
-				if ra, ok := p.ReaderAt.(interface {
-					ReadAt([]byte, int64) (int, error)
-				}); ok {
-					ra.ReadAt(a.file, int64(p.Filesz)) // short at the end of the file: zeros
-				}
-				out = append(out, a)
+		f, err := os.Open(mapFilePath(t.pid, m, t.maps))
+		if err != nil {
+			continue
+		}
+		ef, err := elf.NewFile(f)
+		if err != nil {
+			f.Close()
+			continue
+		}
+		for _, p := range ef.Progs {
+			if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X == 0 || p.Filesz != p.Memsz || p.Memsz == 0 {
+				continue
 			}
-		})
+			end := m.Bias + p.Vaddr + p.Memsz
+			pageEnd := alignUp(end, pageSize)
+			if pageEnd == end || !t.executable(end, pageEnd) {
+				continue
+			}
+			a := slackArea{addr: end, size: pageEnd - end, file: make([]byte, pageEnd-end)}
+			// Not through p's reader: it ends at Filesz.
+			if _, err := f.ReadAt(a.file, int64(p.Off+p.Filesz)); err != nil && !errors.Is(err, io.EOF) {
+				continue
+			}
+			out = append(out, a)
+		}
+		f.Close()
 	}
 	return out
 }

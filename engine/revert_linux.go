@@ -3,7 +3,6 @@
 package engine
 
 import (
-	"bytes"
 	"fmt"
 	"time"
 )
@@ -11,13 +10,15 @@ import (
 func stateName(s uint32) string {
 	switch s {
 	case statePreparing:
-		return "preparing"
+		return StatePreparing
 	case stateRedirecting:
-		return "redirecting"
+		return StateRedirecting
 	case stateApplied:
-		return "applied"
+		return StateApplied
 	case stateReverting:
-		return "reverting"
+		return StateReverting
+	case stateReverted:
+		return "reverted"
 	}
 	return fmt.Sprintf("unknown(%d)", s)
 }
@@ -36,9 +37,16 @@ func Status(pid int) ([]Applied, error) {
 	}
 	out := make([]Applied, 0, len(recs))
 	for _, a := range recs {
+		if a.state == stateReverted {
+			continue // reverted; only its code is kept mapped
+		}
+		st := stateName(a.state)
+		if t.lost(a, recs) {
+			st = StateLost
+		}
 		out = append(out, Applied{
 			ID: a.rec.ID, Version: a.rec.Version, AppliedAt: time.Unix(0, a.rec.AppliedAt), Module: a.rec.Module,
-			Base: a.base, Functions: a.rec.Functions, State: stateName(a.state),
+			Base: a.base, Functions: a.rec.Functions, Replaced: len(a.rec.Redirects), State: st,
 		})
 	}
 	return out, nil
@@ -83,7 +91,7 @@ func revertID(pid int, id string, timeout time.Duration) (*Result, error) {
 	t.cfi = t.unwindModules()
 	var a *appliedPatch
 	for i := range recs {
-		if recs[i].rec.ID == id {
+		if recs[i].rec.ID == id && recs[i].state != stateReverted {
 			a = &recs[i] // the newest level of that id
 		}
 	}
@@ -93,26 +101,32 @@ func revertID(pid int, id string, timeout time.Duration) (*Result, error) {
 	return t.revert(*a, recs, timeout)
 }
 
+// revert takes patch a out of the process. A patch in state lost (see
+// lost) is cleaned up: its mapping goes once no thread runs its code, and
+// nothing is written where its redirects were, since that code is no
+// longer the patch's.
+//
+// A patch with a newer one stacked on the same entry (out-of-order
+// revert) is taken out of the chain: the entry keeps the newer patch's
+// jump, and the newer patch's record is rewired to put back, when it is
+// reverted, what this patch's redirect replaced (its jump would lead into
+// memory that is gone).
 func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duration) (*Result, error) {
-	// A newer patch whose redirect sits where ours did must go first.
-	for _, rd := range a.rec.Redirects {
-		cur := make([]byte, len(rd.New))
-		if err := t.mem.ReadAt(cur, rd.Site); err != nil {
-			return nil, err
-		}
-		if bytes.Equal(cur, rd.New) || a.state != stateApplied {
-			continue
-		}
-		for _, b := range all {
-			if b.rec.AppliedAt > a.rec.AppliedAt {
-				for _, brd := range b.rec.Redirects {
-					if brd.Site == rd.Site {
-						return nil, fmt.Errorf("process %d: %s is patched again by %s (level %d); revert that first", t.pid, rd.Function, b.rec.ID, b.rec.Version)
-					}
-				}
+	lost := t.lost(a, all)
+	var rewires []rewire
+	if !lost {
+		for _, rd := range a.rec.Redirects {
+			if t.holds(rd.Site, rd.New) {
+				continue
+			}
+			if b, j := t.stackedOn(a, rd, all); b != nil {
+				rewires = append(rewires, rewire{b: b, j: j, old: rd.Old})
+				continue
+			}
+			if b := t.newerAt(a, rd.Site, all); b != nil && a.state == stateApplied {
+				return nil, fmt.Errorf("process %d: %s is patched again by %s (level %d) with a redirect of another size; revert that first", t.pid, rd.Function, b.rec.ID, b.rec.Version)
 			}
 		}
-		return nil, fmt.Errorf("process %d: the entry of %s no longer holds the redirect of %s; refusing to revert", t.pid, rd.Function, a.rec.ID)
 	}
 	text := []codeRange{{name: a.rec.ID + " patch code", start: a.base + a.rec.Text[0], end: a.base + a.rec.Text[0] + a.rec.Text[1]}}
 	// A return address a killed hotpatch redirected while it waited.
@@ -122,7 +136,7 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 			return nil, err
 		}
 		rec.Hijack = nil
-		if err := t.rewriteRecord(a.base, &rec, a.state); err != nil {
+		if err := t.rewriteRecord(a.base, a.recOff, &rec, a.state); err != nil {
 			return nil, err
 		}
 	}
@@ -130,27 +144,45 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 	// of the patch's own text: once caught, nothing refers to it.
 	if a.state == stateApplied && !t.cxxRuntime() {
 		t.catch = &catcher{
+			id: a.rec.ID, state: StateApplied,
 			stub: text[0].end - returnStubSize,
 			record: func(hj *Hijack) error {
 				rec.Hijack = hj
-				return t.rewriteRecord(a.base, &rec, stateApplied)
+				return t.rewriteRecord(a.base, a.recOff, &rec, stateApplied)
 			},
 		}
 		defer func() { t.catch = nil }()
 	}
+	restored := 0
 	err := t.whenQuiet(text, timeout, func(w *world) error {
 		if err := t.setState(a.base, stateReverting); err != nil {
 			return err
 		}
 		for _, rd := range a.rec.Redirects {
-			cur := make([]byte, len(rd.New))
-			if err := t.mem.ReadAt(cur, rd.Site); err != nil {
-				return err
+			// Only where the jump still stands in the module it was
+			// written into: anything else is no longer ours to write.
+			if !t.ownsSite(a.rec, rd.Site, len(rd.New)) || !t.holds(rd.Site, rd.New) {
+				continue
 			}
-			if bytes.Equal(cur, rd.New) {
-				if err := t.mem.WriteAt(rd.Old, rd.Site); err != nil {
-					return err
-				}
+			if err := t.mem.WriteAt(rd.Old, rd.Site); err != nil {
+				return &HalfDoneError{PID: t.pid, ID: a.rec.ID, State: StateReverting,
+					Err: fmt.Errorf("process %d: putting back the entry of %s: %w", t.pid, rd.Function, err)}
+			}
+			restored++
+		}
+		// Out of a chain: the newer patches now sit on what ours
+		// replaced. (A kill before this leaves ours reverting with the
+		// newer records unchanged: the next run rewires them again.)
+		rewired := map[*appliedPatch]bool{}
+		for _, r := range rewires {
+			r.b.rec.Redirects[r.j].Old = r.old
+			rewired[r.b] = true
+			restored++
+		}
+		for b := range rewired {
+			if err := t.rewriteRecord(b.base, b.recOff, &b.rec, b.state); err != nil {
+				return &HalfDoneError{PID: t.pid, ID: a.rec.ID, State: StateReverting,
+					Err: fmt.Errorf("process %d: rewiring %s over the reverted patch: %w", t.pid, b.rec.ID, err)}
 			}
 		}
 		return nil
@@ -158,10 +190,21 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	res := &Result{PID: t.pid, Base: a.base, Paused: t.lastPause, Functions: restored, WasLost: lost}
+	if m, _ := t.userContexts(); m != "" {
+		// A coroutine suspended in the patch's code would return into
+		// it: keep it mapped (read-only, executable) until the process
+		// exits.
+		if err := t.setState(a.base, stateReverted); err != nil {
+			return nil, fmt.Errorf("process %d: the patch is reverted but could not be marked so: %w", t.pid, err)
+		}
+		res.KeptMapped = true
+		return res, nil
+	}
 	if err := t.unmap(a.base, a.size); err != nil {
 		return nil, fmt.Errorf("process %d: the patch is reverted but its memory could not be unmapped: %w", t.pid, err)
 	}
-	return &Result{PID: t.pid, Base: a.base, Paused: t.lastPause, Functions: len(a.rec.Redirects)}, nil
+	return res, nil
 }
 
 // recoverHalfDone finishes what a killed hotpatch left: a patch mapped but
@@ -175,7 +218,7 @@ func (t *target) recoverHalfDone(timeout time.Duration) ([]string, error) {
 	var done []string
 	for _, a := range recs {
 		switch a.state {
-		case stateApplied:
+		case stateApplied, stateReverted:
 			continue
 		case statePreparing:
 			if a.rec.Hijack != nil {

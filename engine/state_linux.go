@@ -19,6 +19,9 @@ type appliedPatch struct {
 	base, size uint64
 	state      uint32
 	rec        Record
+	// recOff is where the JSON record starts: it tells the format the
+	// mapping was written in (see recordFormat), which rewrites keep.
+	recOff uint64
 }
 
 // records reads the patch mappings of the process, oldest first.
@@ -38,20 +41,29 @@ func (t *target) records() ([]appliedPatch, error) {
 		if n > 16<<20 {
 			continue
 		}
+		off := uint64(recordOffset)
+		if hdr[recordOffsetV1] == '{' {
+			off = recordOffsetV1 // format 1: no format word
+		} else if f := binary.LittleEndian.Uint32(hdr[formatOffset:]); f != recordFormat {
+			if !executableMapping(t.maps, m) {
+				continue // half written: the next session removes it
+			}
+			return nil, &RecordFormatError{PID: t.pid, Base: m.Start, Format: f}
+		}
 		// The record is rewritten JSON first, length second: after a kill
 		// between the two, the length is stale but the JSON complete. So
 		// read the whole header region and decode the first JSON value.
 		region := uint64(n)
 		for _, mm := range t.maps {
 			if mm.Start == m.Start {
-				region = max(region, mm.Size()-recordOffset)
+				region = max(region, mm.Size()-off)
 			}
 		}
 		raw := make([]byte, min(region, 16<<20))
-		if err := t.mem.ReadAt(raw, m.Start+recordOffset); err != nil {
+		if err := t.mem.ReadAt(raw, m.Start+off); err != nil {
 			return nil, err
 		}
-		a := appliedPatch{base: m.Start, state: binary.LittleEndian.Uint32(hdr[stateOffset:])}
+		a := appliedPatch{base: m.Start, state: binary.LittleEndian.Uint32(hdr[stateOffset:]), recOff: off}
 		if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&a.rec); err != nil {
 			if !executableMapping(t.maps, m) {
 				continue // a killed hotpatch's half-written mapping: the next session removes it
@@ -96,23 +108,22 @@ func (t *target) commit(im *image, p *patch.Patch, timeout time.Duration) (*Resu
 	// place before any thread stops; the pause only flips the state word
 	// and writes the jumps.
 	rec.AppliedAt = time.Now().UnixNano()
-	if err := t.rewriteRecord(im.base, rec, statePreparing); err != nil {
+	if err := t.rewriteRecord(im.base, recordOffset, rec, statePreparing); err != nil {
 		return nil, err
 	}
 	if !t.cxxRuntime() {
 		t.catch = &catcher{
+			id: im.record.ID, state: StatePreparing,
 			stub: im.base + im.roOff - returnStubSize,
 			record: func(hj *Hijack) error {
 				rec.Hijack = hj
-				return t.rewriteRecord(im.base, rec, statePreparing)
+				return t.rewriteRecord(im.base, recordOffset, rec, statePreparing)
 			},
 		}
 		defer func() { t.catch = nil }()
 	}
 	err := t.whenQuiet(ranges, timeout, func(w *world) error {
-		if err := t.setState(im.base, stateRedirecting); err != nil {
-			return err
-		}
+		// Check every entry before the first write.
 		for _, rd := range rec.Redirects {
 			cur := make([]byte, len(rd.Old))
 			if err := t.mem.ReadAt(cur, rd.Site); err != nil {
@@ -122,16 +133,23 @@ func (t *target) commit(im *image, p *patch.Patch, timeout time.Duration) (*Resu
 				return fmt.Errorf("process %d: the entry of %s changed while applying", t.pid, rd.Function)
 			}
 		}
+		// A failed write of the state word writes nothing: still preparing.
+		if err := t.setState(im.base, stateRedirecting); err != nil {
+			return err
+		}
 		for i, rd := range rec.Redirects {
-			if err := t.mem.WriteAt(rd.New, rd.Site); err != nil {
-				// Put back what was written so far.
-				for _, done := range rec.Redirects[:i] {
-					t.mem.WriteAt(done.Old, done.Site)
-				}
-				return err
+			err := faultAt("redirect")
+			if err == nil {
+				err = t.mem.WriteAt(rd.New, rd.Site)
+			}
+			if err != nil {
+				return t.rollback(im, rec.Redirects[:i], fmt.Errorf("process %d: writing the redirect of %s: %w", t.pid, rd.Function, err))
 			}
 		}
-		return t.setState(im.base, stateApplied)
+		if err := t.setState(im.base, stateApplied); err != nil {
+			return t.rollback(im, rec.Redirects, fmt.Errorf("process %d: marking the patch applied: %w", t.pid, err))
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -139,18 +157,61 @@ func (t *target) commit(im *image, p *patch.Patch, timeout time.Duration) (*Resu
 	return &Result{PID: t.pid, Base: im.base, Paused: t.lastPause, Functions: len(rec.Redirects)}, nil
 }
 
-// rewriteRecord stores the record and the state in the mapping's header.
-func (t *target) rewriteRecord(base uint64, rec *Record, state uint32) error {
+// rollback puts back the entries of the redirects written so far, newest
+// first, after cause made an apply fail while every thread is stopped. If
+// every entry and the state word (back to preparing) are written, nothing
+// refers to the patch any more and cause is returned: the caller unmaps
+// it. Otherwise the patch stays in state redirecting, its record listing
+// every redirect and the bytes it replaced, and a *HalfDoneError says so:
+// the next apply or revert reverts it.
+func (t *target) rollback(im *image, written []Redirect, cause error) error {
+	for i := len(written) - 1; i >= 0; i-- {
+		rd := written[i]
+		err := faultAt("rollback")
+		if err == nil {
+			err = t.mem.WriteAt(rd.Old, rd.Site)
+		}
+		if err != nil {
+			return &HalfDoneError{PID: t.pid, ID: im.record.ID, State: StateRedirecting,
+				Err: fmt.Errorf("%w; putting back the entry of %s failed too: %v", cause, rd.Function, err)}
+		}
+	}
+	if err := t.setState(im.base, statePreparing); err != nil {
+		return &HalfDoneError{PID: t.pid, ID: im.record.ID, State: StateRedirecting,
+			Err: fmt.Errorf("%w; setting the patch back to preparing failed too: %v", cause, err)}
+	}
+	return cause
+}
+
+// faultHook, when set (by tests only), is called at the named points of
+// the engine's error paths and makes the step there fail with its error.
+var faultHook func(point string) error
+
+func faultAt(point string) error {
+	if faultHook == nil {
+		return nil
+	}
+	return faultHook(point)
+}
+
+// rewriteRecord stores the record and the state in the header of the
+// mapping at base, whose record starts at recOff: a mapping keeps the
+// format it was written in (see recordFormat). A record that would not fit
+// before the patch's text is refused, and nothing is written.
+func (t *target) rewriteRecord(base, recOff uint64, rec *Record, state uint32) error {
 	raw, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	var hdr [recordOffset]byte
-	copy(hdr[:], headerMagic)
-	binary.LittleEndian.PutUint32(hdr[stateOffset:], state)
-	binary.LittleEndian.PutUint32(hdr[lengthOffset:], uint32(len(raw)))
-	if err := t.mem.WriteAt(raw, base+recordOffset); err != nil {
+	if area := recordArea(rec, recOff); uint64(len(raw)) > area {
+		return fmt.Errorf("process %d: the record of patch %s (%d bytes) does not fit in the %d bytes of its header", t.pid, rec.ID, len(raw), area)
+	}
+	hdr := encodeHeader(state, len(raw))
+	if recOff == recordOffsetV1 {
+		hdr = hdr[:recordOffsetV1] // format 1: no format word
+	}
+	if err := t.mem.WriteAt(raw, base+recOff); err != nil {
 		return err
 	}
-	return t.mem.WriteAt(hdr[:], base)
+	return t.mem.WriteAt(hdr, base)
 }

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -169,11 +170,16 @@ func (w *world) seizeLocked(tids []int) error {
 			if errors.Is(err, unix.ESRCH) {
 				continue // exited meanwhile
 			}
-			if errors.Is(err, unix.EPERM) && len(w.threads) > 0 {
-				// Already ours: auto-attached as a clone child (if not,
-				// waiting for it fails).
-				w.threads[tid] = &thread{tid: tid}
-				continue
+			if errors.Is(err, unix.EPERM) {
+				tr := tracerOf(w.pid, tid)
+				if tr == os.Getpid() && len(w.threads) > 0 {
+					// Already ours: auto-attached as a clone child.
+					w.threads[tid] = &thread{tid: tid}
+					continue
+				}
+				if tr <= 0 && taskExiting(w.pid, tid) {
+					continue // exiting: it will not run the code
+				}
 			}
 			return fmt.Errorf("attaching to thread %d of process %d: %w%s", tid, w.pid, err, tracedBy(w.pid, tid))
 		}
@@ -185,18 +191,39 @@ func (w *world) seizeLocked(tids []int) error {
 // tracedBy explains an attach refused because someone else traces the
 // thread (another hotpatch at work, or a debugger).
 func tracedBy(pid, tid int) string {
+	if tr := tracerOf(pid, tid); tr > 0 {
+		return fmt.Sprintf(" (it is traced by process %d: another hotpatch at work, or a debugger)", tr)
+	}
+	return ""
+}
+
+// taskExiting reports whether thread tid of pid is gone or a zombie.
+func taskExiting(pid, tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
+
+// tracerOf returns the process tracing thread tid of pid (TracerPid in
+// its status), 0 for none, -1 when unknown.
+func tracerOf(pid, tid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
 	if err != nil {
-		return ""
+		return -1
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
-			if v = strings.TrimSpace(v); v != "0" {
-				return " (it is traced by process " + v + ": another hotpatch at work, or a debugger)"
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return -1
 			}
+			return n
 		}
 	}
-	return ""
+	return -1
 }
 
 // tids returns the stopped threads in ascending order (the leader first).

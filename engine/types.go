@@ -17,14 +17,34 @@ type Options struct {
 	Timeout time.Duration
 	// Digest is the SHA-256 of the patch file, recorded in the process.
 	Digest string
+	// AllowUserContexts applies to a process that switches user-level
+	// contexts (makecontext/swapcontext coroutines, a coroutine library),
+	// which Apply otherwise refuses with a *UserContextError: the user
+	// states that no function the patch replaces can be suspended on a
+	// coroutine's stack, which the engine cannot see.
+	AllowUserContexts bool
 }
 
-// Result reports one successful apply.
+// Result reports one successful apply or revert.
 type Result struct {
-	PID       int
-	Base      uint64        // where the patch is mapped
-	Paused    time.Duration // how long all threads were stopped, last stop
-	Functions int           // redirects written
+	PID    int
+	Base   uint64        // where the patch is mapped
+	Paused time.Duration // how long all threads were stopped, last stop
+	// Functions is the number of functions switched: redirects written by
+	// an apply, redirects taken out by a revert (see "Counting functions"
+	// in docs/engine.md).
+	Functions int
+	// WasLost is set when the process carried the patch in state
+	// StateLost (its redirects gone: the library was unloaded or loaded
+	// again): Apply cleaned the stale mapping and applied it again; Revert
+	// cleaned it up without writing into code that is no longer the
+	// patch's.
+	WasLost bool
+	// KeptMapped is set by Revert in a process that switches user-level
+	// contexts: the patch's code stays mapped (read-only, executable,
+	// a few KB) until the process exits, since a coroutine suspended in
+	// it may still return into it.
+	KeptMapped bool
 }
 
 // BuildIDMismatchError reports a process that does not map the patch's
@@ -85,11 +105,36 @@ type Applied struct {
 	Module    string     `json:"module"`
 	Base      uint64     `json:"base"`
 	Functions []FuncInfo `json:"functions"`
-	// State is "applied", or a transient state that a crash left behind
-	// ("preparing", "redirecting", "reverting"), which the next apply or
-	// revert completes or undoes.
+	// Replaced is the patch's function count: how many original
+	// functions it replaces, each by a redirect at its entry (see
+	// "Counting functions" in docs/engine.md).
+	Replaced int `json:"replaced"`
+	// State is StateApplied; StateLost when a redirect of the patch is no
+	// longer in the code (the library it patched was unloaded, or unloaded
+	// and loaded again: the fix is not in effect); or a transient state
+	// that a crash left behind (StatePreparing, StateRedirecting,
+	// StateReverting), which the next apply or revert completes or undoes.
 	State string `json:"state"`
 }
+
+// Values of Applied.State.
+const (
+	// StateApplied: every redirect of the patch is in the code.
+	StateApplied = "applied"
+	// StateLost: the patch mapping is there but a redirect is not (its
+	// module was unloaded, or reloaded with its original code, at the same
+	// address or another): the fix is not in effect. Apply cleans it up
+	// and applies the patch again; Revert cleans it up.
+	StateLost = "lost"
+	// StatePreparing: mapped, no redirect written yet (a crash left it).
+	StatePreparing = "preparing"
+	// StateRedirecting: redirects being written (a crash or an error left
+	// it); the next apply or revert reverts it.
+	StateRedirecting = "redirecting"
+	// StateReverting: redirects being taken out; the next apply or revert
+	// finishes.
+	StateReverting = "reverting"
+)
 
 // Mapping is one line of /proc/PID/maps.
 type Mapping struct {
@@ -142,6 +187,33 @@ type SeccompError struct {
 func (e *SeccompError) Error() string {
 	return fmt.Sprintf("process %d runs under a seccomp %s; hotpatch cannot make the system calls it needs without risking the process, so it refuses (restart the service to pick up the fix)",
 		e.PID, map[int]string{1: "strict mode", 2: "filter"}[e.Mode])
+}
+
+// UserContextError reports a process that switches user-level contexts:
+// functions suspended on its coroutines' stacks are invisible to the
+// consistency check, so Apply refuses it unless told otherwise
+// (Options.AllowUserContexts).
+type UserContextError struct {
+	PID    int
+	Module string // the module that shows it
+	Reason string // "uses swapcontext", "is a coroutine library"
+}
+
+func (e *UserContextError) Error() string {
+	return fmt.Sprintf("process %d switches user-level contexts (%s %s): a function suspended on a coroutine's stack is invisible to hotpatch's check, so it refuses; if no replaced function can be suspended on such a stack, apply with --allow-user-contexts",
+		e.PID, e.Module, e.Reason)
+}
+
+// RecordFormatError reports a patch record written by a newer hotpatch,
+// in a format this one does not know: it leaves the patch alone.
+type RecordFormatError struct {
+	PID    int
+	Base   uint64
+	Format uint32
+}
+
+func (e *RecordFormatError) Error() string {
+	return fmt.Sprintf("process %d: the patch at %#x was written by a newer hotpatch (record format %d; this one reads up to %d); upgrade hotpatch to manage it", e.PID, e.Base, e.Format, recordFormat)
 }
 
 // returnStubSize is the room at the end of a patch's text for the stub
