@@ -94,6 +94,11 @@ type procInfo struct {
 	// nextLook.
 	quickLooks int
 	nextLook   time.Time
+	// patched is set while the process maps a patch: every rescan then
+	// checks that its patches are still in effect (checkLost).
+	patched bool
+	// lost are the patches found lost in it (reported once).
+	lost map[string]bool
 }
 
 type retryState struct {
@@ -550,6 +555,9 @@ func (a *Agent) rescan() {
 	alive := map[int]bool{}
 	for _, pid := range pids {
 		alive[pid] = true
+		if pi := a.procs[pid]; pi != nil && pi.patched {
+			a.checkLost(pid, pi)
+		}
 		a.look(pid, false)
 	}
 	for pid := range a.procs {
@@ -558,6 +566,66 @@ func (a *Agent) rescan() {
 		}
 	}
 	a.metrics.processes = len(a.procs)
+}
+
+// checkLost reads the patches of a patched process and handles the ones
+// that are lost: a redirect of the patch is no longer in the code (its
+// library was unloaded, or unloaded and loaded again with its original
+// code), so the fix is not in effect although the patch is still mapped.
+// It is reported once (patch_lost; the inventory reports its state, which
+// the server counts as not protected), and a desired patch is applied
+// again: engine.Apply cleans the stale mapping and record first.
+func (a *Agent) checkLost(pid int, pi *procInfo) {
+	if a.busyPIDs[pid] {
+		return
+	}
+	if start, ok := startTime(pid); !ok || start != pi.start {
+		return // gone, or another process now: the next look sees it
+	}
+	st, err := engine.Status(pid)
+	if err != nil {
+		return
+	}
+	pi.patched = len(st) > 0
+	var mods []engine.Module // read only if needed
+	for _, s := range st {
+		if s.State != engine.StateLost {
+			delete(pi.lost, s.ID)
+			continue
+		}
+		if mods == nil {
+			mods, _ = engine.ProcessModules(pid, &a.cache)
+		}
+		if !a.reportLost(pid, pi, s, mods) {
+			continue
+		}
+		if r := pi.retry[s.ID]; r != nil && time.Now().Before(r.at) {
+			continue
+		}
+		d := a.desired[s.ID]
+		a.submit(job{kind: jobApply, pid: pid, id: s.ID, p: d.p, digest: d.digest})
+		return // one job per process at a time
+	}
+}
+
+// reportLost records a lost patch of a process once, and reports whether
+// it is to be applied again (desired, not bad, its target mapped).
+func (a *Agent) reportLost(pid int, pi *procInfo, s engine.Applied, mods []engine.Module) bool {
+	d := a.desired[s.ID]
+	_, bad := a.st.Bad[s.ID]
+	again := d != nil && !bad && mapsBuildID(mods, d.p.Target.BuildID)
+	if !pi.lost[s.ID] {
+		pi.lost[s.ID] = true
+		msg := "a redirect of the patch is no longer in the code (its library was unloaded or reloaded): the fix is not in effect"
+		switch {
+		case again:
+			msg += "; applying it again"
+		case d != nil && !bad:
+			msg += "; its target is not mapped any more, nothing to apply it to"
+		}
+		a.log.add(Event{Type: "patch_lost", PID: pid, Exe: pi.exe, Patch: s.ID, Version: s.Version, Message: msg})
+	}
+	return again
 }
 
 // newProcess handles an exec: the process is looked at now and again a
@@ -596,7 +664,8 @@ func (a *Agent) track(pid int) *procInfo {
 			return nil
 		}
 		exe, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-		pi = &procInfo{start: start, exe: exe, retry: map[string]*retryState{}}
+		pi = &procInfo{start: start, exe: exe, retry: map[string]*retryState{}, lost: map[string]bool{}}
+		pi.patched, _ = mapsPatch(pid, "")
 		a.procs[pid] = pi
 	}
 	return pi
@@ -629,7 +698,7 @@ func (a *Agent) look(pid int, force bool) *procInfo {
 			continue
 		}
 		if applied == nil {
-			applied = a.appliedIDs(pid)
+			applied = a.appliedIDs(pid, pi, mods)
 		}
 		if applied[id] {
 			continue
@@ -652,12 +721,18 @@ func (a *Agent) desiredIDs() []string {
 	return ids
 }
 
-func (a *Agent) appliedIDs(pid int) map[string]bool {
+// appliedIDs reads the patches in effect in a process (a lost one is
+// reported, and then applied again as any patch not in effect).
+func (a *Agent) appliedIDs(pid int, pi *procInfo, mods []engine.Module) map[string]bool {
 	out := map[string]bool{}
 	st, _ := engine.Status(pid)
 	for _, s := range st {
-		if s.State == "applied" {
+		switch s.State {
+		case engine.StateApplied:
 			out[s.ID] = true
+			delete(pi.lost, s.ID)
+		case engine.StateLost:
+			a.reportLost(pid, pi, s, mods)
 		}
 	}
 	return out

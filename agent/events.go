@@ -17,7 +17,7 @@ import (
 type Event struct {
 	Time time.Time `json:"time"`
 	// Type names the step: started, stopped, patch_loaded, patch_refused,
-	// patch_damaged, patch_removed, apply_started, applied, apply_failed,
+	// patch_damaged, patch_removed, patch_lost, apply_started, applied, apply_failed,
 	// busy, revert_started, reverted, revert_failed, crash, probe_failed,
 	// rolled_back, fallback, fallback_failed, proc_unreadable,
 	// state_failed, state_rebuilt, events_lost; enrolled: enrolled, server_refused, download_failed,

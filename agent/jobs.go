@@ -115,6 +115,7 @@ func (a *Agent) finished(r jobResult) {
 			a.log.add(ev)
 			if pi != nil {
 				delete(pi.retry, r.id)
+				pi.patched = true
 				a.startWatch(r.pid, pi.start, r.id, r.code)
 			}
 			// A bad verdict may have come in while the job ran.

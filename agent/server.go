@@ -486,7 +486,7 @@ func (o *outbox) push(e Event) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch e.Type {
-	case "applied", "reverted", "crash", "rolled_back", "apply_failed", "probe_failed":
+	case "applied", "reverted", "crash", "rolled_back", "apply_failed", "probe_failed", "patch_lost":
 		o.invDue = true
 	}
 	if len(o.events) >= o.max {
