@@ -121,7 +121,9 @@ func (l *eventLog) add(e Event) {
 	defer l.mu.Unlock()
 	l.count[e.Type]++
 	l.f.Write(append(line, '\n'))
-	l.f.Sync()
+	if !unsynced[e.Type] {
+		l.f.Sync()
+	}
 	if l.stdout != nil {
 		fmt.Fprintln(l.stdout, string(line))
 	}
@@ -129,6 +131,13 @@ func (l *eventLog) add(e Event) {
 		l.forward(e)
 	}
 }
+
+// unsynced are the events written without fsync: the start of an engine
+// call only matters while the process it is about lives, and a crash of
+// the machine ends that process too; against the agent's own death (the
+// case it is for) the page cache is enough. An fsync before every apply
+// would slow a burst of new processes down for nothing.
+var unsynced = map[string]bool{"apply_started": true, "revert_started": true}
 
 func (l *eventLog) counts() map[string]int {
 	l.mu.Lock()
