@@ -56,6 +56,8 @@ type Agent struct {
 	faults  map[int]fault
 	// probed brings back the results of health probes.
 	probed chan probeResult
+	// fellBack counts the restart commands that ran (fallback.go).
+	fellBack chan struct{}
 	// alarm reports failed reads of /proc (see procfs.go).
 	alarm *procAlarm
 	// ctx is Run's context, done when the agent stops (probes and
@@ -120,7 +122,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, self: os.Getpid(), desired: map[string]*desiredPatch{}, procs: map[int]*procInfo{},
 		busyPIDs: map[int]bool{}, jobs: make(chan job), results: make(chan jobResult, 64), stop: make(chan struct{}),
-		faults: map[int]fault{}, probed: make(chan probeResult, 64), reported: map[string]bool{},
+		faults: map[int]fault{}, probed: make(chan probeResult, 64), fellBack: make(chan struct{}, 16), reported: map[string]bool{},
 		unrecorded: map[pidPatch]time.Time{},
 	}
 	for _, f := range cfg.Trust {
@@ -262,6 +264,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.rescan()
 		case r := <-a.probed:
 			a.probeDone(r)
+		case <-a.fellBack:
+			a.metrics.fallbacks++
 		case <-dirChanged:
 			// A new patch reaches the running processes at once, as a
 			// removal does, not at the next rescan.
