@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,18 +12,34 @@ import (
 )
 
 // TestAgentCrashStacked: a good fix (a-safe) and then a bad patch stacked
-// on it (b-crashy) in two processes; one crashes in b-crashy's code. The
-// crash is charged to b-crashy alone: it is rolled back, while a-safe is
-// neither reported nor rolled back and stays in force in the other
-// process. (The agent used to charge both, and the fleet then reverted
-// the good fix everywhere.)
+// on it (b-crashy) in two processes; one crashes, in b-crashy's code, or
+// where the kernel reports no fault. The crash is charged to b-crashy
+// alone (the patch whose code it was in; the most recent apply when that
+// is not known): it is rolled back, while a-safe is neither reported nor
+// rolled back and stays in force in the other process. (The agent used
+// to charge both, and the fleet then reverted the good fix everywhere.)
 func TestAgentCrashStacked(t *testing.T) {
-	h := newHost(t)
 	orig, bad := crashy(t)
 	safe, err := fixture.Compile("crashy-safe", []string{"testdata/crashy/safe/crashy.c"}, fixture.PatchFlags...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, tc := range []struct {
+		name  string
+		crash func(p *fixture.Proc, pid int)
+	}{
+		// A dies of SIGSEGV in b-crashy's handle.
+		{"in the patch's code", func(p *fixture.Proc, _ int) { p.Probe("boom") }},
+		// A dies of a SIGSEGV the kernel reports no fault for (sent by
+		// kill): charged to the most recent apply, b-crashy.
+		{"no fault address", func(_ *fixture.Proc, pid int) { syscall.Kill(pid, syscall.SIGSEGV) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { crashStacked(t, orig, safe, bad, tc.crash) })
+	}
+}
+
+func crashStacked(t *testing.T, orig, safe, bad string, crash func(p *fixture.Proc, pid int)) {
+	h := newHost(t)
 	dir := t.TempDir()
 	key, pub := testKey(t, dir)
 	_, good := signed(t, orig, safe, "a-safe", key)
@@ -48,11 +65,11 @@ func TestAgentCrashStacked(t *testing.T) {
 		t.Fatalf("B answered %q with both patches", got)
 	}
 
-	a.Probe("boom") // A dies of SIGSEGV in b-crashy's handle
-	crash := waitEvent(t, cfg.StateDir, 30*time.Second, "crash", is("crash", pidA))
-	t.Logf("crash event: %s", crash)
-	if crash.Patch != "b-crashy" {
-		t.Errorf("the crash was charged to %q, want b-crashy", crash.Patch)
+	crash(a, pidA)
+	ev := waitEvent(t, cfg.StateDir, 30*time.Second, "crash", is("crash", pidA))
+	t.Logf("crash event: %s", ev)
+	if ev.Patch != "b-crashy" {
+		t.Errorf("the crash was charged to %q, want b-crashy", ev.Patch)
 	}
 	waitEvent(t, cfg.StateDir, 30*time.Second, "b-crashy reverted from B", func(e Event) bool {
 		return e.Type == "reverted" && e.PID == pidB && e.Patch == "b-crashy"
