@@ -56,6 +56,21 @@ type Agent struct {
 	faults  map[int]fault
 	// probed brings back the results of health probes.
 	probed chan probeResult
+	// fellBack counts the restart commands that ran (fallback.go).
+	fellBack chan struct{}
+	// alarm reports failed reads of /proc (see procfs.go).
+	alarm *procAlarm
+	// ctx is Run's context, done when the agent stops (probes and
+	// restart commands derive theirs from it).
+	ctx context.Context
+	// crashes wait for the kernel's report of their fault.
+	crashes []pendingCrash
+	// unrecorded are the applies the last run started and did not
+	// record the end of, left half done in the process (by start time).
+	unrecorded map[pidPatch]time.Time
+	// reported are the files (path and digest) already reported as
+	// refused, overridden or damaged.
+	reported map[string]bool
 }
 
 type desiredPatch struct {
@@ -76,10 +91,16 @@ type procInfo struct {
 	// retry holds, by patch id, when an apply is due again and how many
 	// times it was refused as busy.
 	retry map[string]*retryState
-	// young is set for a process that just exec'd: it is looked at again
-	// soon, as its libraries are still being loaded.
-	young    int
-	nextLook time.Time
+	// quickLooks counts the quick looks left at a program that just
+	// exec'd (its libraries are still being loaded), the next at
+	// nextLook.
+	quickLooks int
+	nextLook   time.Time
+	// patched is set while the process maps a patch: every rescan then
+	// checks that its patches are still in effect (checkLost).
+	patched bool
+	// lost are the patches found lost in it (reported once).
+	lost map[string]bool
 }
 
 type retryState struct {
@@ -101,7 +122,8 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, self: os.Getpid(), desired: map[string]*desiredPatch{}, procs: map[int]*procInfo{},
 		busyPIDs: map[int]bool{}, jobs: make(chan job), results: make(chan jobResult, 64), stop: make(chan struct{}),
-		faults: map[int]fault{}, probed: make(chan probeResult, 64),
+		faults: map[int]fault{}, probed: make(chan probeResult, 64), fellBack: make(chan struct{}, 16), reported: map[string]bool{},
+		unrecorded: map[pidPatch]time.Time{},
 	}
 	for _, f := range cfg.Trust {
 		k, err := patch.ReadPublicKey(f)
@@ -167,7 +189,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.log.close()
-	if a.st, err = loadState(a.cfg.StateDir); err != nil {
+	a.alarm = newProcAlarm(a.log)
+	var torn *tornStateError
+	if a.st, err = loadState(a.cfg.StateDir); errors.As(err, &torn) {
+		a.rebuildState(torn)
+	} else if err != nil {
 		return fmt.Errorf("state %s: %v", a.cfg.StateDir, err)
 	}
 	var link *serverLink
@@ -185,6 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.ctx = ctx
 	for range 4 {
 		go a.worker()
 	}
@@ -211,6 +238,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		msg += fmt.Sprintf(", server %s (%s)", a.cfg.Server, device)
 	}
+	a.recordInterrupted()
 	a.log.add(Event{Type: "started", Message: msg})
 	a.syncPatchDir()
 	a.rescan()
@@ -236,8 +264,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.rescan()
 		case r := <-a.probed:
 			a.probeDone(r)
+		case <-a.fellBack:
+			a.metrics.fallbacks++
 		case <-dirChanged:
+			// A new patch reaches the running processes at once, as a
+			// removal does, not at the next rescan.
+			gen := a.gen
 			a.syncPatchDir()
+			if a.gen != gen {
+				a.rescan()
+			}
 		case <-serverChanged:
 			a.syncPatchDir()
 			a.rescan()
@@ -333,13 +369,20 @@ func (a *Agent) syncPatchDir() {
 			err = patch.Verify(p, a.trusted)
 		}
 		if err != nil {
-			if a.refused(file, digest) {
+			if id, ok := a.keepLastGood(file, digest, err); ok {
+				seen[id] = true
+				if !f.server {
+					local[id] = file
+				}
+				continue
+			}
+			if a.reportOnce(file, digest) {
 				a.log.add(Event{Type: "patch_refused", File: file, Error: err.Error()})
 			}
 			continue
 		}
 		if f.server && local[p.ID] != "" {
-			if a.refused(file, digest) {
+			if a.reportOnce(file, digest) {
 				a.log.add(Event{Type: "patch_overridden", File: file, Patch: p.ID, Version: p.Version,
 					Message: "the server's patch is not applied: the local patch directory has one with the same id, " + local[p.ID]})
 			}
@@ -358,8 +401,9 @@ func (a *Agent) syncPatchDir() {
 		if b, ok := a.st.Bad[p.ID]; ok && b.Digest != digest {
 			delete(a.st.Bad, p.ID) // a new file for a bad patch gets a new chance
 		}
-		a.st.Managed[p.ID] = managed{Version: p.Version, Digest: digest}
+		a.st.Managed[p.ID] = managed{Version: p.Version, Digest: digest, File: file}
 		a.save()
+		a.keep(p.ID, data)
 		a.log.add(Event{Type: "patch_loaded", File: file, Patch: p.ID, Version: p.Version,
 			Message: fmt.Sprintf("%d functions, target %s", len(p.Functions), p.Target.Name)})
 		for _, pi := range a.procs {
@@ -379,31 +423,119 @@ func (a *Agent) syncPatchDir() {
 		if _, ok := a.desired[id]; ok {
 			continue
 		}
-		pids, _ := engine.FindProcesses(nil, id)
-		left := 0
+		pids, err := a.carriers(id)
+		if err != nil {
+			// Not knowing who carries it is not knowing that nobody
+			// does: keep managing it, the next rescan tries again.
+			a.alarm.failed("revert of "+id, "still managed; it is reverted once /proc can be read", err)
+			continue
+		}
+		a.alarm.ok("revert of " + id)
 		for _, pid := range pids {
-			if !a.inScope(pid) {
-				continue
-			}
-			left++
 			a.submit(job{kind: jobRevert, pid: pid, id: id})
 		}
-		if left == 0 {
+		if len(pids) == 0 {
 			delete(a.st.Managed, id)
 			delete(a.st.Bad, id)
 			a.save()
+			os.Remove(a.keptFile(id))
 		}
 	}
 }
 
-// refused reports whether a refused file is new (so it is logged once).
-func (a *Agent) refused(file, digest string) bool {
+// reportOnce reports whether a file that is refused (or overridden, or
+// damaged) is new in that state, so that it is reported once, not at
+// every rescan.
+func (a *Agent) reportOnce(file, digest string) bool {
 	key := file + "\x00" + digest
-	if a.metrics.refusedFiles[key] {
+	if a.reported[key] {
 		return false
 	}
-	a.metrics.refusedFiles[key] = true
+	if len(a.reported) > 4096 {
+		a.reported = map[string]bool{}
+	}
+	a.reported[key] = true
 	return true
+}
+
+// keptDir is the state directory's folder of the last good version of
+// each managed patch (ID.hpatch), kept so that a damaged file cannot take
+// a fix away, and so that a torn state.json can be rebuilt.
+const keptDir = "patches"
+
+func (a *Agent) keptFile(id string) string {
+	return filepath.Join(a.cfg.StateDir, keptDir, id+".hpatch")
+}
+
+// keep writes the good bytes of a managed patch into the state directory.
+func (a *Agent) keep(id string, data []byte) {
+	if old, err := os.ReadFile(a.keptFile(id)); err == nil && bytes.Equal(old, data) {
+		return
+	}
+	err := os.MkdirAll(filepath.Join(a.cfg.StateDir, keptDir), 0o700)
+	if err == nil {
+		err = writeFileAtomic(a.keptFile(id), data, 0o600)
+	}
+	if err != nil {
+		a.log.add(Event{Type: "state_failed", Patch: id, Error: err.Error(), Message: "keeping a copy of the patch"})
+	}
+}
+
+// loadKept loads the kept copy of a managed patch, checked against the
+// digest the state recorded for it and the trusted keys.
+func (a *Agent) loadKept(id, digest string) (*patch.Patch, error) {
+	data, err := os.ReadFile(a.keptFile(id))
+	if err != nil {
+		return nil, err
+	}
+	if digest != "" && patch.FileDigest(data) != digest {
+		return nil, fmt.Errorf("the kept copy of %s is not the version last loaded", id)
+	}
+	p, err := patch.Load(data)
+	if err == nil {
+		err = patch.Verify(p, a.trusted)
+	}
+	if err == nil && p.ID != id {
+		err = fmt.Errorf("the kept copy of %s holds patch %s", id, p.ID)
+	}
+	return p, err
+}
+
+// keepLastGood handles a file that does not load or verify: if it held a
+// patch the agent manages (a non-atomic copy in progress, a full disk, a
+// truncation), the last good version stays in force and the file is
+// reported as damaged (patch_damaged); it returns that patch's id. At a
+// start, the last good version is the copy kept in the state directory.
+// A file that never held a good patch is not damaged but refused (false).
+func (a *Agent) keepLastGood(file, digest string, cause error) (string, bool) {
+	d := a.findByFile(file)
+	if d == nil {
+		for id, m := range a.st.Managed {
+			if m.File != file {
+				continue
+			}
+			if _, taken := a.desired[id]; taken {
+				break
+			}
+			p, err := a.loadKept(id, m.Digest)
+			if err != nil {
+				a.log.add(Event{Type: "state_failed", Patch: id, File: file, Error: err.Error(), Message: "no good copy of a damaged patch file"})
+				break
+			}
+			d = &desiredPatch{p: p, file: file, digest: m.Digest}
+			a.desired[id] = d
+			a.gen++
+			break
+		}
+	}
+	if d == nil {
+		return "", false
+	}
+	if a.reportOnce(file, digest) {
+		a.log.add(Event{Type: "patch_damaged", File: file, Patch: d.p.ID, Version: d.p.Version, Error: cause.Error(),
+			Message: "the file does not load; the last good version stays in force (kept in the state directory): write a good file, or remove it to revert the patch"})
+	}
+	return d.p.ID, true
 }
 
 func (a *Agent) findByFile(file string) *desiredPatch {
@@ -417,17 +549,19 @@ func (a *Agent) findByFile(file string) *desiredPatch {
 
 // rescan looks at every process in scope.
 func (a *Agent) rescan() {
-	ents, err := os.ReadDir("/proc")
+	pids, err := listPIDs()
 	if err != nil {
+		a.alarm.failed("rescan", "processes not looked at (what the agent knows of them is kept)", err)
 		return
 	}
+	a.alarm.ok("rescan")
+	a.sweepBad()
 	alive := map[int]bool{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == a.self {
-			continue
-		}
+	for _, pid := range pids {
 		alive[pid] = true
+		if pi := a.procs[pid]; pi != nil && pi.patched {
+			a.checkLost(pid, pi)
+		}
 		a.look(pid, false)
 	}
 	for pid := range a.procs {
@@ -438,6 +572,66 @@ func (a *Agent) rescan() {
 	a.metrics.processes = len(a.procs)
 }
 
+// checkLost reads the patches of a patched process and handles the ones
+// that are lost: a redirect of the patch is no longer in the code (its
+// library was unloaded, or unloaded and loaded again with its original
+// code), so the fix is not in effect although the patch is still mapped.
+// It is reported once (patch_lost; the inventory reports its state, which
+// the server counts as not protected), and a desired patch is applied
+// again: engine.Apply cleans the stale mapping and record first.
+func (a *Agent) checkLost(pid int, pi *procInfo) {
+	if a.busyPIDs[pid] {
+		return
+	}
+	if start, ok := startTime(pid); !ok || start != pi.start {
+		return // gone, or another process now: the next look sees it
+	}
+	st, err := engine.Status(pid)
+	if err != nil {
+		return
+	}
+	pi.patched = len(st) > 0
+	var mods []engine.Module // read only if needed
+	for _, s := range st {
+		if s.State != engine.StateLost {
+			delete(pi.lost, s.ID)
+			continue
+		}
+		if mods == nil {
+			mods, _ = engine.ProcessModules(pid, &a.cache)
+		}
+		if !a.reportLost(pid, pi, s, mods) {
+			continue
+		}
+		if r := pi.retry[s.ID]; r != nil && time.Now().Before(r.at) {
+			continue
+		}
+		d := a.desired[s.ID]
+		a.submit(job{kind: jobApply, pid: pid, id: s.ID, p: d.p, digest: d.digest})
+		return // one job per process at a time
+	}
+}
+
+// reportLost records a lost patch of a process once, and reports whether
+// it is to be applied again (desired, not bad, its target mapped).
+func (a *Agent) reportLost(pid int, pi *procInfo, s engine.Applied, mods []engine.Module) bool {
+	d := a.desired[s.ID]
+	_, bad := a.st.Bad[s.ID]
+	again := d != nil && !bad && mapsBuildID(mods, d.p.Target.BuildID)
+	if !pi.lost[s.ID] {
+		pi.lost[s.ID] = true
+		msg := "a redirect of the patch is no longer in the code (its library was unloaded or reloaded): the fix is not in effect"
+		switch {
+		case again:
+			msg += "; applying it again"
+		case d != nil && !bad:
+			msg += "; its target is not mapped any more, nothing to apply it to"
+		}
+		a.log.add(Event{Type: "patch_lost", PID: pid, Exe: pi.exe, Patch: s.ID, Version: s.Version, Message: msg})
+	}
+	return again
+}
+
 // newProcess handles an exec: the process is looked at now and again a
 // few times while its libraries load.
 func (a *Agent) newProcess(pid int) {
@@ -445,13 +639,18 @@ func (a *Agent) newProcess(pid int) {
 	if pi := a.track(pid); pi != nil {
 		// The first look a moment after the exec: the dynamic linker is
 		// still loading and relocating the libraries at the exec event.
-		pi.young = 8
-		pi.nextLook = time.Now().Add(youngDelay)
+		pi.quickLooks = quickLooks
+		pi.nextLook = time.Now().Add(firstLookDelay)
 	}
 }
 
-// youngDelay is how long after its exec a new program is first looked at.
-const youngDelay = 20 * time.Millisecond
+// firstLookDelay is how long after its exec a new program is first looked
+// at; quickLooks is how many looks it gets, 10 ms further apart each time
+// (some half a second in all), before it is left to the rescans.
+const (
+	firstLookDelay = 20 * time.Millisecond
+	quickLooks     = 8
+)
 
 // track returns what the agent knows of a process in its scope, making
 // the record if needed (nil if the process is gone or out of scope).
@@ -469,7 +668,8 @@ func (a *Agent) track(pid int) *procInfo {
 			return nil
 		}
 		exe, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-		pi = &procInfo{start: start, exe: exe, retry: map[string]*retryState{}}
+		pi = &procInfo{start: start, exe: exe, retry: map[string]*retryState{}, lost: map[string]bool{}}
+		pi.patched, _ = mapsPatch(pid, "")
 		a.procs[pid] = pi
 	}
 	return pi
@@ -502,7 +702,7 @@ func (a *Agent) look(pid int, force bool) *procInfo {
 			continue
 		}
 		if applied == nil {
-			applied = a.appliedIDs(pid)
+			applied = a.appliedIDs(pid, pi, mods)
 		}
 		if applied[id] {
 			continue
@@ -525,12 +725,18 @@ func (a *Agent) desiredIDs() []string {
 	return ids
 }
 
-func (a *Agent) appliedIDs(pid int) map[string]bool {
+// appliedIDs reads the patches in effect in a process (a lost one is
+// reported, and then applied again as any patch not in effect).
+func (a *Agent) appliedIDs(pid int, pi *procInfo, mods []engine.Module) map[string]bool {
 	out := map[string]bool{}
 	st, _ := engine.Status(pid)
 	for _, s := range st {
-		if s.State == "applied" {
+		switch s.State {
+		case engine.StateApplied:
 			out[s.ID] = true
+			delete(pi.lost, s.ID)
+		case engine.StateLost:
+			a.reportLost(pid, pi, s, mods)
 		}
 	}
 	return out
@@ -591,12 +797,12 @@ func (a *Agent) due() time.Duration {
 	now := time.Now()
 	next := now.Add(time.Minute)
 	for pid, pi := range a.procs {
-		if pi.young > 0 && !now.Before(pi.nextLook) {
-			pi.young--
-			pi.nextLook = now.Add(time.Duration(9-pi.young) * 10 * time.Millisecond)
+		if pi.quickLooks > 0 && !now.Before(pi.nextLook) {
+			pi.quickLooks--
+			pi.nextLook = now.Add(time.Duration(quickLooks+1-pi.quickLooks) * 10 * time.Millisecond)
 			a.look(pid, true)
 		}
-		if pi.young > 0 && pi.nextLook.Before(next) {
+		if pi.quickLooks > 0 && pi.nextLook.Before(next) {
 			next = pi.nextLook
 		}
 		for _, r := range pi.retry {
@@ -613,6 +819,9 @@ func (a *Agent) due() time.Duration {
 	}
 	if w := a.checkWatches(now); !w.IsZero() && w.Before(next) {
 		next = w
+	}
+	if c := a.dueCrashes(now); !c.IsZero() && c.Before(next) {
+		next = c
 	}
 	return time.Until(next)
 }

@@ -23,7 +23,10 @@ func TestInventoryEligibility(t *testing.T) {
 		t.Fatal(err)
 	}
 	iv := newInventorier(func(pid int) bool { return pid == p.Pid() })
-	inv := iv.build()
+	inv, err := iv.build()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(inv.Eligibility) != 0 {
 		t.Errorf("root's host has problems: %+v", inv.Eligibility)
 	}

@@ -17,16 +17,20 @@ import (
 type Event struct {
 	Time time.Time `json:"time"`
 	// Type names the step: started, stopped, patch_loaded, patch_refused,
-	// patch_removed, applied, apply_failed, busy, reverted, revert_failed,
-	// crash, probe_failed, rolled_back, fallback, fallback_failed,
-	// events_lost; enrolled: enrolled, server_refused, download_failed,
+	// patch_damaged, patch_removed, patch_lost, apply_started, applied, apply_failed,
+	// busy, revert_started, reverted, revert_failed, crash, probe_failed,
+	// rolled_back, fallback, fallback_failed, proc_unreadable,
+	// state_failed, state_rebuilt, events_lost; enrolled: enrolled, server_refused, download_failed,
 	// patch_overridden.
-	Type     string `json:"type"`
-	PID      int    `json:"pid,omitempty"`
-	Exe      string `json:"exe,omitempty"`
-	Patch    string `json:"patch,omitempty"`
-	Version  uint32 `json:"version,omitempty"`
-	File     string `json:"file,omitempty"`
+	Type    string `json:"type"`
+	PID     int    `json:"pid,omitempty"`
+	Exe     string `json:"exe,omitempty"`
+	Patch   string `json:"patch,omitempty"`
+	Version uint32 `json:"version,omitempty"`
+	File    string `json:"file,omitempty"`
+	// Digest is the SHA-256 of the patch file a rollback judged bad (so
+	// a rebuilt state can keep it off).
+	Digest   string `json:"digest,omitempty"`
 	PausedUS int64  `json:"paused_us,omitempty"`
 	// Functions is how many functions an apply redirected.
 	Functions int `json:"functions,omitempty"`
@@ -90,9 +94,20 @@ type eventLog struct {
 }
 
 func openEventLog(stateDir string, stdout io.Writer) (*eventLog, error) {
-	f, err := os.OpenFile(filepath.Join(stateDir, EventFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	path := filepath.Join(stateDir, EventFile)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
+	}
+	// A line torn by a crash would swallow the next event: end it.
+	if r, err := os.Open(path); err == nil {
+		last := make([]byte, 1)
+		if st, err := r.Stat(); err == nil && st.Size() > 0 {
+			if _, err := r.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+				f.Write([]byte("\n"))
+			}
+		}
+		r.Close()
 	}
 	return &eventLog{f: f, stdout: stdout, count: map[string]int{}}, nil
 }
@@ -106,7 +121,9 @@ func (l *eventLog) add(e Event) {
 	defer l.mu.Unlock()
 	l.count[e.Type]++
 	l.f.Write(append(line, '\n'))
-	l.f.Sync()
+	if !unsynced[e.Type] {
+		l.f.Sync()
+	}
 	if l.stdout != nil {
 		fmt.Fprintln(l.stdout, string(line))
 	}
@@ -114,6 +131,13 @@ func (l *eventLog) add(e Event) {
 		l.forward(e)
 	}
 }
+
+// unsynced are the events written without fsync: the start of an engine
+// call only matters while the process it is about lives, and a crash of
+// the machine ends that process too; against the agent's own death (the
+// case it is for) the page cache is enough. An fsync before every apply
+// would slow a burst of new processes down for nothing.
+var unsynced = map[string]bool{"apply_started": true, "revert_started": true}
 
 func (l *eventLog) counts() map[string]int {
 	l.mu.Lock()

@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"strconv"
 	"time"
 )
@@ -21,15 +19,22 @@ func (a *Agent) fallback(pid int, pi *procInfo, id string, rs *retryState, cause
 		return
 	}
 	rs.fellBack = true
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", a.cfg.Fallback.Command)
-	cmd.Env = append(os.Environ(), "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_EXE="+pi.exe, "HOTPATCH_PATCH="+id)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		a.log.add(Event{Type: "fallback_failed", PID: pid, Exe: pi.exe, Patch: id, Error: fmt.Sprintf("%s: %v: %s", a.cfg.Fallback.Command, err, trimOutput(out))})
-		return
-	}
-	a.metrics.fallbacks++
-	a.log.add(Event{Type: "fallback", PID: pid, Exe: pi.exe, Patch: id, Message: fmt.Sprintf("ran %q (%v)", a.cfg.Fallback.Command, cause)})
+	// The command runs beside the agent's loop (a restart can take a
+	// while); its events are written from there, the count comes back.
+	exe, command := pi.exe, a.cfg.Fallback.Command
+	go func() {
+		ctx, cancel := context.WithTimeout(a.ctx, 2*time.Minute)
+		defer cancel()
+		cmd := shellCommand(ctx, command, "HOTPATCH_PID="+strconv.Itoa(pid), "HOTPATCH_EXE="+exe, "HOTPATCH_PATCH="+id)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			a.log.add(Event{Type: "fallback_failed", PID: pid, Exe: exe, Patch: id, Error: fmt.Sprintf("%s: %v: %s", command, err, trimOutput(out))})
+			return
+		}
+		a.log.add(Event{Type: "fallback", PID: pid, Exe: exe, Patch: id, Message: fmt.Sprintf("ran %q (%v)", command, cause)})
+		select {
+		case a.fellBack <- struct{}{}:
+		case <-a.ctx.Done():
+		}
+	}()
 }

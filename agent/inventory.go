@@ -46,29 +46,30 @@ func newInventorier(scope func(int) bool) *inventorier {
 	return &inventorier{scope: scope, disk: map[string]diskBuildID{}}
 }
 
-func (iv *inventorier) build() api.Inventory {
+// build reads the inventory. An error (a failed read of /proc) means it
+// is not known: an empty one would tell the server that nothing runs and
+// nothing is protected.
+func (iv *inventorier) build() (api.Inventory, error) {
 	host, _ := os.Hostname()
 	inv := api.Inventory{Hostname: host, Kernel: kernelRelease(), Processes: []api.Process{}}
 	if !iv.hostOK {
 		iv.host, iv.hostOK = problems(eligibility.Host().Findings), true
 	}
 	inv.Eligibility = iv.host
-	patched := map[int]bool{}
-	if pids, err := engine.FindProcesses(nil, ""); err == nil {
-		for _, pid := range pids {
-			patched[pid] = true
-		}
+	pids, err := listPIDs()
+	if err != nil {
+		return inv, err
 	}
-	ents, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self || !iv.scope(pid) {
+	for _, pid := range pids {
+		if !iv.scope(pid) {
 			continue
 		}
 		mods, err := engine.ProcessModules(pid, &iv.cache)
 		if err != nil {
-			continue // gone
+			if exhausted(err) {
+				return inv, procError("reading the modules of process "+strconv.Itoa(pid), err)
+			}
+			continue // gone, or unreadable for a reason of its own
 		}
 		exe, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
 		p := api.Process{PID: pid, Exe: exe, Modules: make([]api.Module, 0, len(mods))}
@@ -81,8 +82,15 @@ func (iv *inventorier) build() api.Inventory {
 		if r, err := iv.check.Process(pid); err == nil {
 			p.Blockers = problems(r.Findings)
 		}
-		if patched[pid] {
-			st, _ := engine.Status(pid)
+		patched, err := mapsPatch(pid, "")
+		if exhausted(err) {
+			return inv, procError("reading the maps of process "+strconv.Itoa(pid), err)
+		}
+		if patched {
+			st, err := engine.Status(pid)
+			if exhausted(err) {
+				return inv, procError("reading the patches of process "+strconv.Itoa(pid), err)
+			}
 			for _, s := range st {
 				p.Patches = append(p.Patches, api.Applied{ID: s.ID, Version: s.Version, State: s.State})
 			}
@@ -93,7 +101,7 @@ func (iv *inventorier) build() api.Inventory {
 	if len(iv.disk) > 4096 {
 		iv.disk = map[string]diskBuildID{}
 	}
-	return inv
+	return inv, nil
 }
 
 // changedOnDisk reports whether the file at a module's path is no longer

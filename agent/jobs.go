@@ -46,6 +46,16 @@ func (a *Agent) worker() {
 		case j := <-a.jobs:
 			r := jobResult{job: j}
 			start := time.Now()
+			// Recorded before the engine acts: if the agent is killed
+			// before it records the result, the next start finds the
+			// call open and records what the process says
+			// (recordInterrupted).
+			switch j.kind {
+			case jobApply:
+				a.log.add(Event{Type: "apply_started", PID: j.pid, Patch: j.id, Version: j.p.Version})
+			case jobRevert:
+				a.log.add(Event{Type: "revert_started", PID: j.pid, Patch: j.id, Message: j.why})
+			}
 			switch j.kind {
 			case jobApply:
 				r.res, r.err = engine.Apply(j.pid, j.p, engine.Options{Trusted: a.trusted, Timeout: a.cfg.Timeout.D(), Digest: j.digest})
@@ -105,6 +115,7 @@ func (a *Agent) finished(r jobResult) {
 			a.log.add(ev)
 			if pi != nil {
 				delete(pi.retry, r.id)
+				pi.patched = true
 				a.startWatch(r.pid, pi.start, r.id, r.code)
 			}
 			// A bad verdict may have come in while the job ran.
@@ -113,6 +124,12 @@ func (a *Agent) finished(r jobResult) {
 			}
 			return
 		case errors.Is(r.err, engine.ErrAlreadyApplied):
+			// Applied by a call the last run did not record the end
+			// of, which the engine's recovery completed.
+			if t, ok := a.unrecorded[pidPatch{r.pid, r.id}]; ok {
+				delete(a.unrecorded, pidPatch{r.pid, r.id})
+				a.recordLate(r.pid, r.id, t)
+			}
 			return
 		case errors.Is(r.err, engine.ErrNoProcess):
 			return // it ended
@@ -126,7 +143,7 @@ func (a *Agent) finished(r jobResult) {
 					a.fallback(r.pid, pi, r.id, rs, r.err)
 				}
 			}
-		case pi != nil && pi.young > 0 && !refusedForGood(r.err):
+		case pi != nil && pi.quickLooks > 0 && !refusedForGood(r.err):
 			// A program that just started may not have loaded what the
 			// patch needs yet (the target library, libc): the next quick
 			// look tries again.

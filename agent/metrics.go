@@ -24,11 +24,10 @@ type metrics struct {
 	probeFailures int
 	fallbacks     int
 	applySeconds  []float64 // recent apply durations
-	refusedFiles  map[string]bool
-	snapshot      string // the last rendering, made on the agent's goroutine
+	snapshot      string    // the last rendering, made on the agent's goroutine
 }
 
-func newMetrics(a *Agent) *metrics { return &metrics{a: a, refusedFiles: map[string]bool{}} }
+func newMetrics(a *Agent) *metrics { return &metrics{a: a} }
 
 func (m *metrics) applyLatency(d time.Duration) {
 	m.applySeconds = append(m.applySeconds, d.Seconds())

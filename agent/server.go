@@ -47,6 +47,7 @@ type serverLink struct {
 	dir   string // STATE/server
 	id    *identity
 	scope func(pid int) bool
+	alarm *procAlarm
 	out   *outbox
 	// changed tells Run that STATE/server/ changed.
 	changed chan struct{}
@@ -72,7 +73,7 @@ type serverLink struct {
 
 func newServerLink(a *Agent) *serverLink {
 	s := &serverLink{
-		cfg: a.cfg, log: a.log, dir: a.serverDir, id: a.id, scope: a.inScope,
+		cfg: a.cfg, log: a.log, dir: a.serverDir, id: a.id, scope: a.inScope, alarm: a.alarm,
 		out: newOutbox(outboxMax), changed: make(chan struct{}, 1), synced: make(chan struct{}, 1),
 	}
 	s.resync.Store(int64(defaultResync))
@@ -241,47 +242,73 @@ func (s *serverLink) realizeLoop(ctx context.Context, c *client.Client) {
 }
 
 // running returns the build-ids (hex) of the modules that the processes
-// in the agent's scope map.
-func (s *serverLink) running() map[string]bool {
+// in the agent's scope map. An error means they are not known (a failed
+// read of /proc), never that nothing runs.
+func (s *serverLink) running() (map[string]bool, error) {
+	pids, err := listPIDs()
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]bool{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() || !s.scope(pid) {
+	for _, pid := range pids {
+		if !s.scope(pid) {
 			continue
 		}
 		mods, err := engine.ProcessModules(pid, &s.buildIDs)
 		if err != nil {
-			continue
+			if gone(err) {
+				continue
+			}
+			return nil, procError("reading the modules of process "+strconv.Itoa(pid), err)
 		}
 		for _, m := range mods {
 			out[hex.EncodeToString(m.BuildID)] = true
 		}
 	}
-	return out
+	return out, nil
 }
 
-// realize makes STATE/server/ hold exactly the files of the patches to
-// apply whose target build-id some process in scope runs: missing ones
-// are downloaded (the client checks their SHA-256), the others removed.
-// It reports whether the directory changed.
+// realize makes STATE/server/ hold the files of the patches to apply: a
+// missing one is downloaded (the client checks its SHA-256) once some
+// process in scope runs its target build-id; a file no longer wanted is
+// removed. A file the server still wants stays even when its target no
+// longer runs (a program restarting gets it at once, and a failed read of
+// /proc can never delete one). It reports whether the directory changed.
 func (s *serverLink) realize(ctx context.Context, c *client.Client, patches []api.DesiredPatch) (changed bool, err error) {
 	s.realizeMu.Lock()
 	defer s.realizeMu.Unlock()
-	running := s.running()
-	want := map[string]bool{}
+	// running is read only if a download depends on it.
+	var running map[string]bool
+	var runErr error
+	want := map[string]bool{}  // files to keep
+	fetch := map[string]bool{} // files to download if missing
 	for _, d := range patches {
 		if d.Action != api.ActionApply {
 			continue
-		}
-		if d.TargetBuildID != "" && !running[d.TargetBuildID] {
-			continue // fetched when a program with that build-id runs
 		}
 		if !validSHA256(d.SHA256) {
 			s.log.add(Event{Type: "patch_refused", Patch: d.ID, Error: fmt.Sprintf("the server named the file %q, not a SHA-256", d.SHA256)})
 			continue
 		}
 		want[d.SHA256] = true
+		if d.TargetBuildID == "" {
+			fetch[d.SHA256] = true
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, d.SHA256+".hpatch")); err == nil {
+			continue // already here
+		}
+		if running == nil && runErr == nil {
+			running, runErr = s.running()
+			if runErr != nil {
+				s.alarm.failed("server patches", "not downloading the patches whose target may run; kept every file", runErr)
+			} else {
+				s.alarm.ok("server patches")
+			}
+		}
+		if runErr == nil && running[d.TargetBuildID] {
+			fetch[d.SHA256] = true // else fetched when a program with that build-id runs
+		}
 	}
 	// Remove first: a revert must not wait for a download.
 	ents, rerr := os.ReadDir(s.dir)
@@ -301,7 +328,7 @@ func (s *serverLink) realize(ctx context.Context, c *client.Client, patches []ap
 			changed = true
 		}
 	}
-	for sum := range want {
+	for sum := range fetch {
 		path := filepath.Join(s.dir, sum+".hpatch")
 		if _, err := os.Stat(path); err == nil {
 			continue
@@ -369,7 +396,13 @@ func (s *serverLink) report(ctx context.Context, c *client.Client) {
 			b.reset()
 			continue
 		}
-		data := inv.build()
+		data, err := inv.build()
+		if err != nil {
+			s.alarm.failed("inventory", "not reported until /proc can be read", err)
+			s.out.inventoryDue()
+			continue
+		}
+		s.alarm.ok("inventory")
 		raw, _ := json.Marshal(data)
 		if !force && bytes.Equal(raw, lastSent) {
 			check = false
@@ -453,7 +486,7 @@ func (o *outbox) push(e Event) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	switch e.Type {
-	case "applied", "reverted", "crash", "rolled_back", "apply_failed", "probe_failed":
+	case "applied", "reverted", "crash", "rolled_back", "apply_failed", "probe_failed", "patch_lost":
 		o.invDue = true
 	}
 	if len(o.events) >= o.max {

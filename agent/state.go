@@ -30,19 +30,31 @@ type badPatch struct {
 	Reason string    `json:"reason"`
 	PID    int       `json:"pid"`
 	Time   time.Time `json:"time"`
+	// Pending is set until the revert from every process that carries
+	// the patch was submitted (it waits while /proc cannot be read).
+	Pending bool `json:"pending,omitempty"`
 }
 
 type managed struct {
 	Version uint32 `json:"version"`
 	Digest  string `json:"digest"`
+	// File is the patch file it was loaded from: if that file is later
+	// damaged, the copy kept in STATE/patches/ stays in force.
+	File string `json:"file,omitempty"`
 }
 
 // watch is one patched process under health watch.
 type watch struct {
-	PID   int       `json:"pid"`
-	Start uint64    `json:"start"` // the process's start time, to tell a reused pid
-	Patch string    `json:"patch"`
-	Until time.Time `json:"until"`
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"` // the process's start time, to tell a reused pid
+	Patch string `json:"patch"`
+	// Applied is when the patch was applied (the most recent apply in a
+	// process is charged with a crash outside every patch's code).
+	Applied time.Time `json:"applied"`
+	Until   time.Time `json:"until"`
+	// Mapped is where the patch is mapped in the process (its memfd
+	// mappings), to tell a crash in its code.
+	Mapped [][2]uint64 `json:"mapped,omitempty"`
 	// Code locates the patch's functions in the process, to name the one
 	// a crash happened in.
 	Code []engine.FuncInfo `json:"code,omitempty"`
@@ -56,6 +68,13 @@ type watch struct {
 
 const stateFile = "state.json"
 
+// tornStateError is a state.json that does not parse (a disk that lost
+// the end of a write, a hand edit): the agent rebuilds the state.
+type tornStateError struct{ err error }
+
+func (e *tornStateError) Error() string { return stateFile + " does not parse: " + e.err.Error() }
+func (e *tornStateError) Unwrap() error { return e.err }
+
 func loadState(dir string) (*persisted, error) {
 	st := &persisted{Bad: map[string]badPatch{}, Managed: map[string]managed{}}
 	data, err := os.ReadFile(filepath.Join(dir, stateFile))
@@ -66,7 +85,7 @@ func loadState(dir string) (*persisted, error) {
 		return nil, err
 	}
 	if err := json.Unmarshal(data, st); err != nil {
-		return nil, err
+		return nil, &tornStateError{err: err}
 	}
 	if st.Bad == nil {
 		st.Bad = map[string]badPatch{}

@@ -46,10 +46,18 @@ func (a *Agent) watchProcesses(ctx context.Context) (execs <-chan int, exits <-c
 				}
 				switch e.Kind {
 				case procevents.Exec:
-					ec <- e.PID
+					select {
+					case ec <- e.PID:
+					case <-ctx.Done():
+						return
+					}
 				case procevents.Exit:
 					sig, core := e.Signal()
-					xc <- exitInfo{PID: e.PID, Signal: sig, Core: core}
+					select {
+					case xc <- exitInfo{PID: e.PID, Signal: sig, Core: core}:
+					case <-ctx.Done():
+						return
+					}
 				}
 			}
 		}

@@ -1,6 +1,7 @@
 // Command agent measures hotpatchd: how soon a burst of new processes is
-// patched after their exec, and what the agent costs at rest with
-// hundreds of processes on the host.
+// patched after their exec, how soon a patch file written into the patch
+// directory reaches the running processes, and what the agent costs at
+// rest with hundreds of processes on the host.
 //
 //	go run ./bench/agent [-burst 50] [-idle 500] [-for 30s]
 //
@@ -80,6 +81,16 @@ func run() error {
 		return err
 	}
 	data, err := patch.Sign(u, key)
+	if err != nil {
+		return err
+	}
+	// A second patch (the same fix under another id, stacked on the
+	// first), written while the agent runs.
+	u2, err := builder.Build(orig.Program, fixed.Program, builder.Options{ID: "bounds-fix-2", Version: 2})
+	if err != nil {
+		return err
+	}
+	data2, err := patch.Sign(u2, key)
 	if err != nil {
 		return err
 	}
@@ -179,6 +190,30 @@ func run() error {
 	fmt.Printf("| exec to patched, burst of %d (%d measured) | p50 %v | p99 %v | max %v |\n", *burst, len(lat),
 		lat[len(lat)/2].Round(time.Millisecond/10), lat[len(lat)*99/100].Round(time.Millisecond/10), lat[len(lat)-1].Round(time.Millisecond/10))
 
+	// A new patch file: from its rename into the patch directory to its
+	// apply in each running process.
+	tmp := filepath.Join(patches, ".bounds-2.tmp")
+	if err := os.WriteFile(tmp, data2, 0o644); err != nil {
+		return err
+	}
+	written := time.Now()
+	if err := os.Rename(tmp, filepath.Join(patches, "bounds-2.hpatch")); err != nil {
+		return err
+	}
+	if err := waitFor(60*time.Second, func() bool { return countPatch(state, "applied", "bounds-fix-2") >= *burst }); err != nil {
+		return fmt.Errorf("new file: %d of %d applied: %v", countPatch(state, "applied", "bounds-fix-2"), *burst, err)
+	}
+	var fileLat []time.Duration
+	agent.ReadEvents(context.Background(), state, false, func(e agent.Event) error {
+		if e.Type == "applied" && e.Patch == "bounds-fix-2" {
+			fileLat = append(fileLat, e.Time.Sub(written))
+		}
+		return nil
+	})
+	slices.Sort(fileLat)
+	fmt.Printf("| new patch file to patched, %d running processes | first %v | p50 %v | p99 %v | max %v |\n", len(fileLat),
+		fileLat[0].Round(time.Millisecond/10), fileLat[len(fileLat)/2].Round(time.Millisecond/10), fileLat[len(fileLat)*99/100].Round(time.Millisecond/10), fileLat[len(fileLat)-1].Round(time.Millisecond/10))
+
 	// At rest with many processes: the burst's, plus idle ones that do not
 	// map the target.
 	if _, err := inHost(fmt.Sprintf("for i in $(seq %d); do sleep 100000 & done; wait", *idle-*burst)); err != nil {
@@ -210,6 +245,17 @@ func count(state, typ string) int {
 	n := 0
 	agent.ReadEvents(context.Background(), state, false, func(e agent.Event) error {
 		if e.Type == typ {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func countPatch(state, typ, id string) int {
+	n := 0
+	agent.ReadEvents(context.Background(), state, false, func(e agent.Event) error {
+		if e.Type == typ && e.Patch == id {
 			n++
 		}
 		return nil
