@@ -409,7 +409,19 @@ var deviceEventTypes = map[string]bool{
 	"process_exited": true, "events_lost": true, "events_dropped": true, "enrolled": true, "server_refused": true,
 	"server_unreachable": true, "server_error": true, "download_failed": true, "patch_overridden": true,
 	"metrics_failed": true, "state_failed": true,
+	// The agent's record of its own work and of what it found
+	// (docs/agent.md): a patch whose redirects are gone (lost, re-applied),
+	// a damaged patch file (the last good version stays in force), a read
+	// of /proc that failed (nothing destructive was done), a state
+	// rebuilt from the processes.
+	"apply_started": true, "revert_started": true, "patch_lost": true, "patch_damaged": true,
+	"proc_unreadable": true, "state_rebuilt": true,
 }
+
+// KnownDeviceEventType reports whether the server records events of type
+// typ as they are (others are recorded as unknown_event and count for
+// nothing). The agent's tests check every type it sends against it.
+func KnownDeviceEventType(typ string) bool { return deviceEventTypes[typ] }
 
 // unknownEventType is the type an event of a type outside
 // deviceEventTypes is recorded under (its type goes into the message).
