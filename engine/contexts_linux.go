@@ -32,51 +32,100 @@ var coroutineLibraries = []string{
 	"libco.so", "libpth.so", "libdill", "libmill", "libtask.so", "libcoro", "libfiber",
 }
 
+// gatedProviders are libraries that switch contexts only inside an API a
+// program must call for it, by file name prefix and that API: OpenSSL's
+// libcrypto runs ASYNC jobs on their own stacks only for a program that
+// calls ASYNC_start_job (async engines). Mapping libcrypto, as every
+// program that speaks TLS does, is no sign of coroutines.
+var gatedProviders = map[string]string{"libcrypto.so": "ASYNC_start_job"}
+
+// ctxInfo is what a module's symbols say about user-level contexts.
+type ctxInfo struct {
+	uses    string          // a context-switching function it imports (or, static, defines)
+	imports map[string]bool // the gated APIs of gatedProviders it imports
+}
+
 // userContexts returns why the process switches user-level contexts (the
 // module and what it does), or "" when no module shows it.
 func (t *target) userContexts() (module, reason string) {
-	for _, m := range t.mods {
+	infos := make([]ctxInfo, len(t.mods))
+	gated := map[string]bool{} // gated APIs some module imports
+	for i, m := range t.mods {
+		infos[i] = t.ctxInfo(m)
+		for api := range infos[i].imports {
+			gated[api] = true
+		}
+	}
+	for i, m := range t.mods {
 		base := filepath.Base(m.Path)
 		for _, lib := range coroutineLibraries {
 			if strings.HasPrefix(base, lib) {
 				return m.Path, "is a coroutine library"
 			}
 		}
-		if strings.HasPrefix(base, "libc.so") {
-			continue // defines them
+		if infos[i].uses == "" {
+			continue
 		}
-		sym := cached(modCache.ctx, m, func() (string, bool) {
-			found := ""
-			ok := withModuleELF(t.pid, m, t.maps, func(ef *elf.File) {
-				dyn, _ := ef.DynamicSymbols()
-				for _, s := range dyn {
-					if s.Section == elf.SHN_UNDEF && isContextSymbol(s.Name) {
-						found = s.Name
-						return
-					}
-				}
-				// A static executable carries its own copy (only there:
-				// reading a big .symtab costs time).
-				for _, p := range ef.Progs {
-					if p.Type == elf.PT_DYNAMIC {
-						return
-					}
-				}
-				syms, _ := ef.Symbols()
-				for _, s := range syms {
-					if s.Section != elf.SHN_UNDEF && elf.ST_TYPE(s.Info) == elf.STT_FUNC && isContextSymbol(s.Name) {
-						found = s.Name
-						return
-					}
-				}
-			})
-			return found, ok
-		})
-		if sym != "" {
-			return m.Path, "uses " + sym
+		if api, ok := gatedProvider(base); ok && !gated[api] {
+			continue // it can, but no module calls the API that does
 		}
+		return m.Path, "uses " + infos[i].uses
 	}
 	return "", ""
+}
+
+func gatedProvider(base string) (api string, ok bool) {
+	for prefix, api := range gatedProviders {
+		if strings.HasPrefix(base, prefix) {
+			return api, true
+		}
+	}
+	return "", false
+}
+
+// ctxInfo reads (once per build-id) what m imports that concerns user-level
+// contexts.
+func (t *target) ctxInfo(m Module) ctxInfo {
+	if strings.HasPrefix(filepath.Base(m.Path), "libc.so") {
+		return ctxInfo{} // defines them
+	}
+	return cached(modCache.ctx, m, func() (ctxInfo, bool) {
+		var info ctxInfo
+		ok := withModuleELF(t.pid, m, t.maps, func(ef *elf.File) {
+			dyn, _ := ef.DynamicSymbols()
+			for _, s := range dyn {
+				if s.Section != elf.SHN_UNDEF {
+					continue
+				}
+				if isContextSymbol(s.Name) && info.uses == "" {
+					info.uses = s.Name
+				}
+				for _, api := range gatedProviders {
+					if s.Name == api {
+						if info.imports == nil {
+							info.imports = map[string]bool{}
+						}
+						info.imports[api] = true
+					}
+				}
+			}
+			// A static executable carries its own copy (only there:
+			// reading a big .symtab costs time).
+			for _, p := range ef.Progs {
+				if p.Type == elf.PT_DYNAMIC {
+					return
+				}
+			}
+			syms, _ := ef.Symbols()
+			for _, s := range syms {
+				if s.Section != elf.SHN_UNDEF && elf.ST_TYPE(s.Info) == elf.STT_FUNC && isContextSymbol(s.Name) {
+					info.uses = s.Name
+					return
+				}
+			}
+		})
+		return info, ok
+	})
 }
 
 func isContextSymbol(name string) bool {

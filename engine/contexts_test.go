@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -133,5 +134,43 @@ func TestUserContextsStatic(t *testing.T) {
 		if why != tc.want {
 			t.Errorf("process %d: userContexts says %q, want %q", tc.pid, why, tc.want)
 		}
+	}
+}
+
+// TestUserContextsOpenSSL: libcrypto imports makecontext and swapcontext
+// for its ASYNC jobs, and every program that speaks TLS maps it. That is no
+// sign of coroutines unless the program calls ASYNC_start_job.
+func TestUserContextsOpenSSL(t *testing.T) {
+	const crypto = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
+	if _, err := os.Stat(crypto); err != nil {
+		t.Skip("OpenSSL's libcrypto.so.3 is not installed")
+	}
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  string
+	}{
+		{"plain", nil, ""},
+		{"async", []string{"-DUSE_ASYNC"}, "uses "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, err := fixture.Compile("openssl-"+tc.name, []string{"testdata/openssl/main.c"}, append([]string{"-O2", "-Wl,--no-as-needed", "-l:libcrypto.so.3"}, tc.flags...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proc := fixture.Start(t, bin)
+			if got := probe(t, proc, "x"); !strings.HasPrefix(got, "openssl 3 x") {
+				t.Fatalf("probe: %q", got)
+			}
+			tg, err := openTarget(proc.Pid())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tg.close()
+			mod, why := tg.userContexts()
+			if tc.want == "" && why != "" || tc.want != "" && (!strings.HasPrefix(why, tc.want) || !strings.Contains(mod, "libcrypto")) {
+				t.Errorf("userContexts = %q, %q; want %q", mod, why, tc.want)
+			}
+		})
 	}
 }

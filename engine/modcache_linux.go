@@ -18,8 +18,8 @@ var modCache = struct {
 	mu   sync.Mutex
 	cfi  map[string]*unwind.Table
 	syms map[string]map[string][]elf.Symbol
-	ctx  map[string]string // a user-context function the module uses, or ""
-}{cfi: map[string]*unwind.Table{}, syms: map[string]map[string][]elf.Symbol{}, ctx: map[string]string{}}
+	ctx  map[string]ctxInfo // the user-context functions the module uses
+}{cfi: map[string]*unwind.Table{}, syms: map[string]map[string][]elf.Symbol{}, ctx: map[string]ctxInfo{}}
 
 const modCacheMax = 256
 
