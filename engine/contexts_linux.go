@@ -32,12 +32,15 @@ var coroutineLibraries = []string{
 	"libco.so", "libpth.so", "libdill", "libmill", "libtask.so", "libcoro", "libfiber",
 }
 
-// gatedProviders are libraries that switch contexts only inside an API a
-// program must call for it, by file name prefix and that API: OpenSSL's
-// libcrypto runs ASYNC jobs on their own stacks only for a program that
-// calls ASYNC_start_job (async engines). Mapping libcrypto, as every
-// program that speaks TLS does, is no sign of coroutines.
-var gatedProviders = map[string]string{"libcrypto.so": "ASYNC_start_job"}
+// gatedProviders are libraries that switch contexts only for code that
+// calls an API of theirs, by file name prefix and that API: OpenSSL's
+// libcrypto runs ASYNC jobs on their own stacks, and a job is suspended
+// there only by ASYNC_pause_job, which only an async engine (afalg, QAT) or
+// a program's own job function calls. libssl imports ASYNC_start_job for
+// SSL_MODE_ASYNC, but a job that never pauses runs to its end on the
+// thread's behalf. Mapping libcrypto and libssl, as every program that
+// speaks TLS does, is no sign of coroutines.
+var gatedProviders = map[string]string{"libcrypto.so": "ASYNC_pause_job"}
 
 // ctxInfo is what a module's symbols say about user-level contexts.
 type ctxInfo struct {

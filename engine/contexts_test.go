@@ -138,8 +138,9 @@ func TestUserContextsStatic(t *testing.T) {
 }
 
 // TestUserContextsOpenSSL: libcrypto imports makecontext and swapcontext
-// for its ASYNC jobs, and every program that speaks TLS maps it. That is no
-// sign of coroutines unless the program calls ASYNC_start_job.
+// for its ASYNC jobs, and every program that speaks TLS maps it (and libssl,
+// which imports ASYNC_start_job). That is no sign of coroutines unless
+// some module can suspend a job: it imports ASYNC_pause_job.
 func TestUserContextsOpenSSL(t *testing.T) {
 	const crypto = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 	if _, err := os.Stat(crypto); err != nil {
@@ -154,7 +155,7 @@ func TestUserContextsOpenSSL(t *testing.T) {
 		{"async", []string{"-DUSE_ASYNC"}, "uses "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bin, err := fixture.Compile("openssl-"+tc.name, []string{"testdata/openssl/main.c"}, append([]string{"-O2", "-Wl,--no-as-needed", "-l:libcrypto.so.3"}, tc.flags...)...)
+			bin, err := fixture.Compile("openssl-"+tc.name, []string{"testdata/openssl/main.c"}, append([]string{"-O2", "-Wl,--no-as-needed", "-l:libssl.so.3", "-l:libcrypto.so.3"}, tc.flags...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
