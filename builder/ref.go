@@ -267,6 +267,9 @@ func (b *builder) sameROData(ro, rf ref) (bool, error) {
 			return bytes.Equal(cstring(bo[ro.off:]), cstring(bf[rf.off:])), nil
 		}
 	}
+	if ro.sym == nil && rf.sym == nil && ro.end-ro.start != rf.end-rf.start {
+		return b.sameTables(ro, rf) // see jumptable.go
+	}
 	return b.sameChunk(ro.start, ro.end, rf.start, rf.end, "read-only data")
 }
 

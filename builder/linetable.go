@@ -1,0 +1,423 @@
+package builder
+
+import (
+	"debug/dwarf"
+	"debug/elf"
+	"errors"
+	"io"
+	"path/filepath"
+	"slices"
+	"sort"
+)
+
+// Line numbers recognised with the DWARF line table.
+//
+// A __LINE__ passed on its own (accounting(parser, tok, __LINE__)) has no
+// __FILE__ beside it to say what it is. With -g, each build's line table
+// (.debug_line) says which source line every instruction comes from, and
+// the two tables, row for row, say how far each statement moved. An
+// immediate that differs between the builds is a line number when the
+// statement that loads it or the call it feeds is, in the original, at
+// line vo and, at the same place in the fixed build's table, at line vf,
+// vo and vf being the two immediates: the same statement moved from vo to
+// vf and passes its own line. See lineByDWARF for the exact rule.
+//
+// The tables are read lazily: a module's DWARF is opened the first time a
+// differing immediate needs it, and a compile unit's rows the first time a
+// function of that unit does.
+
+// lineRow is one row of a line table within a function.
+type lineRow struct {
+	off  uint64 // from the function's start
+	file string // base name of the source file
+	line int
+}
+
+// lineTables is the lazily read line information of one module.
+type lineTables struct {
+	d     *dwarf.Data // nil when the module has no DWARF
+	cus   map[dwarf.Offset]*unitLines
+	subs  map[dwarf.Offset][]subprogram // a unit's functions with their code ranges
+	sites map[dwarf.Offset][]inlineSite // a function's inlined calls
+	err   error
+}
+
+// inlineSite is a call that gcc inlined: the code ranges of the inlined
+// body, how deep it is nested, the function inlined and the line of the
+// call (DW_AT_call_line).
+type inlineSite struct {
+	ranges [][2]uint64
+	depth  int
+	name   string
+	file   string // base name of the file of the call
+	line   int64
+}
+
+// unitLines is the line table of one compile unit.
+type unitLines struct {
+	entries []dwarf.LineEntry
+	files   []*dwarf.LineFile
+	lines   map[string][]int // base name of a file -> its lines with rows, ascending
+}
+
+// nextLine returns the first line after line that has a row of file in the
+// unit's table, or 0 if none does.
+func (u *unitLines) nextLine(file string, line int) int {
+	ls := u.lines[file]
+	k := sort.SearchInts(ls, line+1)
+	if k == len(ls) {
+		return 0
+	}
+	return ls[k]
+}
+
+// lineTablesOf returns the line tables of m, opening its DWARF on first use.
+func (b *builder) lineTablesOf(m *module) *lineTables {
+	if b.lineTabs == nil {
+		b.lineTabs = map[*module]*lineTables{}
+	}
+	lt := b.lineTabs[m]
+	if lt != nil {
+		return lt
+	}
+	lt = &lineTables{cus: map[dwarf.Offset]*unitLines{}, subs: map[dwarf.Offset][]subprogram{}, sites: map[dwarf.Offset][]inlineSite{}}
+	b.lineTabs[m] = lt
+	f, err := elf.Open(m.path)
+	if err != nil {
+		lt.err = err
+		return lt
+	}
+	defer f.Close()
+	if f.Section(".debug_info") == nil || (f.Section(".debug_line") == nil && f.Section(".zdebug_line") == nil) {
+		return lt
+	}
+	d, err := f.DWARF()
+	if err != nil {
+		debugf("DWARF of %s cannot be read, line numbers recognised without it: %v", m.path, err)
+		lt.err = err
+		return lt
+	}
+	lt.d = d
+	return lt
+}
+
+// funcRows returns the line table rows that fall in fn's code, in address
+// order, or nil when the table does not describe fn from its first byte.
+func (lt *lineTables) funcRows(fn *symbol) []lineRow {
+	if lt.d == nil || fn.size == 0 {
+		return nil
+	}
+	u := lt.unitOf(fn)
+	if u == nil {
+		return nil
+	}
+	end := fn.addr + fn.size
+	var rows []lineRow
+	for _, e := range u.entries {
+		if e.EndSequence || e.Address < fn.addr || e.Address >= end || e.File == nil {
+			continue
+		}
+		rows = append(rows, lineRow{off: e.Address - fn.addr, file: filepath.Base(e.File.Name), line: e.Line})
+	}
+	// Rows of one sequence come in address order; a function lies in one
+	// sequence. Sort stably in case gcc split it.
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].off < rows[j].off })
+	if len(rows) == 0 || rows[0].off != 0 {
+		return nil
+	}
+	return rows
+}
+
+// unitOf returns the line table of the unit that holds fn's code, read on
+// first use; nil when there is none.
+func (lt *lineTables) unitOf(fn *symbol) *unitLines {
+	if lt.d == nil {
+		return nil
+	}
+	cu, err := lt.d.Reader().SeekPC(fn.addr)
+	if err != nil || cu == nil {
+		return nil
+	}
+	u, ok := lt.cus[cu.Offset]
+	if !ok {
+		u = readLines(lt.d, cu)
+		lt.cus[cu.Offset] = u
+	}
+	return u
+}
+
+// readLines reads every row of a compile unit's line table.
+func readLines(d *dwarf.Data, cu *dwarf.Entry) *unitLines {
+	u := &unitLines{lines: map[string][]int{}}
+	lr, err := d.LineReader(cu)
+	if err != nil || lr == nil {
+		return u
+	}
+	for {
+		var e dwarf.LineEntry
+		if err := lr.Next(&e); err != nil {
+			if !errors.Is(err, io.EOF) {
+				debugf("line table of %v: %v", cu.Val(dwarf.AttrName), err)
+			}
+			break
+		}
+		u.entries = append(u.entries, e)
+		if e.File != nil && !e.EndSequence {
+			name := filepath.Base(e.File.Name)
+			u.lines[name] = append(u.lines[name], e.Line)
+		}
+	}
+	u.files = lr.Files()
+	for name, ls := range u.lines {
+		slices.Sort(ls)
+		u.lines[name] = slices.Compact(ls)
+	}
+	return u
+}
+
+// linePair holds the aligned line rows of a function in both builds, once
+// read; ok is false when either build lacks them or they do not align.
+type linePair struct {
+	o, f []lineRow
+	ok   bool
+}
+
+// alignedRows returns the rows of o and f when both builds describe the
+// function with the same rows at the same offsets in the same files, the
+// line numbers alone being free to differ: the same statements, moved.
+func (b *builder) alignedRows(o, f *symbol) linePair {
+	ro := b.lineTablesOf(b.orig).funcRows(o)
+	rf := b.lineTablesOf(b.fixed).funcRows(f)
+	if len(ro) == 0 || len(ro) != len(rf) {
+		return linePair{}
+	}
+	for i := range ro {
+		if ro[i].off != rf[i].off || ro[i].file != rf[i].file {
+			return linePair{}
+		}
+	}
+	return linePair{o: ro, f: rf, ok: true}
+}
+
+// maxCallLines bounds how far below the first line of a call its
+// __LINE__ may be: a call written over several lines passes the line of
+// the argument's own line (f(a,\n b, __LINE__)), while DWARF records the
+// line where the call starts.
+const maxCallLines = 10
+
+// lineByDWARF reports whether the immediates vo (original) and vf (fixed),
+// loaded at byte offset at of the functions o and f and fed to the call at
+// byte offset call (-1 if none follows), are the line of their own
+// statement. A place of that statement is
+//
+//   - the row of the line table that covers the load, or the one that
+//     covers the call, in the original and at the same place in the fixed
+//     build (the rows of both builds align);
+//   - or the inlined call (DW_TAG_inlined_subroutine, its DW_AT_call_line)
+//     whose body holds the load or the call, the chains of inlined calls
+//     there being the same functions in both builds.
+//
+// The immediates are the statement's line when, for one such place at line
+// Lo in the original and Lf in the fixed build, vf-vo = Lf-Lo (the number
+// moved exactly as the statement did) and vo lies in the statement: Lo <=
+// vo < the next line of that file with a row in the unit's line table, and
+// vo-Lo <= maxCallLines (likewise vf from Lf). A call written over several
+// lines is recorded at its first line, and no statement starts before its
+// last. Only the statement's own places count: a row elsewhere in the
+// function, such as its first line or a line after the call, proves
+// nothing about this number.
+func (b *builder) lineByDWARF(o, f *symbol, rows linePair, at, call int, vo, vf int64) bool {
+	if vo == vf {
+		return false
+	}
+	lo, lf := b.lineTablesOf(b.orig), b.lineTablesOf(b.fixed)
+	uo, uf := lo.unitOf(o), lf.unitOf(f)
+	if uo == nil || uf == nil {
+		return false
+	}
+	// matches reports whether a place of file at line Lo (original) and Lf
+	// (fixed) is the statement whose line the immediates are.
+	matches := func(file string, Lo, Lf int64) bool {
+		return vf-vo == Lf-Lo && uo.inStatement(file, Lo, vo) && uf.inStatement(file, Lf, vf)
+	}
+	for _, x := range []int{at, call} {
+		if x < 0 {
+			continue
+		}
+		if rows.ok {
+			for _, i := range coveringRows(rows.o, uint64(x)) {
+				if matches(rows.o[i].file, int64(rows.o[i].line), int64(rows.f[i].line)) {
+					return true
+				}
+			}
+		}
+		co, cf := lo.inlineChain(o, o.addr+uint64(x)), lf.inlineChain(f, f.addr+uint64(x))
+		if len(co) != len(cf) {
+			continue
+		}
+		for i := range co {
+			if co[i].name != cf[i].name || co[i].file != cf[i].file || co[i].depth != cf[i].depth {
+				break
+			}
+			if matches(co[i].file, co[i].line, cf[i].line) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// inStatement reports whether line v can belong to the statement that
+// starts at line l of file: l <= v, within maxCallLines, and no line of the
+// file between them has a row in the unit's table.
+func (u *unitLines) inStatement(file string, l, v int64) bool {
+	if v < l || v-l > maxCallLines {
+		return false
+	}
+	if v == l {
+		return true
+	}
+	n := u.nextLine(file, int(l))
+	return n != 0 && v < int64(n)
+}
+
+// coveringRows returns the index of the row that covers offset x: the
+// last row that starts at or before it. Where several rows start at one
+// address, the earlier ones are empty (gcc's location views: a function's
+// opening line, then its first statement) and the last one holds the code.
+func coveringRows(rows []lineRow, x uint64) []int {
+	k := sort.Search(len(rows), func(i int) bool { return rows[i].off > x })
+	if k == 0 {
+		return nil
+	}
+	return []int{k - 1}
+}
+
+// inlineChain returns the inlined calls whose code holds addr, outermost
+// first, in the function fn.
+func (lt *lineTables) inlineChain(fn *symbol, addr uint64) []inlineSite {
+	if lt.d == nil {
+		return nil
+	}
+	r := lt.d.Reader()
+	cu, err := r.SeekPC(fn.addr)
+	if err != nil || cu == nil {
+		return nil
+	}
+	subs, ok := lt.subs[cu.Offset]
+	if !ok {
+		subs = unitSubprograms(lt.d, r)
+		lt.subs[cu.Offset] = subs
+	}
+	var sub dwarf.Offset
+	found := false
+	for _, s := range subs {
+		for _, rg := range s.ranges {
+			if addr >= rg[0] && addr < rg[1] {
+				sub, found = s.off, true
+			}
+		}
+	}
+	if !found {
+		return nil
+	}
+	sites, ok := lt.sites[sub]
+	if !ok {
+		var files []*dwarf.LineFile
+		if u := lt.unitOf(fn); u != nil {
+			files = u.files
+		}
+		sites = inlineSites(lt.d, sub, files)
+		lt.sites[sub] = sites
+	}
+	var chain []inlineSite
+	for _, s := range sites {
+		for _, rg := range s.ranges {
+			if addr >= rg[0] && addr < rg[1] {
+				chain = append(chain, s)
+				break
+			}
+		}
+	}
+	sort.SliceStable(chain, func(i, j int) bool { return chain[i].depth < chain[j].depth })
+	return chain
+}
+
+// unitSubprograms lists the functions with code of the unit that r has
+// just read the entry of.
+func unitSubprograms(d *dwarf.Data, r *dwarf.Reader) []subprogram {
+	var out []subprogram
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil || e.Tag == 0 {
+			return out // the end of the unit's children
+		}
+		switch e.Tag {
+		case dwarf.TagCompileUnit, dwarf.TagPartialUnit:
+			return out
+		case dwarf.TagSubprogram:
+			if rs, err := d.Ranges(e); err == nil && len(rs) > 0 {
+				out = append(out, subprogram{off: e.Offset, ranges: rs})
+			}
+		}
+		if e.Children {
+			r.SkipChildren()
+		}
+	}
+}
+
+// inlineSites lists the inlined calls within the function whose DIE is at
+// off, at any depth.
+func inlineSites(d *dwarf.Data, off dwarf.Offset, files []*dwarf.LineFile) []inlineSite {
+	r := d.Reader()
+	r.Seek(off)
+	top, err := r.Next()
+	if err != nil || top == nil || !top.Children {
+		return nil
+	}
+	var out []inlineSite
+	depth := 1
+	for depth > 0 {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			return out
+		}
+		if e.Tag == 0 {
+			depth--
+			continue
+		}
+		if e.Tag == dwarf.TagInlinedSubroutine {
+			line, _ := e.Val(dwarf.AttrCallLine).(int64)
+			file, _ := e.Val(dwarf.AttrCallFile).(int64)
+			if rs, err := d.Ranges(e); err == nil && len(rs) > 0 && line > 0 && file >= 0 && file < int64(len(files)) && files[file] != nil {
+				out = append(out, inlineSite{ranges: rs, depth: depth, name: originName(d, e), file: filepath.Base(files[file].Name), line: line})
+			}
+		}
+		if e.Children {
+			depth++
+		}
+	}
+	return out
+}
+
+// originName is the name of the function an inlined call inlines.
+func originName(d *dwarf.Data, e *dwarf.Entry) string {
+	for range 4 {
+		if n, ok := e.Val(dwarf.AttrName).(string); ok {
+			return n
+		}
+		o, ok := e.Val(dwarf.AttrAbstractOrigin).(dwarf.Offset)
+		if !ok {
+			o, ok = e.Val(dwarf.AttrSpecification).(dwarf.Offset)
+		}
+		if !ok {
+			return ""
+		}
+		r := d.Reader()
+		r.Seek(o)
+		if e, _ = r.Next(); e == nil {
+			return ""
+		}
+	}
+	return ""
+}
