@@ -80,6 +80,11 @@ func (m *module) offsetBase(t uint64, sym *symbol) *symbol {
 	if s := m.sectionAt(t); s == sec && m.objectIn(t) != nil {
 		return nil
 	}
+	if rs := m.relocsIn(t, 1); len(rs) > 0 && rs[0].off == t {
+		// A relocated field starts there: an unnamed table (a non-PIC
+		// jump table, jmp *.L4(,%rdi,8)), not padding before an object.
+		return nil
+	}
 	i := sort.Search(len(m.objects), func(i int) bool { return m.objects[i].addr >= t })
 	for ; i < len(m.objects); i++ {
 		o := m.objects[i]
