@@ -23,6 +23,10 @@ import (
 //     string literal naming a source file (__FILE__: "main.c", "src/x.cc"):
 //     f(…, __FILE__, __LINE__, …), as assert's __assert_fail(expr, file,
 //     line, func) and most logging macros call;
+//   - with the DWARF of both builds, an immediate loaded into an argument
+//     register that the line tables show to be the line of its own
+//     statement, moved by as much as that statement (a __LINE__ passed
+//     alone: accounting(parser, tok, __LINE__); see linetable.go);
 //   - a string literal that differs only in the number after
 //     "<file>.<ext>:" ("main.c:42" against "main.c:45");
 //

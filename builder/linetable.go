@@ -39,7 +39,14 @@ type lineTables struct {
 	cus   map[dwarf.Offset]*unitLines
 	subs  map[dwarf.Offset][]subprogram // a unit's functions with their code ranges
 	sites map[dwarf.Offset][]inlineSite // a function's inlined calls
+	spans []unitSpan                    // units' code ranges by address, read on first use
 	err   error
+}
+
+// unitSpan is one code range of a compile unit.
+type unitSpan struct {
+	lo, hi uint64
+	cu     *dwarf.Entry
 }
 
 // inlineSite is a call that gcc inlined: the code ranges of the inlined
@@ -134,8 +141,8 @@ func (lt *lineTables) unitOf(fn *symbol) *unitLines {
 	if lt.d == nil {
 		return nil
 	}
-	cu, err := lt.d.Reader().SeekPC(fn.addr)
-	if err != nil || cu == nil {
+	cu := lt.unitEntry(fn.addr)
+	if cu == nil {
 		return nil
 	}
 	u, ok := lt.cus[cu.Offset]
@@ -144,6 +151,38 @@ func (lt *lineTables) unitOf(fn *symbol) *unitLines {
 		lt.cus[cu.Offset] = u
 	}
 	return u
+}
+
+// unitEntry returns the compile unit whose code holds addr. The units'
+// code ranges are read once, on first use (dwarf.Reader.SeekPC reads them
+// again on every call).
+func (lt *lineTables) unitEntry(addr uint64) *dwarf.Entry {
+	if lt.spans == nil {
+		lt.spans = []unitSpan{}
+		r := lt.d.Reader()
+		for {
+			e, err := r.Next()
+			if err != nil || e == nil {
+				break
+			}
+			if e.Tag == dwarf.TagCompileUnit || e.Tag == dwarf.TagPartialUnit {
+				if rs, err := lt.d.Ranges(e); err == nil {
+					for _, rg := range rs {
+						lt.spans = append(lt.spans, unitSpan{lo: rg[0], hi: rg[1], cu: e})
+					}
+				}
+			}
+			r.SkipChildren()
+		}
+		sort.Slice(lt.spans, func(i, j int) bool { return lt.spans[i].lo < lt.spans[j].lo })
+	}
+	k := sort.Search(len(lt.spans), func(i int) bool { return lt.spans[i].lo > addr })
+	for i := k - 1; i >= 0 && i >= k-8; i-- {
+		if addr >= lt.spans[i].lo && addr < lt.spans[i].hi {
+			return lt.spans[i].cu
+		}
+	}
+	return nil
 }
 
 // readLines reads every row of a compile unit's line table.
@@ -299,13 +338,17 @@ func (lt *lineTables) inlineChain(fn *symbol, addr uint64) []inlineSite {
 	if lt.d == nil {
 		return nil
 	}
-	r := lt.d.Reader()
-	cu, err := r.SeekPC(fn.addr)
-	if err != nil || cu == nil {
+	cu := lt.unitEntry(fn.addr)
+	if cu == nil {
 		return nil
 	}
 	subs, ok := lt.subs[cu.Offset]
 	if !ok {
+		r := lt.d.Reader()
+		r.Seek(cu.Offset)
+		if _, err := r.Next(); err != nil {
+			return nil
+		}
 		subs = unitSubprograms(lt.d, r)
 		lt.subs[cu.Offset] = subs
 	}
