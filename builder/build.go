@@ -108,6 +108,7 @@ type builder struct {
 	opts        Options
 	leftOut     []LeftOut               // functions that differ only in line numbers or stamps
 	lineTabs    map[*module]*lineTables // DWARF line tables, read on first use (linetable.go)
+	sources     sourceLines             // source files read to check a number taken for a line
 	corr        map[*symbol]*symbol     // fixed function or object -> original
 	fields      map[*symbol][]field     // code fields per function, either module
 	loose       map[*symbol]error       // functions with references that lack relocations

@@ -182,7 +182,7 @@ func (b *builder) lineOnly(o, f *symbol) (bool, string) {
 			rows, rowsRead = b.alignedRows(o, f), true
 		}
 		call := -1
-		if c := callAfter(insns, k, cf); c >= 0 {
+		if c := callAfter(insns, k, cf); c >= 0 && !regUsed(insns[k+1:c], cf, argIndex(ro)) {
 			call = insns[c].off
 		}
 		if !b.lineByDWARF(o, f, rows, in.off, call, int64(vo), int64(vf)) {
@@ -238,6 +238,51 @@ func callAfter(insns []insn, k int, code []byte) int {
 		}
 	}
 	return -1
+}
+
+// argFamily returns the argument position of a register of the x86-64
+// SysV ABI in any width (%dil, %di, %edi, %rdi), or -1.
+func argFamily(r x86asm.Reg) int {
+	switch r {
+	case x86asm.DIB, x86asm.DI:
+		return 0
+	case x86asm.SIB, x86asm.SI:
+		return 1
+	case x86asm.DL, x86asm.DH, x86asm.DX:
+		return 2
+	case x86asm.CL, x86asm.CH, x86asm.CX:
+		return 3
+	case x86asm.R8B, x86asm.R8W:
+		return 4
+	case x86asm.R9B, x86asm.R9W:
+		return 5
+	}
+	return argIndex(r)
+}
+
+// regUsed reports whether any of insns reads or writes argument register
+// arg (in any width, also as an address): then a load into it before them
+// does not simply feed the call after them.
+func regUsed(insns []insn, code []byte, arg int) bool {
+	for _, in := range insns {
+		d, err := x86asm.Decode(code[in.off:in.off+in.len], 64)
+		if err != nil {
+			return true
+		}
+		for _, a := range d.Args {
+			switch a := a.(type) {
+			case x86asm.Reg:
+				if argFamily(a) == arg {
+					return true
+				}
+			case x86asm.Mem:
+				if argFamily(a.Base) == arg || argFamily(a.Index) == arg {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // loadedArg returns the argument position that instruction k loads, and

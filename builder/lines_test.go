@@ -1,6 +1,9 @@
 package builder
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -98,5 +101,57 @@ func TestJumpTablePadding(t *testing.T) {
 		if err := roundTrip(orig, fixed, p); err != nil {
 			t.Errorf("%v: round trip: %v", extra, err)
 		}
+	}
+}
+
+// TestLiteralAtItsLine: quota's limit is written as the number of its own
+// line and the fix raises it by as much as its line moved: in the binary
+// and the line tables, just what a moved __LINE__ looks like. While the
+// source files are where DWARF says they are, they show a literal there,
+// and quota stays in the patch. Without them nothing tells the two apart:
+// quota is then left out, and reported. The pair is compiled here, not
+// through the fixture cache: a cached build names the source directory of
+// whichever checkout built it first.
+func TestLiteralAtItsLine(t *testing.T) {
+	dir := t.TempDir()
+	var bins [2]string
+	for i, v := range []string{"orig", "fixed"} {
+		src := filepath.Join(dir, v, "quota.c")
+		data, err := os.ReadFile(filepath.Join("testdata/linequota", v, "quota.c"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(src, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bins[i] = filepath.Join(dir, v, "quota")
+		args := append(append([]string{}, fixture.PatchFlags...), "-g", "-o", bins[i], src)
+		if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, out)
+		}
+	}
+	var rep Report
+	p, err := Build(bins[0], bins[1], Options{Report: &rep})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if replaced, _ := patchNames(p); !slices.Equal(replaced, []string{"check", "quota"}) || len(rep.LeftOut) != 0 {
+		t.Errorf("with the sources: patch replaces %v, left out %v; want check and quota replaced, nothing left out", replaced, rep.LeftOut)
+	}
+	for _, v := range []string{"orig", "fixed"} {
+		if err := os.Remove(filepath.Join(dir, v, "quota.c")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep = Report{}
+	p, err = Build(bins[0], bins[1], Options{Report: &rep})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if replaced, _ := patchNames(p); !slices.Equal(replaced, []string{"check"}) || len(rep.LeftOut) != 1 || rep.LeftOut[0].Function != "quota.c:quota" {
+		t.Errorf("without the sources: patch replaces %v, left out %v; want check replaced and quota left out", replaced, rep.LeftOut)
 	}
 }

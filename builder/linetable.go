@@ -5,9 +5,12 @@ import (
 	"debug/elf"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 )
 
 // Line numbers recognised with the DWARF line table.
@@ -30,6 +33,7 @@ import (
 type lineRow struct {
 	off  uint64 // from the function's start
 	file string // base name of the source file
+	path string // as the line table names it
 	line int
 }
 
@@ -57,6 +61,7 @@ type inlineSite struct {
 	depth  int
 	name   string
 	file   string // base name of the file of the call
+	path   string // as the line table names it
 	line   int64
 }
 
@@ -65,6 +70,16 @@ type unitLines struct {
 	entries []dwarf.LineEntry
 	files   []*dwarf.LineFile
 	lines   map[string][]int // base name of a file -> its lines with rows, ascending
+	compDir string           // DW_AT_comp_dir, which relative file names are under
+}
+
+// path returns where a file of the unit's table is, joined to the unit's
+// compilation directory when relative.
+func (u *unitLines) path(name string) string {
+	if filepath.IsAbs(name) || u.compDir == "" {
+		return name
+	}
+	return filepath.Join(u.compDir, name)
 }
 
 // nextLine returns the first line after line that has a row of file in the
@@ -124,7 +139,7 @@ func (lt *lineTables) funcRows(fn *symbol) []lineRow {
 		if e.EndSequence || e.Address < fn.addr || e.Address >= end || e.File == nil {
 			continue
 		}
-		rows = append(rows, lineRow{off: e.Address - fn.addr, file: filepath.Base(e.File.Name), line: e.Line})
+		rows = append(rows, lineRow{off: e.Address - fn.addr, file: filepath.Base(e.File.Name), path: u.path(e.File.Name), line: e.Line})
 	}
 	// Rows of one sequence come in address order; a function lies in one
 	// sequence. Sort stably in case gcc split it.
@@ -188,6 +203,7 @@ func (lt *lineTables) unitEntry(addr uint64) *dwarf.Entry {
 // readLines reads every row of a compile unit's line table.
 func readLines(d *dwarf.Data, cu *dwarf.Entry) *unitLines {
 	u := &unitLines{lines: map[string][]int{}}
+	u.compDir, _ = cu.Val(dwarf.AttrCompDir).(string)
 	lr, err := d.LineReader(cu)
 	if err != nil || lr == nil {
 		return u
@@ -276,8 +292,9 @@ func (b *builder) lineByDWARF(o, f *symbol, rows linePair, at, call int, vo, vf 
 	}
 	// matches reports whether a place of file at line Lo (original) and Lf
 	// (fixed) is the statement whose line the immediates are.
-	matches := func(file string, Lo, Lf int64) bool {
-		return vf-vo == Lf-Lo && uo.inStatement(file, Lo, vo) && uf.inStatement(file, Lf, vf)
+	matches := func(file, po, pf string, Lo, Lf int64) bool {
+		return vf-vo == Lf-Lo && uo.inStatement(file, Lo, vo) && uf.inStatement(file, Lf, vf) &&
+			!b.sources.writesNumber(po, vo) && !b.sources.writesNumber(pf, vf)
 	}
 	for _, x := range []int{at, call} {
 		if x < 0 {
@@ -285,7 +302,7 @@ func (b *builder) lineByDWARF(o, f *symbol, rows linePair, at, call int, vo, vf 
 		}
 		if rows.ok {
 			for _, i := range coveringRows(rows.o, uint64(x)) {
-				if matches(rows.o[i].file, int64(rows.o[i].line), int64(rows.f[i].line)) {
+				if matches(rows.o[i].file, rows.o[i].path, rows.f[i].path, int64(rows.o[i].line), int64(rows.f[i].line)) {
 					return true
 				}
 			}
@@ -298,12 +315,61 @@ func (b *builder) lineByDWARF(o, f *symbol, rows linePair, at, call int, vo, vf 
 			if co[i].name != cf[i].name || co[i].file != cf[i].file || co[i].depth != cf[i].depth {
 				break
 			}
-			if matches(co[i].file, co[i].line, cf[i].line) {
+			if matches(co[i].file, co[i].path, cf[i].path, co[i].line, cf[i].line) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// sourceLines caches the source files that the line tables name, read
+// only to check a number already taken for a line.
+type sourceLines map[string][]string
+
+// writesNumber reports whether line n of the source file at path, when it
+// can be read, writes the number n itself as a literal (clamp(n, 61) on
+// line 61): a real constant that happens to equal its line, not __LINE__.
+// A file that cannot be read says nothing, nor does a relative path: a
+// build made with -fdebug-prefix-map (Debian's) names its files relative
+// to a directory that no longer says where they are.
+func (sl *sourceLines) writesNumber(path string, n int64) bool {
+	if !filepath.IsAbs(path) {
+		return false
+	}
+	if *sl == nil {
+		*sl = sourceLines{}
+	}
+	lines, ok := (*sl)[path]
+	if !ok {
+		if data, err := os.ReadFile(path); err == nil && len(data) < 64<<20 {
+			lines = strings.Split(string(data), "\n")
+		}
+		(*sl)[path] = lines
+	}
+	if n < 1 || n > int64(len(lines)) {
+		return false
+	}
+	return numberToken(lines[n-1], strconv.FormatInt(n, 10))
+}
+
+// numberToken reports whether text holds num as a whole number token (not
+// part of an identifier or of a longer number).
+func numberToken(text, num string) bool {
+	isWord := func(c byte) bool {
+		return c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	}
+	for i := 0; ; {
+		k := strings.Index(text[i:], num)
+		if k < 0 {
+			return false
+		}
+		at, end := i+k, i+k+len(num)
+		if (at == 0 || !isWord(text[at-1])) && (end == len(text) || !isWord(text[end])) {
+			return true
+		}
+		i = at + 1
+	}
 }
 
 // inStatement reports whether line v can belong to the statement that
@@ -366,11 +432,11 @@ func (lt *lineTables) inlineChain(fn *symbol, addr uint64) []inlineSite {
 	}
 	sites, ok := lt.sites[sub]
 	if !ok {
-		var files []*dwarf.LineFile
-		if u := lt.unitOf(fn); u != nil {
-			files = u.files
+		u := lt.unitOf(fn)
+		if u == nil {
+			return nil
 		}
-		sites = inlineSites(lt.d, sub, files)
+		sites = inlineSites(lt.d, sub, u)
 		lt.sites[sub] = sites
 	}
 	var chain []inlineSite
@@ -411,7 +477,8 @@ func unitSubprograms(d *dwarf.Data, r *dwarf.Reader) []subprogram {
 
 // inlineSites lists the inlined calls within the function whose DIE is at
 // off, at any depth.
-func inlineSites(d *dwarf.Data, off dwarf.Offset, files []*dwarf.LineFile) []inlineSite {
+func inlineSites(d *dwarf.Data, off dwarf.Offset, u *unitLines) []inlineSite {
+	files := u.files
 	r := d.Reader()
 	r.Seek(off)
 	top, err := r.Next()
@@ -433,7 +500,7 @@ func inlineSites(d *dwarf.Data, off dwarf.Offset, files []*dwarf.LineFile) []inl
 			line, _ := e.Val(dwarf.AttrCallLine).(int64)
 			file, _ := e.Val(dwarf.AttrCallFile).(int64)
 			if rs, err := d.Ranges(e); err == nil && len(rs) > 0 && line > 0 && file >= 0 && file < int64(len(files)) && files[file] != nil {
-				out = append(out, inlineSite{ranges: rs, depth: depth, name: originName(d, e), file: filepath.Base(files[file].Name), line: line})
+				out = append(out, inlineSite{ranges: rs, depth: depth, name: originName(d, e), file: filepath.Base(files[file].Name), path: u.path(files[file].Name), line: line})
 			}
 		}
 		if e.Children {
