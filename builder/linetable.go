@@ -17,13 +17,13 @@ import (
 //
 // A __LINE__ passed on its own (accounting(parser, tok, __LINE__)) has no
 // __FILE__ beside it to say what it is. With -g, each build's line table
-// (.debug_line) says which source line every instruction comes from, and
-// the two tables, row for row, say how far each statement moved. An
-// immediate that differs between the builds is a line number when the
-// statement that loads it or the call it feeds is, in the original, at
-// line vo and, at the same place in the fixed build's table, at line vf,
-// vo and vf being the two immediates: the same statement moved from vo to
-// vf and passes its own line. See lineByDWARF for the exact rule.
+// (.debug_line) says which source line every instruction comes from, the
+// inlined calls (DW_TAG_inlined_subroutine) say where they were called
+// from, and the two builds, side by side, say how far each statement
+// moved. An immediate that differs between the builds is a line number
+// when a place of the statement that loads it or of the call it feeds
+// moved by exactly the difference of the immediates and the number lies
+// within that statement. See lineByDWARF for the exact rule.
 //
 // The tables are read lazily: a module's DWARF is opened the first time a
 // differing immediate needs it, and a compile unit's rows the first time a
@@ -44,7 +44,6 @@ type lineTables struct {
 	subs  map[dwarf.Offset][]subprogram // a unit's functions with their code ranges
 	sites map[dwarf.Offset][]inlineSite // a function's inlined calls
 	spans []unitSpan                    // units' code ranges by address, read on first use
-	err   error
 }
 
 // unitSpan is one code range of a compile unit.
@@ -106,7 +105,6 @@ func (b *builder) lineTablesOf(m *module) *lineTables {
 	b.lineTabs[m] = lt
 	f, err := elf.Open(m.path)
 	if err != nil {
-		lt.err = err
 		return lt
 	}
 	defer f.Close()
@@ -116,7 +114,6 @@ func (b *builder) lineTablesOf(m *module) *lineTables {
 	d, err := f.DWARF()
 	if err != nil {
 		debugf("DWARF of %s cannot be read, line numbers recognised without it: %v", m.path, err)
-		lt.err = err
 		return lt
 	}
 	lt.d = d
@@ -255,9 +252,9 @@ func (b *builder) alignedRows(o, f *symbol) linePair {
 }
 
 // maxCallLines bounds how far below the first line of a call its
-// __LINE__ may be: a call written over several lines passes the line of
-// the argument's own line (f(a,\n b, __LINE__)), while DWARF records the
-// line where the call starts.
+// __LINE__ may be: in a call written over several lines (f(a,\n b,
+// __LINE__)) __LINE__ is the line it is written on, while DWARF records
+// the line where the call starts.
 const maxCallLines = 10
 
 // lineByDWARF reports whether the immediates vo (original) and vf (fixed),
