@@ -66,7 +66,7 @@ type inlineSite struct {
 
 // unitLines is the line table of one compile unit.
 type unitLines struct {
-	entries []dwarf.LineEntry
+	entries []dwarf.LineEntry // rows with a file, end-of-sequence rows dropped, by address
 	files   []*dwarf.LineFile
 	lines   map[string][]int // base name of a file -> its lines with rows, ascending
 	compDir string           // DW_AT_comp_dir, which relative file names are under
@@ -132,15 +132,13 @@ func (lt *lineTables) funcRows(fn *symbol) []lineRow {
 	}
 	end := fn.addr + fn.size
 	var rows []lineRow
-	for _, e := range u.entries {
-		if e.EndSequence || e.Address < fn.addr || e.Address >= end || e.File == nil {
-			continue
+	k := sort.Search(len(u.entries), func(i int) bool { return u.entries[i].Address >= fn.addr })
+	for _, e := range u.entries[k:] {
+		if e.Address >= end {
+			break
 		}
 		rows = append(rows, lineRow{off: e.Address - fn.addr, file: filepath.Base(e.File.Name), path: u.path(e.File.Name), line: e.Line})
 	}
-	// Rows of one sequence come in address order; a function lies in one
-	// sequence. Sort stably in case gcc split it.
-	sort.SliceStable(rows, func(i, j int) bool { return rows[i].off < rows[j].off })
 	if len(rows) == 0 || rows[0].off != 0 {
 		return nil
 	}
@@ -213,12 +211,14 @@ func readLines(d *dwarf.Data, cu *dwarf.Entry) *unitLines {
 			}
 			break
 		}
-		u.entries = append(u.entries, e)
 		if e.File != nil && !e.EndSequence {
+			u.entries = append(u.entries, e)
 			name := filepath.Base(e.File.Name)
 			u.lines[name] = append(u.lines[name], e.Line)
 		}
 	}
+	// By address, for funcRows; rows at one address keep their order.
+	sort.SliceStable(u.entries, func(i, j int) bool { return u.entries[i].Address < u.entries[j].Address })
 	u.files = lr.Files()
 	for name, ls := range u.lines {
 		slices.Sort(ls)
