@@ -106,10 +106,12 @@ func sanitizeID(s string) string {
 type builder struct {
 	orig, fixed *module
 	opts        Options
-	leftOut     []LeftOut           // functions that differ only in line numbers or stamps
-	corr        map[*symbol]*symbol // fixed function or object -> original
-	fields      map[*symbol][]field // code fields per function, either module
-	loose       map[*symbol]error   // functions with references that lack relocations
+	leftOut     []LeftOut               // functions that differ only in line numbers or stamps
+	lineTabs    map[*module]*lineTables // DWARF line tables, read on first use (linetable.go)
+	sources     sourceLines             // source files read to check a number taken for a line
+	corr        map[*symbol]*symbol     // fixed function or object -> original
+	fields      map[*symbol][]field     // code fields per function, either module
+	loose       map[*symbol]error       // functions with references that lack relocations
 
 	changed map[*symbol]bool // fixed functions whose code changed
 	added   map[*symbol]bool // fixed functions absent from the original

@@ -23,6 +23,10 @@ import (
 //     string literal naming a source file (__FILE__: "main.c", "src/x.cc"):
 //     f(…, __FILE__, __LINE__, …), as assert's __assert_fail(expr, file,
 //     line, func) and most logging macros call;
+//   - with the DWARF of both builds, an immediate loaded into an argument
+//     register that the line tables show to be the line of its own
+//     statement, moved by as much as that statement (a __LINE__ passed
+//     alone: accounting(parser, tok, __LINE__); see linetable.go);
 //   - a string literal that differs only in the number after
 //     "<file>.<ext>:" ("main.c:42" against "main.c:45");
 //
@@ -126,6 +130,7 @@ func (b *builder) lineOnly(o, f *symbol) (bool, string) {
 		}
 		so, sf := b.orig.stringAt(ro), b.fixed.stringAt(rf)
 		if so == "" || sf == "" {
+			debugf("%s: at +%#x %v against %v: not a line number", f.display(), c.off, ro, rf)
 			return false, ""
 		}
 		note, ok := stampOrLine(so, sf)
@@ -144,6 +149,8 @@ func (b *builder) lineOnly(o, f *symbol) (bool, string) {
 			clear(mf[fl.off:min(fl.off+n, uint64(len(mf)))])
 		}
 	}
+	var rows linePair // the line tables' rows of o and f, read when needed
+	rowsRead := false
 	for k := 0; k < len(insns); k++ {
 		in := insns[k]
 		if bytes.Equal(mo[in.off:in.off+in.len], mf[in.off:in.off+in.len]) {
@@ -158,7 +165,7 @@ func (b *builder) lineOnly(o, f *symbol) (bool, string) {
 		rf, okF := inf.Args[0].(x86asm.Reg)
 		vo, okVO := io.Args[1].(x86asm.Imm)
 		vf, okVF := inf.Args[1].(x86asm.Imm)
-		if !okO || !okF || !okVO || !okVF || ro != rf || argIndex(ro) < 1 || vo <= 0 || vf <= 0 || vo > 1_000_000 || vf > 1_000_000 {
+		if !okO || !okF || !okVO || !okVF || ro != rf || argIndex(ro) < 0 || vo <= 0 || vf <= 0 || vo > 1_000_000 || vf > 1_000_000 {
 			return false, ""
 		}
 		// The immediate bytes are the instruction's last four.
@@ -166,10 +173,23 @@ func (b *builder) lineOnly(o, f *symbol) (bool, string) {
 			binary.LittleEndian.Uint32(co[in.off+in.len-4:]) != uint32(vo) {
 			return false, ""
 		}
-		if !fileArgNear(insns, k, argIndex(ro), cf, fileArgs) {
+		if argIndex(ro) >= 1 && fileArgNear(insns, k, argIndex(ro), cf, fileArgs) {
+			notes = append(notes, fmt.Sprintf("__LINE__ %d -> %d", vo, vf))
+			continue
+		}
+		// No __FILE__ beside it: the line tables must say it is a line.
+		if !rowsRead {
+			rows, rowsRead = b.alignedRows(o, f), true
+		}
+		call := -1
+		if c := callAfter(insns, k, cf); c >= 0 && !regUsed(insns[k+1:c], cf, argIndex(ro)) {
+			call = insns[c].off
+		}
+		if !b.lineByDWARF(o, f, rows, in.off, call, int64(vo), int64(vf)) {
+			debugf("%s: immediate %d -> %d at +%#x is not a line number (line tables read: %v)", f.display(), vo, vf, in.off, rows.ok)
 			return false, ""
 		}
-		notes = append(notes, fmt.Sprintf("__LINE__ %d -> %d", vo, vf))
+		notes = append(notes, fmt.Sprintf("__LINE__ %d -> %d (line table)", vo, vf))
 	}
 	if len(notes) == 0 {
 		return false, ""
@@ -183,10 +203,7 @@ func (b *builder) lineOnly(o, f *symbol) (bool, string) {
 // number is a line. A limit or size passed anywhere else is not taken for
 // one.
 func fileArgNear(insns []insn, k, arg int, code []byte, fileArgs []fileArg) bool {
-	isCall := func(in insn) bool {
-		c := code[in.off]
-		return c == 0xe8 || c == 0xe9 || (c == 0xff && in.len >= 2 && (code[in.off+1]>>3)&7 == 2)
-	}
+	isCall := func(in insn) bool { return isCallInsn(in, code) }
 	lo, hi := k, k
 	for lo > 0 && k-lo < 12 && !isCall(insns[lo-1]) {
 		lo--
@@ -200,6 +217,69 @@ func fileArgNear(insns []insn, k, arg int, code []byte, fileArgs []fileArg) bool
 	for _, fa := range fileArgs {
 		if fa.insn >= lo && fa.insn < hi && fa.arg == arg-1 {
 			return true
+		}
+	}
+	return false
+}
+
+// isCallInsn reports whether in is a call or a tail call: call rel32,
+// jmp rel32, or call through a register or memory.
+func isCallInsn(in insn, code []byte) bool {
+	c := code[in.off]
+	return c == 0xe8 || c == 0xe9 || (c == 0xff && in.len >= 2 && (code[in.off+1]>>3)&7 == 2)
+}
+
+// callAfter returns the index of the call that the argument load k feeds:
+// the first call among the next 12 instructions, or -1.
+func callAfter(insns []insn, k int, code []byte) int {
+	for j := k + 1; j < len(insns) && j <= k+12; j++ {
+		if isCallInsn(insns[j], code) {
+			return j
+		}
+	}
+	return -1
+}
+
+// argFamily returns the argument position of a register of the x86-64
+// SysV ABI in any width (%dil, %di, %edi, %rdi), or -1.
+func argFamily(r x86asm.Reg) int {
+	switch r {
+	case x86asm.DIB, x86asm.DI:
+		return 0
+	case x86asm.SIB, x86asm.SI:
+		return 1
+	case x86asm.DL, x86asm.DH, x86asm.DX:
+		return 2
+	case x86asm.CL, x86asm.CH, x86asm.CX:
+		return 3
+	case x86asm.R8B, x86asm.R8W:
+		return 4
+	case x86asm.R9B, x86asm.R9W:
+		return 5
+	}
+	return argIndex(r)
+}
+
+// regUsed reports whether any of insns reads or writes argument register
+// arg (in any width, also as an address): then a load into it before them
+// does not simply feed the call after them.
+func regUsed(insns []insn, code []byte, arg int) bool {
+	for _, in := range insns {
+		d, err := x86asm.Decode(code[in.off:in.off+in.len], 64)
+		if err != nil {
+			return true
+		}
+		for _, a := range d.Args {
+			switch a := a.(type) {
+			case x86asm.Reg:
+				if argFamily(a) == arg {
+					return true
+				}
+			case x86asm.Mem:
+				if argFamily(a.Base) == arg || argFamily(a.Index) == arg {
+					return true
+				}
+			}
 		}
 	}
 	return false

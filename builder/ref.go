@@ -80,6 +80,11 @@ func (m *module) offsetBase(t uint64, sym *symbol) *symbol {
 	if s := m.sectionAt(t); s == sec && m.objectIn(t) != nil {
 		return nil
 	}
+	if rs := m.relocsIn(t, 1); len(rs) > 0 && rs[0].off == t {
+		// A relocated field starts there: an unnamed table (a non-PIC
+		// jump table, jmp *.L4(,%rdi,8)), not padding before an object.
+		return nil
+	}
 	i := sort.Search(len(m.objects), func(i int) bool { return m.objects[i].addr >= t })
 	for ; i < len(m.objects); i++ {
 		o := m.objects[i]
@@ -266,6 +271,9 @@ func (b *builder) sameROData(ro, rf ref) (bool, error) {
 			// String literals: what the code reads is the C string at the target.
 			return bytes.Equal(cstring(bo[ro.off:]), cstring(bf[rf.off:])), nil
 		}
+	}
+	if ro.sym == nil && rf.sym == nil && ro.end-ro.start != rf.end-rf.start {
+		return b.sameTables(ro, rf) // see jumptable.go
 	}
 	return b.sameChunk(ro.start, ro.end, rf.start, rf.end, "read-only data")
 }
