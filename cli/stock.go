@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -79,16 +77,6 @@ func buildStock(ctx context.Context, binary string, fixes []string, sf *stockFla
 	fixed, err := prep.Fixed(ctx, fixes)
 	if err != nil {
 		return nil, err
-	}
-	if opts.ID == "" {
-		var names []string
-		for _, f := range fixes {
-			names = append(names, strings.TrimSuffix(strings.TrimSuffix(filepath.Base(f), ".patch"), ".diff"))
-		}
-		opts.ID = prep.Package.Source + "-" + strings.Join(names, "+")
-		if len(opts.ID) > 128 {
-			opts.ID = opts.ID[:128]
-		}
 	}
 	p, err := prep.Patch(fixed, opts)
 	if err != nil {
