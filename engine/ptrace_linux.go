@@ -3,10 +3,14 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -66,13 +70,12 @@ func ptraceSeize(tid int) error {
 // the signal when it resumes). Clone events are reported to onClone.
 func waitStop(th *thread, onClone func(newTid int)) error {
 	for {
-		var ws unix.WaitStatus
-		_, err := unix.Wait4(th.tid, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
+		ws, err := waitTracee(th.tid, time.Now().Add(stopTimeout))
+		if errors.Is(err, errWaitTimeout) {
+			return fmt.Errorf("thread %d did not stop within %v (%s); retry later", th.tid, stopTimeout, threadStateName(th.tid))
 		}
 		if err != nil {
-			return fmt.Errorf("waiting for thread %d: %w", th.tid, err)
+			return err
 		}
 		switch {
 		case ws.Exited() || ws.Signaled():
@@ -107,6 +110,82 @@ func waitStop(th *thread, onClone func(newTid int)) error {
 }
 
 var errThreadGone = errors.New("thread exited")
+
+// errWaitTimeout is returned by waitTracee when its deadline passes.
+var errWaitTimeout = errors.New("timed out waiting for a traced thread")
+
+// stopTimeout bounds a wait for a thread to enter a ptrace stop it was
+// asked for (an interrupt): it takes microseconds, unless the thread is in
+// an uninterruptible wait in the kernel.
+const stopTimeout = 10 * time.Second
+
+// waitTracee waits until tid, a thread this tracer thread traces, changes
+// state, and returns its wait status; errThreadGone when the thread died
+// without a report; errWaitTimeout past a non-zero deadline (the thread is
+// then left as it is).
+//
+// It polls (wait4 with WNOHANG) instead of blocking in wait4: a blocking
+// wait for a process's main thread that is killed never returns when this
+// tracer also traces other threads of it. The kernel reports a main
+// thread's exit only once every other thread is reaped, and those, being
+// traced, wait as zombies for this very tracer to reap them.
+func waitTracee(tid int, deadline time.Time) (unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	start := time.Now()
+	sleep := 5 * time.Microsecond
+	for {
+		n, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return ws, fmt.Errorf("waiting for thread %d: %w", tid, err)
+		case n == tid:
+			return ws, nil
+		}
+		// Most stops come within microseconds: look at /proc only after
+		// a millisecond.
+		if time.Since(start) > time.Millisecond {
+			if st := threadStateOf(tid); st == 'Z' || st == 'X' || st == 0 {
+				return ws, errThreadGone
+			}
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return ws, errWaitTimeout
+		}
+		// On the locked tracer thread: sleep in the kernel, without the
+		// Go scheduler's timers.
+		ts := unix.NsecToTimespec(int64(sleep))
+		unix.Nanosleep(&ts, nil)
+		sleep = min(2*sleep, time.Millisecond)
+	}
+}
+
+// threadStateOf returns the state letter of thread tid (R, S, D, T, t,
+// Z, X…), or 0 if it does not exist.
+func threadStateOf(tid int) byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}
+
+// threadStateName describes thread tid's state for an error message.
+func threadStateName(tid int) string {
+	switch st := threadStateOf(tid); st {
+	case 0:
+		return "gone"
+	case 'D':
+		return "in an uninterruptible wait in the kernel"
+	default:
+		return "state " + string(rune(st))
+	}
+}
 
 func getRegs(tid int) (unix.PtraceRegs, error) {
 	var r unix.PtraceRegs

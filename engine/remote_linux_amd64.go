@@ -401,31 +401,18 @@ func (s *session) nextSyscallStop(deadline time.Time) (unix.PtraceRegs, error) {
 }
 
 // waitThread waits for tid to change state; past a non-zero deadline it
-// interrupts the thread, waits for that stop and returns an error.
+// interrupts the thread, waits (boundedly) for that stop and returns an
+// error. It ends when the thread dies (see waitTracee).
 func waitThread(tid int, deadline time.Time) (unix.WaitStatus, error) {
-	var ws unix.WaitStatus
-	opts := unix.WALL
-	if !deadline.IsZero() {
-		opts |= unix.WNOHANG
+	ws, err := waitTracee(tid, deadline)
+	if errors.Is(err, errWaitTimeout) {
+		unix.PtraceInterrupt(tid)
+		ws, err = waitTracee(tid, time.Now().Add(stopTimeout))
+		if err == nil {
+			err = fmt.Errorf("thread %d timed out", tid)
+		}
 	}
-	for {
-		n, err := unix.Wait4(tid, &ws, opts, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return ws, fmt.Errorf("waiting for thread %d: %w", tid, err)
-		}
-		if n == tid {
-			return ws, nil
-		}
-		if time.Now().After(deadline) {
-			unix.PtraceInterrupt(tid)
-			unix.Wait4(tid, &ws, unix.WALL, nil)
-			return ws, fmt.Errorf("thread %d timed out", tid)
-		}
-		time.Sleep(20 * time.Microsecond)
-	}
+	return ws, err
 }
 
 // cleanLeftovers closes the memfds and unmaps the patch mappings that a
