@@ -153,6 +153,30 @@ func TestAgentKilled(t *testing.T) {
 	}
 }
 
+// TestAgentWithoutProcessEvents: where the kernel gives no process events
+// (here the agent runs in a network namespace of its own, which has no
+// process connector; a kernel may also ignore or refuse the subscription,
+// TestListenInOtherNamespaces in package procevents), the agent says so and
+// finds new processes by its rescans.
+func TestAgentWithoutProcessEvents(t *testing.T) {
+	h := newHost(t)
+	if err := exec.Command("unshare", "--net", "true").Run(); err != nil {
+		t.Skipf("unshare --net: %v", err)
+	}
+	orig, fixed := boundsCheck(t)
+	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
+	startAgent(t, cfg, "unshare", "--net")
+	lost := waitEvent(t, cfg.StateDir, time.Minute, "events_lost", is("events_lost", 0))
+	if !strings.Contains(lost.Message, "rescans") || !strings.Contains(lost.Error, "process connector") {
+		t.Errorf("events_lost says %q (%s); want the reason and the rescans named", lost.Message, lost.Error)
+	}
+	p, pid := h.start(t, orig)
+	waitEvent(t, cfg.StateDir, time.Minute, "applied by a rescan", is("applied", pid))
+	if !answersFixed(t, p) {
+		t.Errorf("the process does not answer as fixed")
+	}
+}
+
 // freeLoopbackAddr returns a loopback address with a port free a moment ago.
 func freeLoopbackAddr(t *testing.T) string {
 	t.Helper()

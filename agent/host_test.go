@@ -157,13 +157,16 @@ func TestAgentHelper(t *testing.T) {
 	}
 }
 
-func startAgent(t *testing.T, cfg Config) *agentProc {
+// startAgent starts the agent with cfg; with wrap, through that command
+// (say "unshare", "--net"), which must exec the agent.
+func startAgent(t *testing.T, cfg Config, wrap ...string) *agentProc {
 	t.Helper()
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestAgentHelper$", "-test.count=1")
+	argv := append(append([]string{}, wrap...), os.Args[0], "-test.run=^TestAgentHelper$", "-test.count=1")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), agentHelperEnv+"="+string(raw))
 	a := &agentProc{cmd: cmd, out: &bytes.Buffer{}, cfg: cfg}
 	cmd.Stdout, cmd.Stderr = a.out, a.out
