@@ -64,6 +64,7 @@ func answersFixed(t *testing.T, p *fixture.Proc) bool {
 // of its start, a process outside the agent's host is never touched, and
 // removing the file reverts the patch everywhere.
 func TestAgentKeepsPatchesApplied(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -121,6 +122,7 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 // patches a burst of new processes; after a restart every process carries
 // the patch exactly once and answers as fixed.
 func TestAgentKilled(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
@@ -159,6 +161,7 @@ func TestAgentKilled(t *testing.T) {
 // TestListenInOtherNamespaces in package procevents), the agent says so and
 // finds new processes by its rescans.
 func TestAgentWithoutProcessEvents(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	if err := exec.Command("unshare", "--net", "true").Run(); err != nil {
 		t.Skipf("unshare --net: %v", err)
@@ -220,6 +223,7 @@ func crashy(t *testing.T) (orig, fixed string) {
 // address, the patched function), reverts the patch from the other
 // process and keeps it off a process started afterwards.
 func TestAgentCrashRollback(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := crashy(t)
 	cfg, _ := withPatch(t, h, orig, fixed, "crashy-fix")
@@ -293,6 +297,7 @@ func sentinelKey(t *testing.T) patch.PrivateKey {
 // TestAgentProbeRollback: a health probe that fails after the apply makes
 // the agent revert the patch and keep it off new processes.
 func TestAgentProbeRollback(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	cfg, dir := withPatch(t, h, orig, fixed, "bounds-fix")
@@ -325,6 +330,7 @@ func TestAgentProbeRollback(t *testing.T) {
 // TestAgentProbeURL: the same with an HTTP probe that starts answering
 // 503 (a service's health endpoint on 127.0.0.1).
 func TestAgentProbeURL(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
@@ -362,6 +368,7 @@ func TestAgentProbeURL(t *testing.T) {
 // TestAgentDlopen: a library loaded with dlopen after the process started
 // is patched too (found by the rescan).
 func TestAgentDlopen(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	fx, err := fixture.Load("shared_lib")
 	if err != nil {
@@ -395,6 +402,7 @@ func TestAgentDlopen(t *testing.T) {
 // TestAgentFallback: a process whose patched function never returns (main's
 // own loop) gets the configured restart command instead.
 func TestAgentFallback(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed, err := fixture.CompilePair("mainloop", "../engine/testdata/mainloop", "mainloop.c")
 	if err != nil {
@@ -417,6 +425,7 @@ func TestAgentFallback(t *testing.T) {
 // seccomp filter forbids the system calls an apply makes) gets the restart
 // command at once, and the agent says why.
 func TestAgentFallbackSandboxed(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed, err := fixture.CompilePair("sandboxed", "testdata/sandboxed", "sandboxed.c")
 	if err != nil {
@@ -450,6 +459,7 @@ func TestAgentFallbackSandboxed(t *testing.T) {
 // The processes' worker threads stay inside the patched function (the
 // engine's "held" test program), so the applies wait out their timeout.
 func TestAgentStops(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed, err := fixture.CompilePair("held", "../engine/testdata/held", "held.c", "-pthread")
 	if err != nil {

@@ -79,6 +79,7 @@ func (f *fleet) rollout(t *testing.T, data []byte) *api.Rollout {
 // it (the ring counts the device as applied), and reverts it when the
 // rollout is rolled back.
 func TestAgentEnrolled(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -167,6 +168,7 @@ func TestAgentEnrolled(t *testing.T) {
 // keeps running with what it has: the patch stays applied, and processes
 // started later still get it.
 func TestAgentEnrolledRevoked(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -208,6 +210,7 @@ func TestAgentEnrolledRevoked(t *testing.T) {
 // TestAgentEnrolledLocalWins: a patch in the local patch directory wins
 // over a server patch with the same id; the agent says so once.
 func TestAgentEnrolledLocalWins(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -322,6 +325,7 @@ func TestValidSHA256(t *testing.T) {
 // only once a program with its target build-id runs on the host, then
 // applies it.
 func TestAgentEnrolledFetchesWhatRuns(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()

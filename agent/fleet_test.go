@@ -22,6 +22,7 @@ import (
 // canary: the crash on the canary host exceeds the failure budget, the
 // server tells the canary to revert, and the broad hosts never get it.
 func TestFleetRings(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	dir := t.TempDir()
 	key, pub := testKey(t, dir)

@@ -335,6 +335,7 @@ func TestDashboardEscaping(t *testing.T) {
 // something shown changed (a device's inventory), coalesces, and says
 // "signout" when the session ends.
 func TestDashboardStream(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	w := newWeb(t, s)

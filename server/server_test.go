@@ -320,6 +320,7 @@ func TestMain(m *testing.M) {
 
 // TestRolloutPostgres runs the rollout test on PostgreSQL.
 func TestRolloutPostgres(t *testing.T) {
+	t.Parallel()
 	testRollout(t, pgtest.URL(t))
 }
 
@@ -328,6 +329,7 @@ func TestRolloutPostgres(t *testing.T) {
 // started on the other within a tick, and both drive the same rollout
 // without doing its steps twice.
 func TestTwoReplicas(t *testing.T) {
+	t.Parallel()
 	url := pgtest.URL(t)
 	dir := t.TempDir()
 	a := startServerDB(t, dir, url)
