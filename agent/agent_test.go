@@ -469,8 +469,9 @@ func TestAgentStops(t *testing.T) {
 	cfg.Timeout = Duration(3 * time.Second)
 	var pids []int
 	for i := 0; i < 6; i++ {
-		_, pid := h.start(t, orig)
+		p, pid := h.start(t, orig)
 		pids = append(pids, pid)
+		waitFor(t, time.Minute, func() bool { got, _ := p.Probe("inside"); return got == "inside 1" }, "the worker of %d inside the function", pid)
 	}
 	a := startAgent(t, cfg)
 	// Applies in flight: patch memory mapped, waiting for the worker.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -19,17 +20,28 @@ import (
 )
 
 // heldTarget builds engine/testdata/held (original and fixed), the signed
-// patch between them, and starts the original. Its worker thread stays
-// inside slow_step until the test sends "release".
+// patch between them, and starts the original, once its worker thread is
+// inside slow_step, where it stays until the test sends "release".
 func heldTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
 	t.Helper()
 	orig, fixed := heldBuilds(t)
 	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "held-fix"})
-	proc := fixture.Start(t, orig)
-	if err := proc.WaitIdle(); err != nil {
-		t.Fatal(err)
-	}
-	return proc, p, pub
+	return startHeld(t, orig), p, pub
+}
+
+// startHeld starts a held program and waits until its worker is inside
+// slow_step.
+func startHeld(t *testing.T, path string) *fixture.Proc {
+	t.Helper()
+	proc := fixture.Start(t, path)
+	waitInside(t, proc)
+	return proc
+}
+
+// waitInside waits until the held worker waits inside slow_step.
+func waitInside(t *testing.T, proc *fixture.Proc) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, func() bool { return probeNumber(t, proc, "inside") == 1 }, "the worker never entered slow_step")
 }
 
 // heldBuilds compiles engine/testdata/held, original and fixed.
@@ -51,21 +63,26 @@ func release(t *testing.T, proc *fixture.Proc) {
 	}
 }
 
-// waitCalls waits until the held worker has completed more than n calls.
+// waitCalls waits until the held worker has completed more than n calls
+// and waits inside slow_step again.
 func waitCalls(t *testing.T, proc *fixture.Proc, n uint64, what string) {
 	t.Helper()
 	got := n
 	testutil.Eventually(t, time.Minute, func() bool {
 		got = probeNumber(t, proc, "calls")
-		return got > n
-	}, func() string { return fmt.Sprintf("%s: the worker completed no call (calls %d -> %d)", what, n, got) })
+		return got > n && probeNumber(t, proc, "inside") == 1
+	}, func() string {
+		return fmt.Sprintf("%s: the worker completed no call and came back (calls %d -> %d)", what, n, got)
+	})
 }
 
 // waitCatching waits until an apply or revert at work on pid (in this
 // process or another) waits for a thread to leave a function with its
-// return address redirected: the record holds the hijack, that thread
-// alone is traced. A hijack left in the record by a killed hotpatch, with
-// no thread traced, does not count.
+// return address redirected: the record holds the hijack, the return
+// address slot holds the stub's address, that thread alone is traced. A
+// hijack left in the record by a killed hotpatch does not count: no thread
+// is traced, and once the thread returned the slot holds a real return
+// address again.
 func waitCatching(t *testing.T, pid int) {
 	t.Helper()
 	testutil.Eventually(t, time.Minute, func() bool { return catching(pid) }, "no apply or revert waited for a thread of process %d to return", pid)
@@ -76,12 +93,15 @@ func catching(pid int) bool {
 	if err != nil {
 		return false
 	}
+	defer tg.close()
 	recs, _ := tg.records()
-	tg.close()
 	tid := 0
 	for _, r := range recs {
-		if r.rec.Hijack != nil {
-			tid = r.rec.Hijack.TID
+		if hj := r.rec.Hijack; hj != nil {
+			var slot [8]byte
+			if tg.mem.ReadAt(slot[:], hj.Slot) == nil && binary.LittleEndian.Uint64(slot[:]) == hj.Stub {
+				tid = hj.TID
+			}
 		}
 	}
 	if tid == 0 {
@@ -188,6 +208,7 @@ func TestBusyCaught(t *testing.T) {
 	}
 	// The worker now waits inside the patch's slow_step: the patch's own
 	// call frame information unwinds it exactly, through the patch code.
+	waitInside(t, proc)
 	if !unwindsThroughPatch(t, pid) {
 		t.Errorf("no thread was unwound exactly through the patch code")
 	}
@@ -254,12 +275,10 @@ func unwindsThroughPatch(t *testing.T, pid int) bool {
 func TestKilledWhileCatching(t *testing.T) {
 	orig, fixed := heldBuilds(t)
 	_, patchFile, keyFile := patchFiles(t, orig, fixed, "held-kill")
-	proc := fixture.Start(t, orig)
-	if err := proc.WaitIdle(); err != nil {
-		t.Fatal(err)
-	}
+	proc := startHeld(t, orig)
 	pid := proc.Pid()
 	for _, step := range []struct{ op, want string }{{"apply", "step 1100"}, {"revert", "step 101"}} {
+		waitInside(t, proc)
 		cmd, out, err := startKillHelper(pid, step.op, patchFile, keyFile)
 		if err != nil {
 			t.Fatal(err)

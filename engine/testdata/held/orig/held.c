@@ -3,8 +3,9 @@
  * not depend on the machine's speed: a function a thread occupies for as
  * long as the test wants, with only a few instructions between two calls.
  * The main thread answers "step" with slow_step(100, 0), which does not
- * wait; "release" by letting the worker's current call return; and "calls"
- * with the number of calls the worker completed. The fix changes the value
+ * wait; "release" by letting the worker's current call return; "inside"
+ * with 1 while the worker waits inside slow_step, else 0; and "calls" with
+ * the number of calls the worker completed. The fix changes the value
  * slow_step returns. */
 #include <pthread.h>
 #include <stdio.h>
@@ -13,14 +14,18 @@
 
 static int gate[2];
 static volatile int last;
+static volatile int inside;
 static volatile unsigned long calls;
 
 __attribute__((noinline)) int slow_step(int x, int wait)
 {
 	char c;
-	if (wait)
+	if (wait) {
+		inside = 1;
 		while (read(gate[0], &c, 1) != 1)
 			;
+		inside = 0;
+	}
 	return x + 1;
 }
 
@@ -45,6 +50,8 @@ int main(void)
 			printf("step %d\n", slow_step(100, 0));
 		else if (strncmp(line, "release", 7) == 0)
 			printf("released %d\n", (int)write(gate[1], "x", 1));
+		else if (strncmp(line, "inside", 6) == 0)
+			printf("inside %d\n", inside);
 		else
 			printf("calls %lu\n", calls);
 		fflush(stdout);
