@@ -408,7 +408,7 @@ func waitThread(tid int, deadline time.Time) (unix.WaitStatus, error) {
 	if errors.Is(err, errWaitTimeout) {
 		unix.PtraceInterrupt(tid)
 		ws, err = waitTracee(tid, time.Now().Add(stopTimeout))
-		if err == nil {
+		if err == nil || errors.Is(err, errWaitTimeout) {
 			err = fmt.Errorf("thread %d timed out", tid)
 		}
 	}
