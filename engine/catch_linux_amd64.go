@@ -131,12 +131,12 @@ func (t *target) waitReturn(th *thread, hj *Hijack, deadline time.Time) (bool, e
 		if interrupted {
 			limit = time.Now().Add(stopTimeout)
 		}
-		ws, err := waitTracee(th.tid, limit)
+		ws, err := waitTracee(th.tid, true, limit)
 		if errors.Is(err, errWaitTimeout) && !interrupted {
 			// Stop it where it is; the next stop tells.
 			unix.PtraceInterrupt(th.tid)
 			interrupted = true
-			ws, err = waitTracee(th.tid, time.Now().Add(stopTimeout))
+			ws, err = waitTracee(th.tid, true, time.Now().Add(stopTimeout))
 		}
 		if errors.Is(err, errThreadGone) {
 			th.stopped = false

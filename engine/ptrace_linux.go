@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,9 @@ func newTracer() *tracer {
 		// Never unlocked: the thread stays the tracer until close, then
 		// dies with the goroutine, and the kernel detaches what is left.
 		runtime.LockOSThread()
+		// Its short sleeps between polls of a tracee (waitTracee) sleep
+		// as asked, not 50 µs more (the default timer slack).
+		unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 		close(ready)
 		for f := range t.reqs {
 			f()
@@ -48,7 +52,10 @@ func (t *tracer) close() { close(t.reqs) }
 
 // thread is one traced thread of the target.
 type thread struct {
-	tid     int
+	tid int
+	// leader: the process's main thread (tid == pid), which waitTracee
+	// polls while other threads are traced.
+	leader  bool
 	stopped bool
 	// pending is a signal that arrived while we were stopping the thread;
 	// it is handed back when the thread resumes, so the program sees it.
@@ -68,9 +75,14 @@ func ptraceSeize(tid int) error {
 // waitStop waits for tid to enter a ptrace stop. A signal-delivery stop is
 // recorded in th.pending and the thread is treated as stopped (it will get
 // the signal when it resumes). Clone events are reported to onClone.
-func waitStop(th *thread, onClone func(newTid int)) error {
+// alone says no other thread of the process is traced (see waitTracee).
+func waitStop(th *thread, alone bool, onClone func(newTid int)) error {
+	var deadline time.Time
+	if th.leader && !alone {
+		deadline = time.Now().Add(stopTimeout)
+	}
 	for {
-		ws, err := waitTracee(th.tid, time.Now().Add(stopTimeout))
+		ws, err := waitTracee(th.tid, th.leader && !alone, deadline)
 		if errors.Is(err, errWaitTimeout) {
 			return fmt.Errorf("thread %d did not stop within %v (%s); retry later", th.tid, stopTimeout, threadStateName(th.tid))
 		}
@@ -124,16 +136,32 @@ const stopTimeout = 10 * time.Second
 // without a report; errWaitTimeout past a non-zero deadline (the thread is
 // then left as it is).
 //
-// It polls (wait4 with WNOHANG) instead of blocking in wait4: a blocking
-// wait for a process's main thread that is killed never returns when this
-// tracer also traces other threads of it. The kernel reports a main
-// thread's exit only once every other thread is reaped, and those, being
-// traced, wait as zombies for this very tracer to reap them.
-func waitTracee(tid int, deadline time.Time) (unix.WaitStatus, error) {
+// With poll, or a deadline, it polls (wait4 with WNOHANG); otherwise it
+// blocks in wait4, which wakes the moment the thread stops (polling costs
+// tens of microseconds per stop on a busy machine, while the world is
+// stopped). Callers poll for a process's main thread while they trace other
+// threads of it: a blocking wait for the main thread of a process that is
+// killed would never return, since the kernel reports a main thread's exit
+// only once every other thread is reaped, and those, being traced, wait as
+// zombies for this very tracer to reap them. Any other thread's stop or
+// exit is always reported.
+func waitTracee(tid int, poll bool, deadline time.Time) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
+	if !poll && deadline.IsZero() {
+		for {
+			_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return ws, fmt.Errorf("waiting for thread %d: %w", tid, err)
+			}
+			return ws, nil
+		}
+	}
 	start := time.Now()
 	sleep := 5 * time.Microsecond
-	for {
+	for i := 0; ; i++ {
 		n, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
 		switch {
 		case err == unix.EINTR:
@@ -153,10 +181,16 @@ func waitTracee(tid int, deadline time.Time) (unix.WaitStatus, error) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			return ws, errWaitTimeout
 		}
-		// On the locked tracer thread: sleep in the kernel, without the
-		// Go scheduler's timers.
+		if i < 20 {
+			// A stop usually comes within microseconds: yield first.
+			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			continue
+		}
+		// On the locked tracer thread: sleep in the kernel, keeping the
+		// thread's P (a raw system call): through the Go scheduler, each
+		// wake-up could wait for a P while the world is stopped.
 		ts := unix.NsecToTimespec(int64(sleep))
-		unix.Nanosleep(&ts, nil)
+		unix.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
 		sleep = min(2*sleep, time.Millisecond)
 	}
 }

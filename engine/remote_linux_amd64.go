@@ -400,14 +400,14 @@ func (s *session) nextSyscallStop(deadline time.Time) (unix.PtraceRegs, error) {
 	return unix.PtraceRegs{}, fmt.Errorf("thread %d does not reach its system call", tid)
 }
 
-// waitThread waits for tid to change state; past a non-zero deadline it
-// interrupts the thread, waits (boundedly) for that stop and returns an
-// error. It ends when the thread dies (see waitTracee).
+// waitThread waits for tid, the main thread, to change state; past a
+// non-zero deadline it interrupts the thread, waits (boundedly) for that
+// stop and returns an error. It ends when the thread dies (see waitTracee).
 func waitThread(tid int, deadline time.Time) (unix.WaitStatus, error) {
-	ws, err := waitTracee(tid, deadline)
+	ws, err := waitTracee(tid, true, deadline)
 	if errors.Is(err, errWaitTimeout) {
 		unix.PtraceInterrupt(tid)
-		ws, err = waitTracee(tid, time.Now().Add(stopTimeout))
+		ws, err = waitTracee(tid, true, time.Now().Add(stopTimeout))
 		if err == nil || errors.Is(err, errWaitTimeout) {
 			err = fmt.Errorf("thread %d timed out", tid)
 		}

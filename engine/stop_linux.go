@@ -140,10 +140,22 @@ func (w *world) stopLocked(only []int) error {
 				return fmt.Errorf("stopping thread %d: %w", th.tid, err)
 			}
 		}
+		// The main thread last: waiting for it polls while other
+		// threads are traced (see waitTracee), and by then it has
+		// stopped.
+		slices.SortStableFunc(fresh, func(a, b *thread) int {
+			switch {
+			case a.leader == b.leader:
+				return 0
+			case a.leader:
+				return 1
+			}
+			return -1
+		})
 		for _, th := range fresh {
 			// A thread cloned meanwhile is auto-attached by
 			// PTRACE_O_TRACECLONE; the next round collects it.
-			err := waitStop(th, nil)
+			err := waitStop(th, len(w.threads) == 1, nil)
 			if errors.Is(err, errThreadGone) {
 				delete(w.threads, th.tid)
 				continue
@@ -172,12 +184,12 @@ func (w *world) seizeLocked(tids []int) error {
 			if errors.Is(err, unix.EPERM) && len(w.threads) > 0 {
 				// Already ours: auto-attached as a clone child (if not,
 				// waiting for it fails).
-				w.threads[tid] = &thread{tid: tid}
+				w.threads[tid] = &thread{tid: tid, leader: tid == w.pid}
 				continue
 			}
 			return fmt.Errorf("attaching to thread %d of process %d: %w%s", tid, w.pid, err, tracedBy(w.pid, tid))
 		}
-		w.threads[tid] = &thread{tid: tid}
+		w.threads[tid] = &thread{tid: tid, leader: tid == w.pid}
 	}
 	return nil
 }
@@ -230,7 +242,7 @@ func (w *world) detach(th *thread) {
 		// Seized but never seen stopped: interrupt and wait, so detach
 		// (which needs a stopped tracee) works.
 		unix.PtraceInterrupt(th.tid)
-		if err := waitStop(th, nil); err != nil {
+		if err := waitStop(th, len(w.threads) == 1, nil); err != nil {
 			return
 		}
 	}

@@ -163,8 +163,8 @@ func TestStopWorldGone(t *testing.T) {
 // while other threads of it wait, as zombies, for this very tracer to reap
 // them), and once the world is released the process is reaped.
 func TestWaitEndsWhenKilled(t *testing.T) {
-	for _, deadline := range []time.Duration{0, time.Hour} {
-		t.Run(fmt.Sprintf("deadline=%v", deadline), func(t *testing.T) {
+	for _, wait := range []string{"remote", "remote-deadline", "stop"} {
+		t.Run(wait, func(t *testing.T) {
 			p := stopme(t, 4)
 			pid := p.Pid()
 			w, err := stopWorld(pid)
@@ -177,12 +177,15 @@ func TestWaitEndsWhenKilled(t *testing.T) {
 			waited := make(chan error, 1)
 			go func() {
 				waited <- w.tr.do(func() error {
-					var d time.Time
-					if deadline > 0 {
-						d = time.Now().Add(deadline)
+					switch wait {
+					case "remote":
+						_, err := waitThread(pid, time.Time{})
+						return err
+					case "remote-deadline":
+						_, err := waitThread(pid, time.Now().Add(time.Hour))
+						return err
 					}
-					_, err := waitThread(pid, d)
-					return err
+					return waitStop(w.threads[pid], len(w.threads) == 1, nil)
 				})
 			}()
 			err = testutil.Receive(t, waited, time.Minute, "waiting for the main thread of a killed process did not end")
