@@ -98,7 +98,7 @@ go vet ./...
 # line appears when it is done; agent and server take the longest.
 cores=$(nproc 2>/dev/null || echo 2)
 step="go test"
-say "go test -p $cores -parallel $cores (about 2 min warm, 4 min on a fresh machine; one line per package)…"
+say "go test -p $cores -parallel $cores (about 1 min with warm caches, a few more on a fresh machine, which compiles everything and the C fixtures first; one line per package)…"
 go test -count=1 -p "$cores" -parallel "$cores" ./...
 
 # Platform stubs must keep compiling.
