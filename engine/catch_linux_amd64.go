@@ -96,6 +96,7 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 	th := w.threads[hj.TID]
 	caught, err = t.waitReturn(th, hj, deadline)
 	if errors.Is(err, errThreadGone) {
+		w.dead = append(w.dead, hj.TID)
 		delete(w.threads, hj.TID) // it ended: not inside any more
 		caught, err = true, nil
 	}

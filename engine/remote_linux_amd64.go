@@ -380,7 +380,8 @@ func (s *session) nextSyscallStop(deadline time.Time) (unix.PtraceRegs, error) {
 		if err := unix.PtraceSyscall(tid, 0); err != nil {
 			return unix.PtraceRegs{}, fmt.Errorf("resuming thread %d: %w", tid, err)
 		}
-		ws, err := waitThread(tid, deadline)
+		// A session traces the main thread alone (trySession).
+		ws, err := waitThread(tid, true, deadline)
 		if err != nil {
 			return unix.PtraceRegs{}, err
 		}
@@ -402,9 +403,10 @@ func (s *session) nextSyscallStop(deadline time.Time) (unix.PtraceRegs, error) {
 
 // waitThread waits for tid, the main thread, to change state; past a
 // non-zero deadline it interrupts the thread, waits (boundedly) for that
-// stop and returns an error. It ends when the thread dies (see waitTracee).
-func waitThread(tid int, deadline time.Time) (unix.WaitStatus, error) {
-	ws, err := waitTracee(tid, true, deadline)
+// stop and returns an error. alone says no other thread of the process is
+// traced. It ends when the thread dies (see waitTracee).
+func waitThread(tid int, alone bool, deadline time.Time) (unix.WaitStatus, error) {
+	ws, err := waitTracee(tid, !alone, deadline)
 	if errors.Is(err, errWaitTimeout) {
 		unix.PtraceInterrupt(tid)
 		ws, err = waitTracee(tid, true, time.Now().Add(stopTimeout))

@@ -159,15 +159,21 @@ func TestStopWorldGone(t *testing.T) {
 
 // TestWaitEndsWhenKilled kills a process while the engine holds every
 // thread of it stopped, then waits for its main thread, as a remote call
-// does: the wait must end (the kernel never reports a main thread's exit
-// while other threads of it wait, as zombies, for this very tracer to reap
-// them), and once the world is released the process is reaped.
+// or a stop does: the wait must end (the kernel never reports a main
+// thread's exit while other threads of it wait, as zombies, for this very
+// tracer to reap them), and once the world is released the process is
+// reaped. The same with the main thread alone stopped, as in a remote
+// call's session.
 func TestWaitEndsWhenKilled(t *testing.T) {
-	for _, wait := range []string{"remote", "remote-deadline", "stop"} {
+	for _, wait := range []string{"remote", "remote-deadline", "stop", "session"} {
 		t.Run(wait, func(t *testing.T) {
 			p := stopme(t, 4)
 			pid := p.Pid()
-			w, err := stopWorld(pid)
+			var only []int
+			if wait == "session" {
+				only = []int{pid}
+			}
+			w, err := stopThreads(pid, only)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,10 +185,16 @@ func TestWaitEndsWhenKilled(t *testing.T) {
 				waited <- w.tr.do(func() error {
 					switch wait {
 					case "remote":
-						_, err := waitThread(pid, time.Time{})
+						_, err := waitThread(pid, len(w.threads) == 1, time.Time{})
 						return err
 					case "remote-deadline":
-						_, err := waitThread(pid, time.Now().Add(time.Hour))
+						_, err := waitThread(pid, len(w.threads) == 1, time.Now().Add(time.Hour))
+						return err
+					case "session":
+						ws, err := waitThread(pid, len(w.threads) == 1, time.Time{})
+						if err == nil && (ws.Exited() || ws.Signaled()) {
+							err = errThreadGone
+						}
 						return err
 					}
 					return waitStop(w.threads[pid], len(w.threads) == 1, nil)
