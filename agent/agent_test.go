@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -12,12 +13,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hotpatch/hotpatch/builder"
+	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
+	"github.com/hotpatch/hotpatch/patch"
 )
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -58,6 +64,7 @@ func answersFixed(t *testing.T, p *fixture.Proc) bool {
 // of its start, a process outside the agent's host is never touched, and
 // removing the file reverts the patch everywhere.
 func TestAgentKeepsPatchesApplied(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -92,10 +99,11 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 		t.Errorf("a process outside the agent's host was patched: %v", ids)
 	}
 
-	waitFor(t, 30*time.Second, func() bool {
-		m := metricsText(cfg.MetricsListen)
+	var m string
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		m = metricsText(cfg.MetricsListen)
 		return strings.Contains(m, `hotpatchd_events_total{type="applied"} 2`) && strings.Contains(m, "hotpatchd_patches_desired 1")
-	}, "metrics counting two applies:\n%s", metricsText(cfg.MetricsListen))
+	}, func() string { return "metrics counting two applies; the last read:\n" + m })
 
 	if err := os.Remove(filepath.Join(cfg.PatchDir, "bounds.hpatch")); err != nil {
 		t.Fatal(err)
@@ -114,6 +122,7 @@ func TestAgentKeepsPatchesApplied(t *testing.T) {
 // patches a burst of new processes; after a restart every process carries
 // the patch exactly once and answers as fixed.
 func TestAgentKilled(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
@@ -146,6 +155,31 @@ func TestAgentKilled(t *testing.T) {
 	}
 }
 
+// TestAgentWithoutProcessEvents: where the kernel gives no process events
+// (here the agent runs in a network namespace of its own, which has no
+// process connector; a kernel may also ignore or refuse the subscription,
+// TestListenInOtherNamespaces in package procevents), the agent says so and
+// finds new processes by its rescans.
+func TestAgentWithoutProcessEvents(t *testing.T) {
+	t.Parallel()
+	h := newHost(t)
+	if err := exec.Command("unshare", "--net", "true").Run(); err != nil {
+		t.Skipf("unshare --net: %v", err)
+	}
+	orig, fixed := boundsCheck(t)
+	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
+	startAgent(t, cfg, "unshare", "--net")
+	lost := waitEvent(t, cfg.StateDir, time.Minute, "events_lost", is("events_lost", 0))
+	if !strings.Contains(lost.Message, "rescans") || !strings.Contains(lost.Error, "process connector") {
+		t.Errorf("events_lost says %q (%s); want the reason and the rescans named", lost.Message, lost.Error)
+	}
+	p, pid := h.start(t, orig)
+	waitEvent(t, cfg.StateDir, time.Minute, "applied by a rescan", is("applied", pid))
+	if !answersFixed(t, p) {
+		t.Errorf("the process does not answer as fixed")
+	}
+}
+
 // freeLoopbackAddr returns a loopback address with a port free a moment ago.
 func freeLoopbackAddr(t *testing.T) string {
 	t.Helper()
@@ -167,14 +201,11 @@ func metricsText(addr string) string {
 	return string(b)
 }
 
+// waitFor waits until cond holds; it fails the test after timeout, with
+// the message format and args say.
 func waitFor(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for "+format, args...)
+	testutil.Eventually(t, timeout, cond, append([]any{"timed out waiting for " + format}, args...)...)
 }
 
 // crashy builds agent/testdata/crashy: the "fix" crashes on "boom".
@@ -192,12 +223,13 @@ func crashy(t *testing.T) (orig, fixed string) {
 // address, the patched function), reverts the patch from the other
 // process and keeps it off a process started afterwards.
 func TestAgentCrashRollback(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := crashy(t)
 	cfg, _ := withPatch(t, h, orig, fixed, "crashy-fix")
 	a, pidA := h.start(t, orig)
 	b, pidB := h.start(t, orig)
-	startAgent(t, cfg)
+	ag := startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pidA))
 	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pidB))
 	if got, _ := b.Probe("hello"); got != "fixed hello" {
@@ -218,8 +250,8 @@ func TestAgentCrashRollback(t *testing.T) {
 		t.Errorf("B answered %q after the rollback; want the original", got)
 	}
 	c, pidC := h.start(t, orig)
-	time.Sleep(1500 * time.Millisecond)
-	if ids := applied(t, pidC); len(ids) != 0 {
+	lookedAt(t, h, cfg, ag)
+	if ids := applied(t, pidC); len(ids) != 0 || countEvents(cfg.StateDir, is("applied", pidC)) != 0 {
 		t.Errorf("a process started after the rollback was patched: %v", ids)
 	}
 	if got, _ := c.Probe("hello"); got != "orig hello" {
@@ -227,18 +259,56 @@ func TestAgentCrashRollback(t *testing.T) {
 	}
 }
 
+// lookedAt returns once the agent ag, running with cfg (made by
+// agentConfig) on host h, has looked at every process started on h before
+// the call and finished what it did about them: a sentinel process (the
+// null_check fixture) started now gets a sentinel patch put in the patch
+// directory now; once the agent applied it, the agent is stopped
+// (SIGTERM: it finishes the jobs in flight). A test asserts what the agent
+// did not do after it.
+func lookedAt(t *testing.T, h *host, cfg Config, ag *agentProc) {
+	t.Helper()
+	sp, orig := testutil.FixturePatch(t, "null_check", builder.Options{ID: "sentinel"}, sentinelKey(t))
+	_, pid := h.start(t, orig.Program)
+	if err := os.WriteFile(filepath.Join(cfg.PatchDir, "sentinel.hpatch"), sp.File, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, cfg.StateDir, time.Minute, "applied to the sentinel", is("applied", pid))
+	ag.stop()
+	waitEvent(t, cfg.StateDir, time.Minute, "stopped", is("stopped", 0))
+}
+
+// sentinelKeys signs the sentinel patches of lookedAt; agentConfig trusts
+// it.
+var sentinelKeys = sync.OnceValues(func() (patch.PrivateKey, error) {
+	key, _, err := patch.GenerateKey()
+	return key, err
+})
+
+func sentinelKey(t *testing.T) patch.PrivateKey {
+	t.Helper()
+	key, err := sentinelKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 // TestAgentProbeRollback: a health probe that fails after the apply makes
 // the agent revert the patch and keep it off new processes.
 func TestAgentProbeRollback(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	cfg, dir := withPatch(t, h, orig, fixed, "bounds-fix")
 	marker := filepath.Join(dir, "unhealthy")
-	cfg.Health.Probes = []Probe{{Patch: "bounds-fix", Command: "test ! -e " + marker + " && kill -0 $HOTPATCH_PID", Interval: Duration(100 * time.Millisecond)}}
+	runs := filepath.Join(dir, "probe-runs")
+	cfg.Health.Probes = []Probe{{Patch: "bounds-fix", Command: "echo run >> " + runs + "; test ! -e " + marker + " && kill -0 $HOTPATCH_PID", Interval: Duration(100 * time.Millisecond)}}
 	p, pid := h.start(t, orig)
-	startAgent(t, cfg)
+	ag := startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pid))
-	time.Sleep(300 * time.Millisecond)
+	// Three runs of the probe while healthy: none failed.
+	waitFor(t, time.Minute, func() bool { b, _ := os.ReadFile(runs); return bytes.Count(b, []byte("\n")) >= 3 }, "three runs of the probe")
 	if _, ok := findEvent(cfg.StateDir, is("probe_failed", 0)); ok {
 		t.Fatalf("the probe failed while the process was healthy")
 	}
@@ -251,8 +321,8 @@ func TestAgentProbeRollback(t *testing.T) {
 		t.Errorf("the process still answers as fixed after the rollback")
 	}
 	_, pid2 := h.start(t, orig)
-	time.Sleep(1 * time.Second)
-	if ids := applied(t, pid2); len(ids) != 0 {
+	lookedAt(t, h, cfg, ag)
+	if ids := applied(t, pid2); len(ids) != 0 || countEvents(cfg.StateDir, is("applied", pid2)) != 0 {
 		t.Errorf("a process started after the rollback was patched: %v", ids)
 	}
 }
@@ -260,11 +330,16 @@ func TestAgentProbeRollback(t *testing.T) {
 // TestAgentProbeURL: the same with an HTTP probe that starts answering
 // 503 (a service's health endpoint on 127.0.0.1).
 func TestAgentProbeURL(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	cfg, _ := withPatch(t, h, orig, fixed, "bounds-fix")
 	var unhealthy atomic.Bool
+	var healthy atomic.Int32 // healthy answers given
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !unhealthy.Load() {
+			healthy.Add(1)
+		}
 		if unhealthy.Load() {
 			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
 		}
@@ -274,7 +349,8 @@ func TestAgentProbeURL(t *testing.T) {
 	p, pid := h.start(t, orig)
 	startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "applied", is("applied", pid))
-	time.Sleep(300 * time.Millisecond)
+	// Three healthy answers: no probe failed.
+	waitFor(t, time.Minute, func() bool { return healthy.Load() >= 3 }, "three runs of the probe")
 	if _, ok := findEvent(cfg.StateDir, is("probe_failed", 0)); ok {
 		t.Fatalf("the probe failed while the service was healthy")
 	}
@@ -292,6 +368,7 @@ func TestAgentProbeURL(t *testing.T) {
 // TestAgentDlopen: a library loaded with dlopen after the process started
 // is patched too (found by the rescan).
 func TestAgentDlopen(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	fx, err := fixture.Load("shared_lib")
 	if err != nil {
@@ -325,6 +402,7 @@ func TestAgentDlopen(t *testing.T) {
 // TestAgentFallback: a process whose patched function never returns (main's
 // own loop) gets the configured restart command instead.
 func TestAgentFallback(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed, err := fixture.CompilePair("mainloop", "../engine/testdata/mainloop", "mainloop.c")
 	if err != nil {
@@ -347,6 +425,7 @@ func TestAgentFallback(t *testing.T) {
 // seccomp filter forbids the system calls an apply makes) gets the restart
 // command at once, and the agent says why.
 func TestAgentFallbackSandboxed(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed, err := fixture.CompilePair("sandboxed", "testdata/sandboxed", "sandboxed.c")
 	if err != nil {
@@ -377,25 +456,38 @@ func TestAgentFallbackSandboxed(t *testing.T) {
 // processes than workers, so some jobs are still queued) stops the agent
 // promptly and cleanly: the jobs in flight finish, the queued ones are
 // dropped, "stopped" is recorded, and no process is left half patched.
+// The processes' worker threads stay inside the patched function (the
+// engine's "held" test program), so the applies wait out their timeout.
 func TestAgentStops(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
-	orig, fixed, err := fixture.CompilePair("busy", "../engine/testdata/busy", "busy.c", "-pthread")
+	orig, fixed, err := fixture.CompilePair("held", "../engine/testdata/held", "held.c", "-pthread")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := withPatch(t, h, orig, fixed, "busy-fix")
+	cfg, _ := withPatch(t, h, orig, fixed, "held-fix")
 	cfg.Timeout = Duration(3 * time.Second)
 	var pids []int
 	for i := 0; i < 6; i++ {
-		_, pid := h.start(t, orig)
+		p, pid := h.start(t, orig)
 		pids = append(pids, pid)
+		waitFor(t, time.Minute, func() bool { got, _ := p.Probe("inside"); return got == "inside 1" }, "the worker of %d inside the function", pid)
 	}
 	a := startAgent(t, cfg)
-	waitEvent(t, cfg.StateDir, 30*time.Second, "started", is("started", 0))
-	time.Sleep(300 * time.Millisecond)
+	// Applies in flight: patch memory mapped, waiting for the worker.
+	inFlight := 0
+	waitFor(t, time.Minute, func() bool {
+		inFlight = 0
+		for _, pid := range pids {
+			if st, _ := engine.Status(pid); len(st) > 0 && st[0].State == "preparing" {
+				inFlight++
+			}
+		}
+		return inFlight >= 2
+	}, "two applies in flight")
 	start := time.Now()
 	a.stop() // SIGTERM, then SIGKILL after 10 s: a hang shows as an unclean exit
-	t.Logf("stopped in %v", time.Since(start))
+	t.Logf("stopped in %v, %d applies were in flight", time.Since(start), inFlight)
 	if a.cmd.ProcessState == nil || !a.cmd.ProcessState.Success() {
 		t.Errorf("the agent did not exit cleanly: %v\n%s", a.cmd.ProcessState, a.out)
 	}

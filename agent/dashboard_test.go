@@ -28,6 +28,7 @@ import (
 // host page shows it live. The overview screenshot taken mid-rollout is
 // the README's (HOTPATCH_UPDATE_DOCS=1 writes it to docs/img).
 func TestDashboardRealFleet(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	dir := t.TempDir()
 	key, pub := testKey(t, dir)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,7 +14,7 @@ import (
 
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/client"
-	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/server"
 	"github.com/hotpatch/hotpatch/server/api"
 )
@@ -91,6 +92,7 @@ func (f *fleet) rollout(t *testing.T, data []byte) *api.Rollout {
 // it (the ring counts the device as applied), and reverts it when the
 // rollout is rolled back.
 func TestAgentEnrolled(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -179,6 +181,7 @@ func TestAgentEnrolled(t *testing.T) {
 // keeps running with what it has: the patch stays applied, and processes
 // started later still get it.
 func TestAgentEnrolledRevoked(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -220,19 +223,13 @@ func TestAgentEnrolledRevoked(t *testing.T) {
 // TestAgentEnrolledLocalWins: a patch in the local patch directory wins
 // over a server patch with the same id; the agent says so once.
 func TestAgentEnrolledLocalWins(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
 	key, pub := testKey(t, dir)
 	_, local := signed(t, orig, fixed, "bounds-fix", key)
-	u, err := builder.Build(orig, fixed, builder.Options{ID: "bounds-fix", Version: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fromServer, err := patch.Sign(u, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fromServer := testutil.SignedPatch(t, orig, fixed, builder.Options{ID: "bounds-fix", Version: 2}, key).File
 	f := newFleet(t, dir, pub)
 
 	_, pid := h.start(t, orig)
@@ -251,9 +248,15 @@ func TestAgentEnrolledLocalWins(t *testing.T) {
 	if o.Patch != "bounds-fix" || o.Version != 2 {
 		t.Errorf("overridden: %s", o)
 	}
-	// Let a few rescans pass (each reads both directories): still one
-	// notice, one apply.
-	time.Sleep(3 * cfg.Rescan.D())
+	// Let the agent read both directories three more times (each file it
+	// refuses is a proof): still one notice, one apply.
+	for i := range 3 {
+		junk := filepath.Join(cfg.PatchDir, fmt.Sprintf("junk%d.hpatch", i))
+		if err := os.WriteFile(junk, []byte("not a patch"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		waitEvent(t, cfg.StateDir, time.Minute, "patch_refused for "+junk, func(e Event) bool { return e.Type == "patch_refused" && e.File == junk })
+	}
 	if n := countEvents(cfg.StateDir, is("patch_overridden", 0)); n != 1 {
 		t.Errorf("%d patch_overridden events, want 1", n)
 	}
@@ -335,6 +338,7 @@ func TestValidSHA256(t *testing.T) {
 // only once a program with its target build-id runs on the host, then
 // applies it.
 func TestAgentEnrolledFetchesWhatRuns(t *testing.T) {
+	t.Parallel()
 	h := newHost(t)
 	orig, fixed := boundsCheck(t)
 	dir := t.TempDir()
@@ -345,10 +349,15 @@ func TestAgentEnrolledFetchesWhatRuns(t *testing.T) {
 	startAgent(t, cfg)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "enrolled", is("enrolled", 0))
 	f.rollout(t, data)
-	time.Sleep(2 * time.Second) // a sync answer with the patch has come and gone
+	// Then a patch for a program that runs: once the agent applied it, it
+	// has made real a desired state that holds both.
+	sentinel, sorig := testutil.FixturePatch(t, "null_check", builder.Options{ID: "sentinel"}, key)
+	_, spid := h.start(t, sorig.Program)
+	f.rollout(t, sentinel.File)
+	waitEvent(t, cfg.StateDir, time.Minute, "applied to the sentinel", is("applied", spid))
 	serverDir := filepath.Join(cfg.StateDir, serverDirName)
-	if ents, _ := os.ReadDir(serverDir); len(ents) != 0 {
-		t.Fatalf("the agent fetched a patch for a program that does not run: %d files", len(ents))
+	if files, _ := filepath.Glob(filepath.Join(serverDir, "*.hpatch")); len(files) != 1 {
+		t.Fatalf("the agent fetched a patch for a program that does not run: %v, want the sentinel's only", files)
 	}
 	p, pid := h.start(t, orig)
 	waitEvent(t, cfg.StateDir, 30*time.Second, "applied once the target runs", is("applied", pid))

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 	"github.com/hotpatch/hotpatch/server/api"
 )
@@ -20,6 +22,7 @@ import (
 // canary: the crash on the canary host exceeds the failure budget, the
 // server tells the canary to revert, and the broad hosts never get it.
 func TestFleetRings(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	dir := t.TempDir()
 	key, pub := testKey(t, dir)
@@ -102,22 +105,20 @@ func TestFleetRings(t *testing.T) {
 	canary := hosts[0]
 	waitEvent(t, canary.state, 60*time.Second, "applied on the canary", func(e Event) bool { return e.Type == "applied" && e.Patch == "crashy-fix" })
 	canary.crash.Probe("boom") // the patched function crashes
-	halted := false
-	for end := time.Now().Add(60 * time.Second); time.Now().Before(end) && !halted; time.Sleep(50 * time.Millisecond) {
+	testutil.Eventually(t, time.Minute, func() bool {
 		r, err := f.admin.Rollout(ctx, ro.ID)
-		halted = err == nil && r.State == api.StateHalted
-	}
-	if !halted {
+		return err == nil && r.State == api.StateHalted
+	}, func() string {
+		var b strings.Builder
 		evs, _ := f.admin.Events(ctx, 0, 0)
 		for _, e := range evs {
-			t.Logf("audit: %+v", e)
+			fmt.Fprintf(&b, "audit: %+v\n", e)
 		}
 		r, _ := f.admin.Rollout(ctx, ro.ID)
-		t.Logf("rollout: %+v", r)
-		var local []string
-		ReadEvents(ctx, canary.state, false, func(e Event) error { local = append(local, e.String()); return nil })
-		t.Fatalf("the bad rollout did not halt; canary events:\n%s", strings.Join(local, "\n"))
-	}
+		fmt.Fprintf(&b, "rollout: %+v\ncanary events:\n", r)
+		ReadEvents(ctx, canary.state, false, func(e Event) error { b.WriteString(e.String() + "\n"); return nil })
+		return b.String() + "the bad rollout did not halt"
+	})
 	r, _ := f.admin.Rollout(ctx, ro.ID)
 	if r.Rings[1].State != api.RingPending {
 		t.Errorf("broad ring %s; it must never start", r.Rings[1].State)
@@ -133,13 +134,5 @@ func TestFleetRings(t *testing.T) {
 // signedWith builds and signs a patch with build options (CVEs, …).
 func signedWith(t *testing.T, orig, fixed string, opts builder.Options, key patch.PrivateKey) []byte {
 	t.Helper()
-	u, err := builder.Build(orig, fixed, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(u, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return testutil.SignedPatch(t, orig, fixed, opts, key).File
 }

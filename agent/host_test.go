@@ -14,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
@@ -58,7 +61,8 @@ func newHost(t *testing.T) *host {
 // childOf waits for the one child of pid and returns it.
 func childOf(t *testing.T, pid int) int {
 	t.Helper()
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+	child := 0
+	testutil.Eventually(t, time.Minute, func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			c, _ := strconv.Atoi(f[0])
@@ -66,12 +70,12 @@ func childOf(t *testing.T, pid int) int {
 			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c))
 			parentExe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 			if exe != "" && exe != parentExe {
-				return c
+				child = c
 			}
 		}
-	}
-	t.Fatalf("process %d has no child", pid)
-	return 0
+		return child != 0
+	}, "process %d has no child", pid)
+	return child
 }
 
 // start runs a program inside the host; it returns the program and its
@@ -79,28 +83,28 @@ func childOf(t *testing.T, pid int) int {
 func (h *host) start(t *testing.T, args ...string) (*fixture.Proc, int) {
 	t.Helper()
 	p := fixture.StartArgs(t, append([]string{"nsenter", "--target", strconv.Itoa(h.init), "--pid", "--mount", "--"}, args...))
-	return p, childOf(t, p.Pid())
+	pid := childOf(t, p.Pid())
+	// Killing nsenter (the fixture's cleanup) does not end the program,
+	// which holds nsenter's output open: the cleanup would wait for it.
+	// Kill the program first (cleanups run last in, first out), through a
+	// pidfd, which cannot hit a reused pid.
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		t.Cleanup(func() {
+			unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			unix.Close(fd)
+		})
+	}
+	return p, pid
 }
 
-// signed builds, signs and writes the patch between two builds; it
-// returns the patch and the file's bytes.
+// signed builds and signs the patch between two builds; it returns the
+// patch and the file's bytes.
 func signed(t *testing.T, orig, fixed, id string, key patch.PrivateKey) (*patch.Patch, []byte) {
 	t.Helper()
 	// AllowNeverApplies: the agent must cope with patches the engine refuses
 	// (TestAgentFallback patches main's loop on purpose).
-	u, err := builder.Build(orig, fixed, builder.Options{ID: id, AllowNeverApplies: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(u, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, data
+	sp := testutil.SignedPatch(t, orig, fixed, builder.Options{ID: id, AllowNeverApplies: true}, key)
+	return sp.Patch, sp.File
 }
 
 // testKey makes a signing key and writes its public half to dir/k.pub.
@@ -155,13 +159,16 @@ func TestAgentHelper(t *testing.T) {
 	}
 }
 
-func startAgent(t *testing.T, cfg Config) *agentProc {
+// startAgent starts the agent with cfg; with wrap, through that command
+// (say "unshare", "--net"), which must exec the agent.
+func startAgent(t *testing.T, cfg Config, wrap ...string) *agentProc {
 	t.Helper()
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestAgentHelper$", "-test.count=1")
+	argv := append(append([]string{}, wrap...), os.Args[0], "-test.run=^TestAgentHelper$", "-test.count=1")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), agentHelperEnv+"="+string(raw))
 	a := &agentProc{cmd: cmd, out: &bytes.Buffer{}, cfg: cfg}
 	cmd.Stdout, cmd.Stderr = a.out, a.out
@@ -203,15 +210,17 @@ func (a *agentProc) kill9() {
 // event log; it fails the test after timeout.
 func waitEvent(t *testing.T, stateDir string, timeout time.Duration, what string, match func(Event) bool) Event {
 	t.Helper()
-	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if e, ok := findEvent(stateDir, match); ok {
-			return e
-		}
-	}
-	var all []string
-	ReadEvents(context.Background(), stateDir, false, func(e Event) error { all = append(all, e.String()); return nil })
-	t.Fatalf("no %s event within %v; events:\n%s", what, timeout, strings.Join(all, "\n"))
-	return Event{}
+	var found Event
+	testutil.Eventually(t, timeout, func() bool {
+		var ok bool
+		found, ok = findEvent(stateDir, match)
+		return ok
+	}, func() string {
+		var all []string
+		ReadEvents(context.Background(), stateDir, false, func(e Event) error { all = append(all, e.String()); return nil })
+		return fmt.Sprintf("no %s event; events:\n%s\n", what, strings.Join(all, "\n"))
+	})
+	return found
 }
 
 func findEvent(stateDir string, match func(Event) bool) (Event, bool) {
@@ -259,9 +268,16 @@ func applied(t *testing.T, pid int) []string {
 // dir, the host's namespace, quick rescans.
 func agentConfig(dir string, h *host, pub string) Config {
 	os.MkdirAll(filepath.Join(dir, "patches"), 0o755)
+	// The key of lookedAt's sentinel patches is trusted too.
+	trust := []string{pub}
+	if key, err := sentinelKeys(); err == nil {
+		if pem, err := patch.MarshalPublicKey(key.Public()); err == nil && os.WriteFile(filepath.Join(dir, "sentinel.pub"), pem, 0o644) == nil {
+			trust = append(trust, filepath.Join(dir, "sentinel.pub"))
+		}
+	}
 	return Config{
 		PatchDir: filepath.Join(dir, "patches"), StateDir: filepath.Join(dir, "state"),
-		Trust: []string{pub}, PIDNamespace: h.ns,
+		Trust: trust, PIDNamespace: h.ns,
 		Rescan: Duration(300 * time.Millisecond), Retry: Duration(200 * time.Millisecond),
 		Timeout: Duration(2 * time.Second), Quiet: true,
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hotpatch/hotpatch/client"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/server"
 	"github.com/hotpatch/hotpatch/server/api"
 	"github.com/hotpatch/hotpatch/server/pki"
@@ -207,12 +209,12 @@ func TestFleet(t *testing.T) {
 	// The canary device applies the patch (as its agent would, after the
 	// ring started): the ring ends up soaking.
 	web1.report(t, f, true)
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testutil.Eventually(t, time.Minute, func() bool {
 		f.okJSON(t, &ro, "rollout", "status", ro.ID)
-		if ro.Rings[0].Applied == 1 {
-			break
-		}
-	}
+		return ro.Rings[0].Applied == 1
+	}, func() string {
+		return fmt.Sprintf("the canary ring never counted the device as applied: %+v", ro.Rings[0])
+	})
 	text = f.ok(t, "rollout", "status", ro.ID)
 	lines := strings.Split(text, "\n")
 	var header, canary, broad string

@@ -24,6 +24,7 @@ import (
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/client"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 	"github.com/hotpatch/hotpatch/server"
 	"github.com/hotpatch/hotpatch/server/api"
@@ -69,19 +70,12 @@ func makePatch() (signed, error) {
 	if err != nil {
 		return signed{}, err
 	}
-	unsigned, err := builder.Build(orig.Target, fixed.Target, builder.Options{ID: "bounds", CVEs: []string{"CVE-2026-1000"}, Severity: patch.SeverityHigh})
+	sp, err := testutil.BuildSigned(orig.Target, fixed.Target, builder.Options{ID: "bounds", CVEs: []string{"CVE-2026-1000"}, Severity: patch.SeverityHigh}, nil)
 	if err != nil {
 		return signed{}, err
 	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		return signed{}, err
-	}
-	data, err := patch.Sign(unsigned, key)
-	if err != nil {
-		return signed{}, err
-	}
-	pubPEM, err := patch.MarshalPublicKey(pub)
+	data := sp.File
+	pubPEM, err := patch.MarshalPublicKey(sp.Pub)
 	if err != nil {
 		return signed{}, err
 	}
@@ -496,7 +490,7 @@ func TestDeviceFlow(t *testing.T) {
 	// The long-poll answers as soon as the state changed after the cursor.
 	var want *api.DesiredPatch
 	cursor := first.Cursor
-	for deadline := time.Now().Add(20 * time.Second); want == nil && time.Now().Before(deadline); {
+	testutil.Eventually(t, time.Minute, func() bool {
 		st, err := dev.Sync(ctx, cursor, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -507,10 +501,8 @@ func TestDeviceFlow(t *testing.T) {
 				want = &st.Patches[i]
 			}
 		}
-	}
-	if want == nil {
-		t.Fatal("the device's desired state never named the patch")
-	}
+		return want != nil
+	}, "the device's desired state never named the patch")
 	if want.Action != api.ActionApply || want.ID != "bounds" || want.Rollout != ro.ID || want.TargetBuildID != p.buildID {
 		t.Errorf("desired patch %+v", want)
 	}
@@ -535,15 +527,14 @@ func TestDeviceFlow(t *testing.T) {
 	}
 
 	var ring api.Ring
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testutil.Eventually(t, time.Minute, func() bool {
 		r, err := adm.Rollout(ctx, ro.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ring = r.Rings[0]; ring.Applied == 1 {
-			break
-		}
-	}
+		ring = r.Rings[0]
+		return ring.Applied == 1
+	}, func() string { return fmt.Sprintf("the canary ring never counted the device as applied: %+v", ring) })
 	if ring.Devices != 1 || ring.Applied != 1 || ring.Failed != 0 || ring.Pending != 0 {
 		t.Errorf("canary ring %+v, want 1 device, applied", ring)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
@@ -16,39 +17,16 @@ import (
 // user's patch reaches the engine.
 func signedPatch(t testing.TB, fx *fixture.Fixture, fl fixture.Flags) (p *patch.Patch, pub patch.PublicKey, orig *fixture.Build) {
 	t.Helper()
-	orig, err := fx.Build(fixture.Orig, fl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixed, err := fx.Build(fixture.Fixed, fl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, pub = signedPatchFrom(t, orig.Target, fixed.Target, builder.Options{ID: "test-" + fx.Name})
-	return p, pub, orig
+	sp, orig := testutil.FixtureFlagsPatch(t, fx, fl, builder.Options{ID: "test-" + fx.Name}, nil)
+	return sp.Patch, sp.Pub, orig
 }
 
 // signedPatchFrom builds the patch between two builds, signs it with a new
 // key and loads it back, as a user's patch reaches the engine.
 func signedPatchFrom(t testing.TB, orig, fixed string, opts builder.Options) (*patch.Patch, patch.PublicKey) {
 	t.Helper()
-	unsigned, err := builder.Build(orig, fixed, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(unsigned, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, pub
+	sp := testutil.SignedPatch(t, orig, fixed, opts, nil)
+	return sp.Patch, sp.Pub
 }
 
 // moduleText reads the executable mappings of the patch's target module.
@@ -157,9 +135,7 @@ func TestMainThreadExited(t *testing.T) {
 		t.Fatalf("first answer %q, %v", got, err)
 	}
 	// The main thread may still be on its way out.
-	for i := 0; i < 500 && !leaderGone(proc.Pid()); i++ {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return leaderGone(proc.Pid()) }, "the main thread of %d did not exit", proc.Pid())
 	_, err = Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}})
 	if !errors.Is(err, ErrMainThreadExited) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("Apply: %v; want ErrMainThreadExited in one line", err)

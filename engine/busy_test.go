@@ -2,7 +2,9 @@ package engine
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -13,43 +15,139 @@ import (
 
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
-// busyTarget builds engine/testdata/busy (original and fixed), the signed
-// patch between them, and starts the original.
-func busyTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
+// heldTarget builds engine/testdata/held (original and fixed), the signed
+// patch between them, and starts the original, once its worker thread is
+// inside slow_step, where it stays until the test sends "release".
+func heldTarget(t *testing.T) (*fixture.Proc, *patch.Patch, patch.PublicKey) {
 	t.Helper()
-	orig, fixed := busyBuilds(t)
-	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "busy-fix"})
-	proc := fixture.Start(t, orig)
-	if err := proc.WaitIdle(); err != nil {
-		t.Fatal(err)
-	}
-	return proc, p, pub
+	orig, fixed := heldBuilds(t)
+	p, pub := signedPatchFrom(t, orig, fixed, builder.Options{ID: "held-fix"})
+	return startHeld(t, orig), p, pub
 }
 
-// busyBuilds compiles engine/testdata/busy, original and fixed.
-func busyBuilds(t *testing.T) (orig, fixed string) {
+// startHeld starts a held program and waits until its worker is inside
+// slow_step.
+func startHeld(t *testing.T, path string) *fixture.Proc {
+	t.Helper()
+	proc := fixture.Start(t, path)
+	waitInside(t, proc)
+	return proc
+}
+
+// waitInside waits until the held worker waits inside slow_step.
+func waitInside(t *testing.T, proc *fixture.Proc) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, func() bool { return probeNumber(t, proc, "inside") == 1 }, "the worker never entered slow_step")
+}
+
+// heldBuilds compiles engine/testdata/held, original and fixed.
+func heldBuilds(t *testing.T) (orig, fixed string) {
 	t.Helper()
 	var err error
-	orig, fixed, err = fixture.CompilePair("busy", "testdata/busy", "busy.c", "-pthread")
+	orig, fixed, err = fixture.CompilePair("held", "testdata/held", "held.c", "-pthread")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return orig, fixed
 }
 
+// release lets the held worker's current call of slow_step return.
+func release(t *testing.T, proc *fixture.Proc) {
+	t.Helper()
+	if got, err := proc.Probe("release"); err != nil || got != "released 1" {
+		t.Fatalf("release: %q, %v", got, err)
+	}
+}
+
+// waitCalls waits until the held worker has completed more than n calls
+// and waits inside slow_step again.
+func waitCalls(t *testing.T, proc *fixture.Proc, n uint64, what string) {
+	t.Helper()
+	got := n
+	testutil.Eventually(t, time.Minute, func() bool {
+		got = probeNumber(t, proc, "calls")
+		return got > n && probeNumber(t, proc, "inside") == 1
+	}, func() string {
+		return fmt.Sprintf("%s: the worker completed no call and came back (calls %d -> %d)", what, n, got)
+	})
+}
+
+// waitCatching waits until an apply or revert at work on pid (in this
+// process or another) waits for a thread to leave a function with its
+// return address redirected: the record holds the hijack, the return
+// address slot holds the stub's address, that thread alone is traced. A
+// hijack left in the record by a killed hotpatch does not count: no thread
+// is traced, and once the thread returned the slot holds a real return
+// address again.
+func waitCatching(t *testing.T, pid int) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, func() bool { return catching(pid) }, "no apply or revert waited for a thread of process %d to return", pid)
+}
+
+func catching(pid int) bool {
+	tg, err := openTarget(pid)
+	if err != nil {
+		return false
+	}
+	defer tg.close()
+	recs, _ := tg.records()
+	tid := 0
+	for _, r := range recs {
+		if hj := r.rec.Hijack; hj != nil {
+			var slot [8]byte
+			if tg.mem.ReadAt(slot[:], hj.Slot) == nil && binary.LittleEndian.Uint64(slot[:]) == hj.Stub {
+				tid = hj.TID
+			}
+		}
+	}
+	if tid == 0 {
+		return false
+	}
+	tids, err := threads(pid)
+	if err != nil {
+		return false
+	}
+	for _, other := range tids {
+		if traced(pid, other) != (other == tid) {
+			return false
+		}
+	}
+	return true
+}
+
+// traced reports whether a thread of pid has a tracer.
+func traced(pid, tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			return strings.TrimSpace(v) != "0"
+		}
+	}
+	return false
+}
+
 // TestBusyRefused applies a patch to a function that a thread occupies all
 // the time: after the timeout Apply names the function and the thread, and
-// the process is exactly as before: same code, no patch memory, answering.
+// the process is exactly as before: same code, no patch memory, answering,
+// and the worker's return address the real one again.
 func TestBusyRefused(t *testing.T) {
-	proc, p, pub := busyTarget(t)
+	proc, p, pub := heldTarget(t)
 	pid := proc.Pid()
 	before := moduleText(t, pid, p)
 
-	start := time.Now()
-	_, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 300 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() {
+		_, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 300 * time.Millisecond})
+		done <- err
+	}()
+	err := testutil.Receive(t, done, time.Minute, "Apply with a 300ms timeout did not return")
 	var busy *BusyError
 	if !errors.As(err, &busy) {
 		t.Fatalf("Apply: %v, want a *BusyError", err)
@@ -59,9 +157,6 @@ func TestBusyRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "slow_step") || !strings.Contains(err.Error(), "--timeout") {
 		t.Errorf("message %q should name the function and the way out", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("Apply took %v with a 300ms timeout", d)
 	}
 	if after := moduleText(t, pid, p); !bytes.Equal(before, after) {
 		t.Errorf("a refused apply changed the process's code")
@@ -80,51 +175,64 @@ func TestBusyRefused(t *testing.T) {
 		t.Errorf("process answered %q, %v; want the original 'step 101'", got, err)
 	}
 	// The worker's return address was redirected while Apply waited and
-	// must be the real one again: its calls go on.
-	calls := probeNumber(t, proc, "calls")
-	time.Sleep(1500 * time.Millisecond)
-	if after := probeNumber(t, proc, "calls"); after <= calls {
-		t.Errorf("worker completed no call after the refusal (%d -> %d)", calls, after)
-	}
+	// must be the real one again (the stub's memory is gone): let it
+	// return, and its calls go on.
+	release(t, proc)
+	waitCalls(t, proc, 0, "after the refusal")
 }
 
 // TestBusyCaught applies a patch to the function that the worker occupies
-// for a second at a time with only a few instructions between two calls:
-// the engine catches the moment it returns, well within the timeout, and
-// the worker goes on with the fixed function.
+// with only a few instructions between two calls, so that polling would
+// practically never see it outside: the engine catches the moment it
+// returns (the test lets it return once Apply waits for it), and the
+// worker goes on with the fixed function. Revert catches it the same way.
 func TestBusyCaught(t *testing.T) {
-	proc, p, pub := busyTarget(t)
+	proc, p, pub := heldTarget(t)
 	pid := proc.Pid()
 	start := time.Now()
-	res, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 5 * time.Second})
-	if err != nil {
+	done := make(chan error, 1)
+	go func() {
+		res, err := Apply(pid, p, Options{Trusted: []patch.PublicKey{pub}, Timeout: time.Minute})
+		if err == nil {
+			t.Logf("applied after %v, pause %v", time.Since(start), res.Paused)
+		}
+		done <- err
+	}()
+	waitCatching(t, pid)
+	release(t, proc)
+	if err := testutil.Receive(t, done, 2*time.Minute, "Apply did not return"); err != nil {
 		t.Fatalf("Apply: %v", err)
-	}
-	t.Logf("applied after %v, pause %v", time.Since(start), res.Paused)
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("Apply took %v; the worker leaves slow_step every second", d)
 	}
 	if got, err := proc.Probe("step"); err != nil || got != "step 1100" {
 		t.Errorf("process answered %q, %v; want the fixed 'step 1100'", got, err)
 	}
-	before := probeNumber(t, proc, "calls")
-	time.Sleep(1500 * time.Millisecond)
-	if after := probeNumber(t, proc, "calls"); after <= before {
-		t.Errorf("worker completed no call after the apply (%d -> %d)", before, after)
-	}
-	// The worker now sleeps inside the patch's slow_step: the patch's own
+	// The worker now waits inside the patch's slow_step: the patch's own
 	// call frame information unwinds it exactly, through the patch code.
+	waitInside(t, proc)
 	if !unwindsThroughPatch(t, pid) {
 		t.Errorf("no thread was unwound exactly through the patch code")
 	}
+	before := probeNumber(t, proc, "calls")
+	release(t, proc)
+	waitCalls(t, proc, before, "after the apply")
+
 	start = time.Now()
-	if _, err := Revert(pid, p.ID, 5*time.Second); err != nil {
+	go func() {
+		_, err := Revert(pid, p.ID, time.Minute)
+		if err == nil {
+			t.Logf("reverted after %v", time.Since(start))
+		}
+		done <- err
+	}()
+	waitCatching(t, pid)
+	release(t, proc)
+	if err := testutil.Receive(t, done, 2*time.Minute, "Revert did not return"); err != nil {
 		t.Fatalf("Revert: %v", err)
 	}
-	t.Logf("reverted after %v", time.Since(start))
 	if got, err := proc.Probe("step"); err != nil || got != "step 101" {
 		t.Errorf("after revert the process answered %q, %v", got, err)
 	}
+	checkNoLeftovers(t, pid)
 }
 
 // unwindsThroughPatch stops pid and reports whether some thread's exact
@@ -165,45 +273,37 @@ func unwindsThroughPatch(t *testing.T, pid int) bool {
 // the worker returns through the stub on its own and goes on; the next run
 // puts the return address back, completes or undoes the step and succeeds.
 func TestKilledWhileCatching(t *testing.T) {
-	orig, fixed := busyBuilds(t)
-	_, patchFile, keyFile := patchFiles(t, orig, fixed, "busy-kill")
-	proc := fixture.Start(t, orig)
-	if err := proc.WaitIdle(); err != nil {
-		t.Fatal(err)
-	}
+	orig, fixed := heldBuilds(t)
+	_, patchFile, keyFile := patchFiles(t, orig, fixed, "held-kill")
+	proc := startHeld(t, orig)
 	pid := proc.Pid()
 	for _, step := range []struct{ op, want string }{{"apply", "step 1100"}, {"revert", "step 101"}} {
-		cmd, _, err := startKillHelper(pid, step.op, patchFile, keyFile)
+		waitInside(t, proc)
+		cmd, out, err := startKillHelper(pid, step.op, patchFile, keyFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Kill it once the hijack is in the record.
-		waiting := false
-		for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && !waiting; {
-			if tg, err := openTarget(pid); err == nil {
-				recs, _ := tg.records()
-				for _, r := range recs {
-					waiting = waiting || r.rec.Hijack != nil
-				}
-				tg.close()
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
+		// Kill it once it waits with the hijack in the record.
+		waitCatching(t, pid)
 		cmd.Process.Kill()
 		cmd.Wait()
-		if !waiting {
-			t.Fatalf("%s: never saw hotpatch wait with a redirected return address", step.op)
-		}
 		if bad := stoppedThreads(pid); len(bad) > 0 {
 			t.Fatalf("threads %v left stopped", bad)
 		}
 		before := probeNumber(t, proc, "calls")
-		time.Sleep(1200 * time.Millisecond)
-		if after := probeNumber(t, proc, "calls"); after <= before {
-			t.Fatalf("%s: worker completed no call after the kill (%d -> %d)", step.op, before, after)
-		}
-		if _, err := runKillHelper(pid, step.op, patchFile, keyFile, 0); err != nil {
+		release(t, proc)
+		waitCalls(t, proc, before, step.op+" killed")
+
+		// A full run: it cleans up, then waits for the worker again.
+		if cmd, out, err = startKillHelper(pid, step.op, patchFile, keyFile); err != nil {
 			t.Fatal(err)
+		}
+		waitCatching(t, pid)
+		release(t, proc)
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		if err := testutil.Receive(t, waited, helperTimeout, "a full %s did not end", step.op); err != nil {
+			t.Fatalf("a full %s: %v\n%s", step.op, err, out)
 		}
 		if got, err := proc.Probe("step"); err != nil || got != step.want {
 			t.Errorf("after a full %s the process answered %q, %v; want %q", step.op, got, err, step.want)
@@ -229,17 +329,20 @@ func TestNeverReturns(t *testing.T) {
 	if err := proc.WaitIdle(); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	_, err = Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: time.Minute})
+	// A timeout far beyond the test's deadline: the refusal must not wait
+	// it out.
+	done := make(chan error, 1)
+	go func() {
+		_, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: time.Hour})
+		done <- err
+	}()
+	err = testutil.Receive(t, done, 2*time.Minute, "Apply waits out its timeout instead of refusing at once")
 	var busy *BusyError
 	if !errors.As(err, &busy) || !busy.NeverReturns || busy.Function != "main" {
 		t.Fatalf("Apply: %v, want a *BusyError for main that never returns", err)
 	}
 	if !strings.Contains(err.Error(), "never returns") {
 		t.Errorf("message %q does not say main never returns", err)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("refusal took %v; it should not wait out the timeout", d)
 	}
 	if got, err := proc.Probe("hello"); err != nil || got != "1 6" {
 		t.Errorf("process answered %q, %v", got, err)
@@ -287,7 +390,7 @@ func TestBusyRecursion(t *testing.T) {
 		t.Fatalf("first walk: %q, %v", got, err)
 	}
 	start := time.Now()
-	if _, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: 5 * time.Second}); err != nil {
+	if _, err := Apply(proc.Pid(), p, Options{Trusted: []patch.PublicKey{pub}, Timeout: time.Minute}); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	t.Logf("applied after %v", time.Since(start))
@@ -295,11 +398,14 @@ func TestBusyRecursion(t *testing.T) {
 		t.Errorf("after the apply: %q, %v; want the fixed 'walk 21'", got, err)
 	}
 	before := probeNumber(t, proc, "calls")
-	time.Sleep(1200 * time.Millisecond)
-	if after := probeNumber(t, proc, "calls"); after <= before {
-		t.Errorf("worker completed no walk after the apply (%d -> %d)", before, after)
-	}
-	if _, err := Revert(proc.Pid(), p.ID, 5*time.Second); err != nil {
+	after := before
+	testutil.Eventually(t, time.Minute, func() bool {
+		after = probeNumber(t, proc, "calls")
+		return after > before
+	}, func() string {
+		return fmt.Sprintf("worker completed no walk after the apply (%d -> %d)", before, after)
+	})
+	if _, err := Revert(proc.Pid(), p.ID, time.Minute); err != nil {
 		t.Fatalf("Revert: %v", err)
 	}
 	if got, err := proc.Probe("walk"); err != nil || got != "walk 3" {

@@ -100,6 +100,7 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 		caught, err = t.waitReturn(th, hj, deadline)
 	}
 	if errors.Is(err, errThreadGone) {
+		w.dead = append(w.dead, hj.TID)
 		delete(w.threads, hj.TID) // it ended: not inside any more
 		caught, err = true, nil
 	}
@@ -146,28 +147,28 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 func (t *target) waitReturn(th *thread, hj *Hijack, deadline time.Time) (bool, error) {
 	sig := 0
 	interrupted := false
-	sleep := 20 * time.Microsecond
 	for {
 		if err := unix.PtraceSyscall(th.tid, sig); err != nil {
 			return false, fmt.Errorf("resuming thread %d: %w", th.tid, err)
 		}
 		sig = 0
-		var ws unix.WaitStatus
-		for {
-			n, err := unix.Wait4(th.tid, &ws, unix.WALL|unix.WNOHANG, nil)
-			if err != nil && err != unix.EINTR {
-				return false, fmt.Errorf("waiting for thread %d: %w", th.tid, err)
-			}
-			if n == th.tid {
-				break
-			}
-			if !interrupted && time.Now().After(deadline) {
-				// Stop it where it is; the next stop tells.
-				unix.PtraceInterrupt(th.tid)
-				interrupted = true
-			}
-			time.Sleep(sleep)
-			sleep = min(sleep*2, 500*time.Microsecond)
+		limit := deadline
+		if interrupted {
+			limit = time.Now().Add(stopTimeout)
+		}
+		ws, err := waitTracee(th.tid, true, limit)
+		if errors.Is(err, errWaitTimeout) && !interrupted {
+			// Stop it where it is; the next stop tells.
+			unix.PtraceInterrupt(th.tid)
+			interrupted = true
+			ws, err = waitTracee(th.tid, true, time.Now().Add(stopTimeout))
+		}
+		if errors.Is(err, errThreadGone) {
+			th.stopped = false
+			return true, errThreadGone
+		}
+		if err != nil {
+			return false, err
 		}
 		if ws.Exited() || ws.Signaled() {
 			th.stopped = false

@@ -1,9 +1,15 @@
 package engine
 
 import (
+	"fmt"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hotpatch/hotpatch/internal/testutil"
 )
 
 // TestFramesFromCFI checks that the consistency check really unwinds with
@@ -12,6 +18,14 @@ import (
 // the program's own code.
 func TestFramesFromCFI(t *testing.T) {
 	p := stopme(t, 4)
+	// The two reading workers in their read() and the spinners spinning,
+	// not still starting (a loaded machine may take a while).
+	spins := probeNumber(t, p, "spins")
+	testutil.Eventually(t, time.Minute, func() bool {
+		return blockedInRead(p.Pid()) == 3 && probeNumber(t, p, "spins") > spins
+	}, func() string {
+		return fmt.Sprintf("the workers never settled: %d threads in read()", blockedInRead(p.Pid()))
+	})
 	tg, err := openTarget(p.Pid())
 	if err != nil {
 		t.Fatal(err)
@@ -54,4 +68,18 @@ func TestFramesFromCFI(t *testing.T) {
 	if exact < 3 {
 		t.Errorf("only %d of %d threads unwound exactly from CFI", exact, len(w.tids()))
 	}
+}
+
+// blockedInRead counts the threads of pid blocked in read() (system call 0
+// in /proc/PID/task/TID/syscall).
+func blockedInRead(pid int) int {
+	tids, _ := threads(pid)
+	n := 0
+	for _, tid := range tids {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+		if strings.HasPrefix(string(b), "0 ") {
+			n++
+		}
+	}
+	return n
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -104,11 +105,13 @@ func exitedDuring(pid int, existed bool, what string, err error) error {
 		return err
 	}
 	// A process being killed fails ptrace (ESRCH, or EPERM for a thread
-	// already exiting) a moment before /proc shows it dead, and its main
-	// thread is a zombie a moment before the others: give it that moment
-	// before telling a process that exited from one whose main thread
-	// alone did (pthread_exit in main).
-	dying := errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EPERM) || errors.Is(err, ErrNoProcess) || errors.Is(err, errThreadGone)
+	// already exiting) and writes to its memory (nothing written: EOF) a
+	// moment before /proc shows it dead, and its main thread is a zombie a
+	// moment before the others: give it that moment before telling a
+	// process that exited from one whose main thread alone did
+	// (pthread_exit in main).
+	dying := errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EPERM) || errors.Is(err, ErrNoProcess) || errors.Is(err, errThreadGone) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 	for i := 0; alive(pid); i++ {
 		gone := leaderGone(pid)
 		if i == 100 && gone {

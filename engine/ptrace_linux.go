@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,9 @@ func newTracer() *tracer {
 		// Never unlocked: the thread stays the tracer until close, then
 		// dies with the goroutine, and the kernel detaches what is left.
 		runtime.LockOSThread()
+		// Its short sleeps between polls of a tracee (waitTracee) sleep
+		// as asked, not 50 µs more (the default timer slack).
+		unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
 		close(ready)
 		for f := range t.reqs {
 			f()
@@ -48,8 +52,10 @@ func (t *tracer) close() { close(t.reqs) }
 
 // thread is one traced thread of the target.
 type thread struct {
-	tid     int
-	leader  bool // the thread-group leader (tid == pid)
+	tid int
+	// leader: the process's main thread (tid == pid), which waitTracee
+	// polls while other threads are traced.
+	leader  bool
 	stopped bool
 	// pending is a signal that arrived while we were stopping the thread;
 	// it is handed back when the thread resumes, so the program sees it.
@@ -70,27 +76,24 @@ func ptraceSeize(tid int) error {
 // recorded in th.pending and the thread is treated as stopped (it will get
 // the signal when it resumes). Clone events are reported to onClone.
 //
-// In a process being killed, the exit of a traced thread-group leader is
-// reported only once its other traced threads are reaped: a wait for the
-// leader alone would block for good. So while it waits for the leader, a
-// watchdog reaps the process's other threads that have become zombies.
-func waitStop(th *thread, onClone func(newTid int)) error {
-	if th.leader {
-		stop := make(chan struct{})
-		defer close(stop)
-		go reapZombieThreads(th.tid, stop)
+// alone says no other thread of the process is traced (see waitTracee).
+func waitStop(th *thread, alone bool, onClone func(newTid int)) error {
+	var deadline time.Time
+	if th.leader && !alone {
+		deadline = time.Now().Add(stopTimeout)
 	}
 	for {
-		var ws unix.WaitStatus
-		_, err := unix.Wait4(th.tid, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
+		ws, err := waitTracee(th.tid, th.leader && !alone, deadline)
+		if errors.Is(err, errWaitTimeout) {
+			return fmt.Errorf("thread %d did not stop within %v (%s); retry later", th.tid, stopTimeout, threadStateName(th.tid))
 		}
-		if errors.Is(err, unix.ECHILD) && zombie(th.tid) {
-			return errThreadGone // exited, and reaped by the watchdog
+		if errors.Is(err, unix.ECHILD) {
+			if st := threadStateOf(th.tid); st == 'Z' || st == 'X' || st == 0 {
+				return errThreadGone // exited, and reaped meanwhile
+			}
 		}
 		if err != nil {
-			return fmt.Errorf("waiting for thread %d: %w", th.tid, err)
+			return err
 		}
 		switch {
 		case ws.Exited() || ws.Signaled():
@@ -129,47 +132,101 @@ func waitStop(th *thread, onClone func(newTid int)) error {
 
 var errThreadGone = errors.New("thread exited")
 
-// zombie reports whether thread tid has exited (a zombie, or gone).
-func zombie(tid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tid))
-	if err != nil {
-		return true
+// errWaitTimeout is returned by waitTracee when its deadline passes.
+var errWaitTimeout = errors.New("timed out waiting for a traced thread")
+
+// stopTimeout bounds a wait for a thread to enter a ptrace stop it was
+// asked for (an interrupt): it takes microseconds, unless the thread is in
+// an uninterruptible wait in the kernel.
+const stopTimeout = 10 * time.Second
+
+// waitTracee waits until tid, a thread this tracer thread traces, changes
+// state, and returns its wait status; errThreadGone when the thread died
+// without a report; errWaitTimeout past a non-zero deadline (the thread is
+// then left as it is).
+//
+// With poll, or a deadline, it polls (wait4 with WNOHANG); otherwise it
+// blocks in wait4, which wakes the moment the thread stops (polling costs
+// tens of microseconds per stop on a busy machine, while the world is
+// stopped). Callers poll for a process's main thread while they trace other
+// threads of it: a blocking wait for the main thread of a process that is
+// killed would never return, since the kernel reports a main thread's exit
+// only once every other thread is reaped, and those, being traced, wait as
+// zombies for this very tracer to reap them. Any other thread's stop or
+// exit is always reported.
+func waitTracee(tid int, poll bool, deadline time.Time) (unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	if !poll && deadline.IsZero() {
+		for {
+			_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return ws, fmt.Errorf("waiting for thread %d: %w", tid, err)
+			}
+			return ws, nil
+		}
 	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+	start := time.Now()
+	sleep := 5 * time.Microsecond
+	for i := 0; ; i++ {
+		n, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return ws, fmt.Errorf("waiting for thread %d: %w", tid, err)
+		case n == tid:
+			return ws, nil
+		}
+		// Most stops come within microseconds: look at /proc only after
+		// a millisecond.
+		if time.Since(start) > time.Millisecond {
+			if st := threadStateOf(tid); st == 'Z' || st == 'X' || st == 0 {
+				return ws, errThreadGone
+			}
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return ws, errWaitTimeout
+		}
+		if i < 20 {
+			// A stop usually comes within microseconds: yield first.
+			unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			continue
+		}
+		// On the locked tracer thread: sleep in the kernel, keeping the
+		// thread's P (a raw system call): through the Go scheduler, each
+		// wake-up could wait for a P while the world is stopped.
+		ts := unix.NsecToTimespec(int64(sleep))
+		unix.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
+		sleep = min(2*sleep, time.Millisecond)
+	}
 }
 
-// reapZombieThreads reaps, every millisecond until stop is closed, the
-// threads of process pid other than its leader that have exited (zombies
-// waiting for their tracer). Any thread of the tracer's process may reap a
-// tracee; a zombie has nothing but its exit to report.
-func reapZombieThreads(pid int, stop <-chan struct{}) {
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if err != nil {
-			return
-		}
-		for _, e := range ents {
-			tid, err := strconv.Atoi(e.Name())
-			if err != nil || tid == pid {
-				continue
-			}
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
-			if err != nil {
-				continue
-			}
-			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
-				var ws unix.WaitStatus
-				unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
-			}
-		}
+// threadStateOf returns the state letter of thread tid (R, S, D, T, t,
+// Z, X…), or 0 if it does not exist.
+func threadStateOf(tid int) byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}
+
+// threadStateName describes thread tid's state for an error message.
+func threadStateName(tid int) string {
+	switch st := threadStateOf(tid); st {
+	case 0:
+		return "gone"
+	case 'D':
+		return "in an uninterruptible wait in the kernel"
+	default:
+		return "state " + string(rune(st))
 	}
 }
 

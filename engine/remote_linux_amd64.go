@@ -390,7 +390,8 @@ func (s *session) nextSyscallStop(deadline time.Time) (unix.PtraceRegs, error) {
 		if err := unix.PtraceSyscall(tid, 0); err != nil {
 			return unix.PtraceRegs{}, fmt.Errorf("resuming thread %d: %w", tid, err)
 		}
-		ws, err := waitThread(tid, deadline)
+		// A session traces the main thread alone (trySession).
+		ws, err := waitThread(tid, true, deadline)
 		if err != nil {
 			return unix.PtraceRegs{}, err
 		}
@@ -410,32 +411,20 @@ func (s *session) nextSyscallStop(deadline time.Time) (unix.PtraceRegs, error) {
 	return unix.PtraceRegs{}, fmt.Errorf("thread %d does not reach its system call", tid)
 }
 
-// waitThread waits for tid to change state; past a non-zero deadline it
-// interrupts the thread, waits for that stop and returns an error.
-func waitThread(tid int, deadline time.Time) (unix.WaitStatus, error) {
-	var ws unix.WaitStatus
-	opts := unix.WALL
-	if !deadline.IsZero() {
-		opts |= unix.WNOHANG
+// waitThread waits for tid, the main thread, to change state; past a
+// non-zero deadline it interrupts the thread, waits (boundedly) for that
+// stop and returns an error. alone says no other thread of the process is
+// traced. It ends when the thread dies (see waitTracee).
+func waitThread(tid int, alone bool, deadline time.Time) (unix.WaitStatus, error) {
+	ws, err := waitTracee(tid, !alone, deadline)
+	if errors.Is(err, errWaitTimeout) {
+		unix.PtraceInterrupt(tid)
+		ws, err = waitTracee(tid, true, time.Now().Add(stopTimeout))
+		if err == nil || errors.Is(err, errWaitTimeout) {
+			err = fmt.Errorf("thread %d timed out", tid)
+		}
 	}
-	for {
-		n, err := unix.Wait4(tid, &ws, opts, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return ws, fmt.Errorf("waiting for thread %d: %w", tid, err)
-		}
-		if n == tid {
-			return ws, nil
-		}
-		if time.Now().After(deadline) {
-			unix.PtraceInterrupt(tid)
-			unix.Wait4(tid, &ws, unix.WALL, nil)
-			return ws, fmt.Errorf("thread %d timed out", tid)
-		}
-		time.Sleep(20 * time.Microsecond)
-	}
+	return ws, err
 }
 
 // cleanLeftovers closes the memfds and unmaps the patch mappings that a

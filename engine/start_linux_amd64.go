@@ -176,7 +176,7 @@ func holdAtEntry(pid int) error {
 			return err
 		}
 		sig = 0
-		ws, err := waitThread(pid, deadline)
+		ws, err := waitThread(pid, true, deadline)
 		if err != nil {
 			restore()
 			return err

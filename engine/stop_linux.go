@@ -27,6 +27,9 @@ type world struct {
 	// paused is when the first thread was asked to stop; the pause lasts
 	// until the last one is let go.
 	paused time.Time
+	// dead are traced threads that died without being reaped; release
+	// reaps them (see reapDead).
+	dead []int
 }
 
 // newWorld returns a world of pid with no thread stopped yet, and its
@@ -141,11 +144,24 @@ func (w *world) stopLocked(only []int) error {
 				return fmt.Errorf("stopping thread %d: %w", th.tid, err)
 			}
 		}
+		// The main thread last: waiting for it polls while other
+		// threads are traced (see waitTracee), and by then it has
+		// stopped.
+		slices.SortStableFunc(fresh, func(a, b *thread) int {
+			switch {
+			case a.leader == b.leader:
+				return 0
+			case a.leader:
+				return 1
+			}
+			return -1
+		})
 		for _, th := range fresh {
 			// A thread cloned meanwhile is auto-attached by
 			// PTRACE_O_TRACECLONE; the next round collects it.
-			err := waitStop(th, nil)
+			err := waitStop(th, len(w.threads) == 1, nil)
 			if errors.Is(err, errThreadGone) {
+				w.dead = append(w.dead, th.tid)
 				delete(w.threads, th.tid)
 				continue
 			}
@@ -257,11 +273,16 @@ func (w *world) detach(th *thread) {
 		// Seized but never seen stopped: interrupt and wait, so detach
 		// (which needs a stopped tracee) works.
 		unix.PtraceInterrupt(th.tid)
-		if err := waitStop(th, nil); err != nil {
+		if err := waitStop(th, len(w.threads) == 1, nil); err != nil {
+			if errors.Is(err, errThreadGone) {
+				w.dead = append(w.dead, th.tid)
+			}
 			return
 		}
 	}
-	unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(th.tid), 0, uintptr(th.pending), 0, 0)
+	if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(th.tid), 0, uintptr(th.pending), 0, 0); e == unix.ESRCH {
+		w.dead = append(w.dead, th.tid) // died meanwhile
+	}
 }
 
 // release detaches from every thread, handing back any signal that arrived
@@ -280,16 +301,61 @@ func (w *world) release() time.Duration {
 // returns how long the world was stopped: from the first stop request to
 // the last thread let go. The tracer stays for the caller to close.
 func (w *world) releaseLocked() time.Duration {
-	for tid, th := range w.threads {
+	// The main thread last (see waitTracee).
+	tids := w.tids()
+	slices.SortStableFunc(tids, func(a, b int) int {
+		switch {
+		case (a == w.pid) == (b == w.pid):
+			return 0
+		case a == w.pid:
+			return 1
+		}
+		return -1
+	})
+	for _, tid := range tids {
 		// Detaching resumes the thread and delivers the signal that
 		// arrived while it was stopped, if any.
-		w.detach(th)
+		w.detach(w.threads[tid])
 		delete(w.threads, tid)
 	}
+	w.reapDead()
 	var pause time.Duration
 	if !w.paused.IsZero() {
 		pause = time.Since(w.paused)
 		w.paused = time.Time{}
 	}
 	return pause
+}
+
+// reapDead collects the traced threads that died (zombies, which
+// PTRACE_DETACH cannot let go), the main thread last. Left traced, they
+// would keep the process unreaped by its parent until this tracer thread
+// exits, and when the tracer runs on the program's first OS thread it never
+// does (Go parks that thread instead of ending it). A main thread is
+// reported to its tracer only once every other thread is reaped: it is
+// waited for a moment.
+func (w *world) reapDead() {
+	slices.SortStableFunc(w.dead, func(a, b int) int {
+		switch {
+		case (a == w.pid) == (b == w.pid):
+			return 0
+		case a == w.pid:
+			return 1
+		}
+		return -1
+	})
+	for _, tid := range w.dead {
+		for end := time.Now().Add(time.Second); ; {
+			var ws unix.WaitStatus
+			n, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			if n == tid || err != nil {
+				break // reaped, or not ours any more
+			}
+			if st := threadStateOf(tid); (st != 'Z' && st != 'X') || time.Now().After(end) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	w.dead = nil
 }

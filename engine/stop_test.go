@@ -8,10 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 )
 
 func stopme(t testing.TB, threads int, env ...string) *fixture.Proc {
@@ -152,6 +154,63 @@ const noSuchPid = 1<<22 + 1
 func TestStopWorldGone(t *testing.T) {
 	if _, err := stopWorld(noSuchPid); !errors.Is(err, ErrNoProcess) {
 		t.Fatalf("stopWorld on a missing process: %v, want ErrNoProcess", err)
+	}
+}
+
+// TestWaitEndsWhenKilled kills a process while the engine holds every
+// thread of it stopped, then waits for its main thread, as a remote call
+// or a stop does: the wait must end (the kernel never reports a main
+// thread's exit while other threads of it wait, as zombies, for this very
+// tracer to reap them), and once the world is released the process is
+// reaped. The same with the main thread alone stopped, as in a remote
+// call's session.
+func TestWaitEndsWhenKilled(t *testing.T) {
+	for _, wait := range []string{"remote", "remote-deadline", "stop", "session"} {
+		t.Run(wait, func(t *testing.T) {
+			p := stopme(t, 4)
+			pid := p.Pid()
+			var only []int
+			if wait == "session" {
+				only = []int{pid}
+			}
+			w, err := stopThreads(pid, only)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			go func() {
+				waited <- w.tr.do(func() error {
+					switch wait {
+					case "remote":
+						_, err := waitThread(pid, len(w.threads) == 1, time.Time{})
+						return err
+					case "remote-deadline":
+						_, err := waitThread(pid, len(w.threads) == 1, time.Now().Add(time.Hour))
+						return err
+					case "session":
+						ws, err := waitThread(pid, len(w.threads) == 1, time.Time{})
+						if err == nil && (ws.Exited() || ws.Signaled()) {
+							err = errThreadGone
+						}
+						return err
+					}
+					return waitStop(w.threads[pid], len(w.threads) == 1, nil)
+				})
+			}()
+			err = testutil.Receive(t, waited, time.Minute, "waiting for the main thread of a killed process did not end")
+			if !errors.Is(err, errThreadGone) {
+				t.Errorf("wait for the killed main thread: %v, want errThreadGone", err)
+			}
+			released := make(chan struct{})
+			go func() { w.release(); close(released) }()
+			testutil.Receive(t, released, time.Minute, "release of a killed process did not end")
+			if err := p.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

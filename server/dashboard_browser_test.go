@@ -95,6 +95,7 @@ func (d *simDevice) call(ctx context.Context, method, path string, in, out any) 
 // script error or CSP refusal, and screenshots are kept in
 // artifacts/browser/.
 func TestDashboardBrowser(t *testing.T) {
+	t.Parallel()
 	s, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", AnyPublisher: true, Tick: 20 * time.Millisecond, ExposureEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -271,6 +272,7 @@ func getRollout(admin *caller, id string) api.Rollout {
 // switched off: sign in, start a rollout with the form, halt it through
 // the server's confirmation page. Every page is plain HTML and forms.
 func TestDashboardNoScript(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	spki, err := browser.SPKI(strings.TrimPrefix(s.URL(), "https://"), s.CA())

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/server/api"
 	"github.com/hotpatch/hotpatch/server/pki"
 	"github.com/hotpatch/hotpatch/server/store"
@@ -334,6 +335,7 @@ func TestDashboardEscaping(t *testing.T) {
 // something shown changed (a device's inventory), coalesces, and says
 // "signout" when the session ends.
 func TestDashboardStream(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	w := newWeb(t, s)
@@ -428,16 +430,15 @@ func TestDashboardExposure(t *testing.T) {
 	var seen []int
 	waitCount := func(want int) {
 		t.Helper()
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		testutil.Eventually(t, time.Minute, func() bool {
 			ss, _ := s.st.Exposure(context.Background(), time.Time{})
-			if len(ss) > 0 && ss[len(ss)-1].Vulnerable == want {
-				if len(seen) == 0 || seen[len(seen)-1] != want {
-					seen = append(seen, want)
-				}
-				return
-			}
+			return len(ss) > 0 && ss[len(ss)-1].Vulnerable == want
+		}, func() string {
+			return fmt.Sprintf("the exposure samples never reached %d vulnerable (seen %v)", want, seen)
+		})
+		if len(seen) == 0 || seen[len(seen)-1] != want {
+			seen = append(seen, want)
 		}
-		t.Fatalf("the exposure samples never reached %d vulnerable (seen %v)", want, seen)
 	}
 	waitCount(2)
 	devs[0].do("POST", api.PathDeviceReport, inventory(bid, true), nil)

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/hotpatch/hotpatch/builder"
-	"github.com/hotpatch/hotpatch/internal/fixture"
 	"github.com/hotpatch/hotpatch/internal/pgtest"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 	"github.com/hotpatch/hotpatch/server/api"
 	"github.com/hotpatch/hotpatch/server/pki"
@@ -133,35 +133,8 @@ func enrollWith(t testing.TB, s *Server, token, name string, labels map[string]s
 // testPatch builds and signs the bounds_check fixture's patch.
 func testPatch(t *testing.T) ([]byte, *patch.Patch) {
 	t.Helper()
-	fx, err := fixture.Load("bounds_check")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := fx.Build(fixture.Orig, fx.DefaultFlags())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := fx.Build(fixture.Fixed, fx.DefaultFlags())
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := builder.Build(o.Program, f.Program, builder.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(u, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data, p
+	sp, _ := testutil.FixturePatch(t, "bounds_check", builder.Options{ID: "bounds-fix", CVEs: []string{"CVE-2026-0001"}}, nil)
+	return sp.File, sp.Patch
 }
 
 func inventory(buildID string, patched bool) api.Inventory {
@@ -184,14 +157,18 @@ func syncAs(t *testing.T, dev *caller, cursor int64, wait time.Duration) api.Syn
 func waitRollout(t *testing.T, admin *caller, id string, what string, ok func(api.Rollout) bool) api.Rollout {
 	t.Helper()
 	var ro api.Rollout
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	testutil.Eventually(t, time.Minute, func() bool {
+		ro = api.Rollout{}
 		admin.do("GET", api.PathRollout+id, nil, &ro)
-		if ok(ro) {
-			return ro
-		}
-	}
-	t.Fatalf("rollout never %s: %+v", what, ro)
+		return ok(ro)
+	}, func() string { return fmt.Sprintf("rollout never %s: %+v", what, ro) })
 	return ro
+}
+
+// waitLongPolls waits until s holds n device long-polls.
+func waitLongPolls(t *testing.T, s *Server, n int64) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, func() bool { return s.metrics.longPolls.Load() == n }, "%d long-polls held", n)
 }
 
 // TestRollout drives a rollout through two rings with devices speaking
@@ -236,7 +213,7 @@ func testRollout(t *testing.T, db string) {
 	// starts.
 	held := make(chan api.SyncResponse, 1)
 	go func() { held <- syncAs(t, canary, first.Cursor, 30*time.Second) }()
-	time.Sleep(100 * time.Millisecond)
+	waitLongPolls(t, s, 1)
 	req := api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary", "broad"}, MaxFailures: 0}
 	if st := viewer.do("POST", api.PathRollouts, req, nil); st != 403 {
 		t.Errorf("viewer rollout start: HTTP %d, want 403", st)
@@ -245,13 +222,8 @@ func testRollout(t *testing.T, db string) {
 	if st := admin.do("POST", api.PathRollouts, req, &ro); st != 200 || ro.State != api.StateRunning {
 		t.Fatalf("rollout start: HTTP %d %+v", st, ro)
 	}
-	select {
-	case got := <-held:
-		if !got.Changed || len(got.Patches) != 1 || got.Patches[0].Action != api.ActionApply || got.Patches[0].SHA256 != info.SHA256 {
-			t.Errorf("long-poll answer: %+v", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the long-poll did not return when the rollout started")
+	if got := testutil.Receive(t, held, 10*time.Second, "the long-poll did not return when the rollout started"); !got.Changed || len(got.Patches) != 1 || got.Patches[0].Action != api.ActionApply || got.Patches[0].SHA256 != info.SHA256 {
+		t.Errorf("long-poll answer: %+v", got)
 	}
 	before := syncAs(t, broad, 0, time.Second)
 	if len(before.Patches) != 0 {
@@ -372,6 +344,7 @@ func TestMain(m *testing.M) {
 
 // TestRolloutPostgres runs the rollout test on PostgreSQL.
 func TestRolloutPostgres(t *testing.T) {
+	t.Parallel()
 	testRollout(t, pgtest.URL(t))
 }
 
@@ -380,6 +353,7 @@ func TestRolloutPostgres(t *testing.T) {
 // started on the other within a tick, and both drive the same rollout
 // without doing its steps twice.
 func TestTwoReplicas(t *testing.T) {
+	t.Parallel()
 	url := pgtest.URL(t)
 	dir := t.TempDir()
 	a := startServerDB(t, dir, url)
@@ -397,18 +371,13 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	held := make(chan api.SyncResponse, 1)
 	go func() { held <- syncAs(t, dev, first.Cursor, 30*time.Second) }()
-	time.Sleep(100 * time.Millisecond)
+	waitLongPolls(t, a, 1)
 	var ro api.Rollout
 	if st := adminB.do("POST", api.PathRollouts, api.RolloutRequest{Patch: "bounds-fix", Rings: []string{"canary"}}, &ro); st != 200 {
 		t.Fatalf("rollout on b: HTTP %d", st)
 	}
-	select {
-	case got := <-held:
-		if len(got.Patches) != 1 || got.Patches[0].Action != api.ActionApply {
-			t.Errorf("the device on a got %+v", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a long-poll on replica a missed a rollout started on replica b")
+	if got := testutil.Receive(t, held, 10*time.Second, "a long-poll on replica a missed a rollout started on replica b"); len(got.Patches) != 1 || got.Patches[0].Action != api.ActionApply {
+		t.Errorf("the device on a got %+v", got)
 	}
 	dev.do("POST", api.PathDeviceReport, inventory(buildID, true), nil)
 	adminA := newCaller(t, a, a.AdminToken(), nil, nil)
@@ -416,14 +385,15 @@ func TestTwoReplicas(t *testing.T) {
 	// A step's audit event is written just after the step is stored, so
 	// wait for the last one; then each must be there once.
 	n := map[string]int{}
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && n["rollout_done"] == 0; time.Sleep(20 * time.Millisecond) {
+	testutil.Eventually(t, time.Minute, func() bool {
 		var evs []api.AuditEvent
 		adminA.do("GET", api.PathEvents, nil, &evs)
 		clear(n)
 		for _, e := range evs {
 			n[e.Type]++
 		}
-	}
+		return n["rollout_done"] > 0
+	}, func() string { return fmt.Sprintf("no rollout_done audit event: %v", n) })
 	if n["ring_started"] != 1 || n["ring_done"] != 1 || n["rollout_done"] != 1 {
 		t.Errorf("steps recorded %v; each once", n)
 	}

@@ -36,9 +36,10 @@
 // to, read /proc/PID/ns/pid (the agent filters on that).
 //
 // The kernel serves only listeners in the initial PID and user namespaces:
-// it silently ignores a subscription from anywhere else. Listen therefore
-// waits for the kernel's acknowledgement (which is queued before the
-// subscribing send returns) and fails with a clear error when none comes,
+// depending on the kernel, it silently ignores a subscription from anywhere
+// else, or refuses it (EPERM). Listen therefore waits for the kernel's
+// acknowledgement (which is queued before the subscribing send returns)
+// and fails with a clear error when none comes or the kernel refuses,
 // instead of returning a listener that would never see an event. The
 // connector also exists in the initial network namespace only; elsewhere
 // Listen fails too.
