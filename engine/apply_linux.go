@@ -66,6 +66,11 @@ func (t *target) refresh() error {
 func (t *target) close() { t.mem.Close() }
 
 func (t *target) module(p *patch.Patch) (Module, error) {
+	if len(t.mods) == 0 {
+		// A live process maps at least its executable: one whose
+		// maps are empty has released its memory, it is exiting.
+		return Module{}, fmt.Errorf("process %d maps no module: %w", t.pid, ErrNoProcess)
+	}
 	var byName *Module
 	for i, m := range t.mods {
 		if bytes.Equal(m.BuildID, p.Target.BuildID) {

@@ -110,8 +110,11 @@ func exitedDuring(pid int, existed bool, what string, err error) error {
 	// moment before the others: give it that moment before telling a
 	// process that exited from one whose main thread alone did
 	// (pthread_exit in main).
+	// A process that is exiting also loses its mappings one by one, so it
+	// can seem not to map the target any more.
+	var mismatch *BuildIDMismatchError
 	dying := errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EPERM) || errors.Is(err, ErrNoProcess) || errors.Is(err, errThreadGone) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &mismatch)
 	for i := 0; alive(pid); i++ {
 		gone := leaderGone(pid)
 		if i == 100 && gone {
