@@ -65,6 +65,9 @@ func TestDebPackage(t *testing.T) {
 	}
 	checkInstalled(t)
 
+	// The server accepts patches signed by a publisher key it knows
+	// (/etc/hotpatch/trusted/*.pub, which its unit may read).
+	write(t, "/etc/hotpatch/trusted/release.pub", l.pub, 0o644)
 	// hotpatch-server, as its unit runs it; the one change: a free port
 	// instead of 8443, which something else on the machine may hold.
 	su := readUnit(t, "/usr/lib/systemd/system/hotpatch-server.service")
@@ -78,7 +81,20 @@ func TestDebPackage(t *testing.T) {
 	write(t, "/etc/hotpatch/release.pub", l.pub, 0o644)
 	ca := mustRead(t, "/var/lib/hotpatch-server/ca.pem")
 	write(t, "/etc/hotpatch/server-ca.pem", ca, 0o644)
-	token := strings.TrimSpace(string(mustRead(t, "/var/lib/hotpatch-server/enroll.token")))
+	env := append(os.Environ(), "HOTPATCH_SERVER="+url, "HOTPATCH_CA=/etc/hotpatch/server-ca.pem",
+		"HOTPATCH_TOKEN="+strings.TrimSpace(string(mustRead(t, "/var/lib/hotpatch-server/admin.token"))))
+	cli := func(args ...string) string {
+		cmd := exec.Command("/usr/bin/hotpatch", args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("hotpatch %s: %v\n%s\nserver:\n%s", strings.Join(args, " "), err, out, server.output())
+		}
+		return string(out)
+	}
+	// An enrollment token bound to the host's ring, for one enrollment:
+	// the operator, not the device, decides its ring.
+	token := strings.TrimSpace(cli("fleet", "token", "create", "--role", "enroll", "--name", "package-test", "--ring", "canary", "--uses", "1"))
 	cfg := string(mustRead(t, "/etc/hotpatch/hotpatchd.yaml"))
 	if !strings.Contains(cfg, "\npid_namespace: \"\"\n") {
 		t.Fatalf("the installed hotpatchd.yaml has no pid_namespace line to confine the agent to the test's host:\n%s", cfg)
@@ -100,17 +116,6 @@ labels:
 	dir := t.TempDir()
 	patchFile := filepath.Join(dir, l.id+".hpatch")
 	write(t, patchFile, l.patch, 0o644)
-	env := append(os.Environ(), "HOTPATCH_SERVER="+url, "HOTPATCH_CA=/etc/hotpatch/server-ca.pem",
-		"HOTPATCH_TOKEN="+strings.TrimSpace(string(mustRead(t, "/var/lib/hotpatch-server/admin.token"))))
-	cli := func(args ...string) string {
-		cmd := exec.Command("/usr/bin/hotpatch", args...)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("hotpatch %s: %v\n%s\nserver:\n%s\nagent:\n%s", strings.Join(args, " "), err, out, server.output(), agent.output())
-		}
-		return string(out)
-	}
 	waitFor(t, 30*time.Second, "the agent to enroll", func() bool {
 		return strings.Contains(cli("fleet", "devices"), "package-test")
 	}, agent.output)
