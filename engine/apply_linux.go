@@ -247,7 +247,7 @@ func (t *target) checkOriginal(p *patch.Patch, mod Module, applied []appliedPatc
 			continue
 		}
 		got := make([]byte, f.OldSize)
-		if err := t.mem.ReadAt(got, mod.Bias+f.OldAddr); err != nil {
+		if err := t.mem.Peek(got, mod.Bias+f.OldAddr); err != nil {
 			return err
 		}
 		undoRedirects(got, mod.Bias+f.OldAddr, applied)
@@ -312,7 +312,7 @@ func (t *target) layout(p *patch.Patch, mod Module, digest string) (*image, erro
 func (t *target) redirect(f patch.Function, old, newAddr uint64) (Redirect, error) {
 	site := old
 	head := make([]byte, 4)
-	if err := t.mem.ReadAt(head, old); err != nil {
+	if err := t.mem.Peek(head, old); err != nil {
 		return Redirect{}, err
 	}
 	if bytes.Equal(head, []byte{0xf3, 0x0f, 0x1e, 0xfa}) {
@@ -331,7 +331,7 @@ func (t *target) redirect(f patch.Function, old, newAddr uint64) (Redirect, erro
 		return Redirect{}, fmt.Errorf("function %s has %d bytes after its entry, too short for a %d-byte redirect", f.Name, room, len(jmp))
 	}
 	old2 := make([]byte, len(jmp))
-	if err := t.mem.ReadAt(old2, site); err != nil {
+	if err := t.mem.Peek(old2, site); err != nil {
 		return Redirect{}, err
 	}
 	return Redirect{Function: f.Name, Site: site, Old: old2, New: jmp}, nil
@@ -422,7 +422,7 @@ func (t *target) mapImage(im *image, id string) error {
 		return err
 	}
 	return t.withSyscalls(func(s *session) error {
-		name, err := s.str(mappingPrefix + id)
+		name, err := s.remoteString(mappingPrefix + id)
 		if err != nil {
 			return err
 		}
@@ -447,7 +447,7 @@ func (t *target) mapImage(im *image, id string) error {
 			s.syscall(unix.SYS_MUNMAP, addr, size)
 			return err
 		}
-		if err := t.mem.WriteAt(im.data, addr); err != nil {
+		if err := t.mem.Poke(im.data, addr); err != nil {
 			return fail(err)
 		}
 		prots := []struct {
@@ -474,8 +474,8 @@ func (t *target) mapImage(im *image, id string) error {
 		// the main thread.)
 		for _, rd := range im.record.Redirects {
 			cur := make([]byte, len(rd.Old))
-			if t.mem.ReadAt(cur, rd.Site) == nil {
-				t.mem.WriteAt(cur, rd.Site)
+			if t.mem.Peek(cur, rd.Site) == nil {
+				t.mem.Poke(cur, rd.Site)
 			}
 		}
 		return nil

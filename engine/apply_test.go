@@ -45,7 +45,7 @@ func moduleText(t testing.TB, pid int, p *patch.Patch) []byte {
 	for _, m := range tg.maps {
 		if m.Start >= mod.Start && m.End <= mod.End && m.Perms[2] == 'x' {
 			buf := make([]byte, m.Size())
-			if err := tg.mem.ReadAt(buf, m.Start); err != nil {
+			if err := tg.mem.Peek(buf, m.Start); err != nil {
 				t.Fatal(err)
 			}
 			out = append(out, buf...)

@@ -99,7 +99,7 @@ func catching(pid int) bool {
 	for _, r := range recs {
 		if hj := r.rec.Hijack; hj != nil {
 			var slot [8]byte
-			if tg.mem.ReadAt(slot[:], hj.Slot) == nil && binary.LittleEndian.Uint64(slot[:]) == hj.Stub {
+			if tg.mem.Peek(slot[:], hj.Slot) == nil && binary.LittleEndian.Uint64(slot[:]) == hj.Stub {
 				tid = hj.TID
 			}
 		}

@@ -82,7 +82,7 @@ func (t *target) cxxRuntime() bool {
 // caught reports whether the thread left. On the tracer thread.
 func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Time) (caught bool, err error) {
 	hj.Stub = c.stub
-	if err := t.mem.WriteAt(returnStub(hj.Ret), hj.Stub); err != nil {
+	if err := t.mem.Poke(returnStub(hj.Ret), hj.Stub); err != nil {
 		return false, err
 	}
 	if err := c.record(hj); err != nil {
@@ -90,7 +90,7 @@ func (t *target) catchReturn(w *world, c *catcher, hj *Hijack, deadline time.Tim
 	}
 	var slot [8]byte
 	binary.LittleEndian.PutUint64(slot[:], hj.Stub)
-	if err := t.mem.WriteAt(slot[:], hj.Slot); err != nil {
+	if err := t.mem.Poke(slot[:], hj.Slot); err != nil {
 		c.record(nil)
 		return false, err
 	}
@@ -184,7 +184,7 @@ func (t *target) waitReturn(th *thread, hj *Hijack, deadline time.Time) (bool, e
 			// Out of the function: on to the real return address, with
 			// the return value the stub kept, skipping the getpid.
 			var v [8]byte
-			if err := t.mem.ReadAt(v[:], r.Rsp-16); err != nil {
+			if err := t.mem.Peek(v[:], r.Rsp-16); err != nil {
 				return false, err
 			}
 			r.Rax, r.Rip, r.Orig_rax = binary.LittleEndian.Uint64(v[:]), hj.Ret, ^uint64(0)
@@ -219,14 +219,14 @@ func (t *target) inStub(th *thread, hj *Hijack) bool {
 // holds the stub's. The thread must be stopped.
 func (t *target) unhijackStopped(hj *Hijack) error {
 	var cur [8]byte
-	if err := t.mem.ReadAt(cur[:], hj.Slot); err != nil {
+	if err := t.mem.Peek(cur[:], hj.Slot); err != nil {
 		return nil // the stack is gone with the thread
 	}
 	if binary.LittleEndian.Uint64(cur[:]) != hj.Stub {
 		return nil
 	}
 	binary.LittleEndian.PutUint64(cur[:], hj.Ret)
-	return t.mem.WriteAt(cur[:], hj.Slot)
+	return t.mem.Poke(cur[:], hj.Slot)
 }
 
 // unhijack undoes the hijack a killed hotpatch left in a patch mapping it

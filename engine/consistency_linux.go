@@ -144,7 +144,7 @@ func (t *target) hijackFor(frames []unwind.Frame, pcs []uint64, ranges []codeRan
 	}
 	slot, ret := frames[j].CFA-8, frames[j+1].PC
 	var b [8]byte
-	if t.mem.ReadAt(b[:], slot) != nil || binary.LittleEndian.Uint64(b[:]) != ret {
+	if t.mem.Peek(b[:], slot) != nil || binary.LittleEndian.Uint64(b[:]) != ret {
 		return nil
 	}
 	return &Hijack{Slot: slot, Ret: ret}
@@ -194,7 +194,7 @@ func (t *target) stackRefersTo(sp uint64, ranges []codeRange) (*codeRange, error
 	buf := make([]byte, chunk)
 	for a := sp &^ 7; a < end; a += chunk {
 		n := min(uint64(chunk), end-a)
-		if err := t.mem.ReadAt(buf[:n], a); err != nil {
+		if err := t.mem.Peek(buf[:n], a); err != nil {
 			return nil, err
 		}
 		for i := uint64(0); i+8 <= n; i += 8 {

@@ -35,7 +35,7 @@ func (t *target) unwindModules() []unwind.Module {
 		um := unwind.Module{Start: a.base, End: a.base + a.size}
 		if off, n := a.rec.Unwind[0], a.rec.Unwind[1]; n > 0 && off+n <= a.size {
 			data := make([]byte, n)
-			if t.mem.ReadAt(data, a.base+off) == nil {
+			if t.mem.Peek(data, a.base+off) == nil {
 				um.Table, _ = unwind.LoadEhFrame(data, a.base+off)
 			}
 		}
@@ -102,7 +102,7 @@ func (s *stackMemory) grow(upTo uint64) {
 		return
 	}
 	buf := make([]byte, n)
-	if s.mem.ReadAt(buf, s.base) == nil {
+	if s.mem.Peek(buf, s.base) == nil {
 		s.buf = buf
 	}
 }
@@ -116,7 +116,7 @@ func (s *stackMemory) ReadAt(p []byte, addr uint64) error {
 		copy(p, s.buf[addr-s.base:])
 		return nil
 	}
-	return s.mem.ReadAt(p, addr)
+	return s.mem.Peek(p, addr)
 }
 
 func covered(mods []unwind.Module, addr uint64) bool {

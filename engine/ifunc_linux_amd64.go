@@ -17,7 +17,7 @@ func (t *target) resolveIFUNC(sym string, resolverAddr uint64) (uint64, error) {
 		withModuleELF(t.pid, m, t.maps, func(ef *elf.File) { slots = gotSlotsFor(ef, sym) })
 		for _, s := range slots {
 			var b [8]byte
-			if err := t.mem.ReadAt(b[:], m.Bias+s); err != nil {
+			if err := t.mem.Peek(b[:], m.Bias+s); err != nil {
 				continue
 			}
 			v := binary.LittleEndian.Uint64(b[:])

@@ -287,7 +287,7 @@ func leftovers(pid int) bool {
 	defer tg.close()
 	for _, a := range tg.slackAreas() {
 		cur := make([]byte, a.size)
-		if tg.mem.ReadAt(cur, a.addr) == nil && !bytes.Equal(cur, a.file) {
+		if tg.mem.Peek(cur, a.addr) == nil && !bytes.Equal(cur, a.file) {
 			return true
 		}
 	}
@@ -318,7 +318,7 @@ func checkNoLeftovers(t *testing.T, pid int) {
 	defer tg.close()
 	for _, a := range tg.slackAreas() {
 		cur := make([]byte, a.size)
-		if err := tg.mem.ReadAt(cur, a.addr); err != nil {
+		if err := tg.mem.Peek(cur, a.addr); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(cur, a.file) {

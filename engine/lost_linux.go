@@ -93,7 +93,7 @@ func (t *target) ownsSite(rec Record, site uint64, n int) bool {
 // holds reports whether the process has want at addr.
 func (t *target) holds(addr uint64, want []byte) bool {
 	cur := make([]byte, len(want))
-	return t.mem.ReadAt(cur, addr) == nil && bytes.Equal(cur, want)
+	return t.mem.Peek(cur, addr) == nil && bytes.Equal(cur, want)
 }
 
 // live returns the patches of all that are not lost.

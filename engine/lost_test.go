@@ -222,7 +222,7 @@ func TestLostBusy(t *testing.T) {
 	// holds its original bytes again.
 	tg, a := onlyRecord(t, pid)
 	for _, rd := range a.rec.Redirects {
-		if err := tg.mem.WriteAt(rd.Old, rd.Site); err != nil {
+		if err := tg.mem.Poke(rd.Old, rd.Site); err != nil {
 			t.Fatal(err)
 		}
 	}

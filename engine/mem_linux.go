@@ -28,8 +28,9 @@ func openMemory(pid int) (*memory, error) {
 
 func (m *memory) Close() error { return m.f.Close() }
 
-// ReadAt reads len(p) bytes at addr.
-func (m *memory) ReadAt(p []byte, addr uint64) error {
+// Peek reads len(p) bytes at addr, all or none (it is not an io.ReaderAt:
+// addresses are the target's, and a short read is an error).
+func (m *memory) Peek(p []byte, addr uint64) error {
 	if len(p) == 0 {
 		return nil
 	}
@@ -52,8 +53,8 @@ func (m *memory) ReadAt(p []byte, addr uint64) error {
 	return nil
 }
 
-// WriteAt writes p at addr, also into read-only mappings.
-func (m *memory) WriteAt(p []byte, addr uint64) error {
+// Poke writes p at addr, also into read-only mappings.
+func (m *memory) Poke(p []byte, addr uint64) error {
 	n, err := m.f.WriteAt(p, int64(addr))
 	if err == nil && n != len(p) {
 		err = io.ErrShortWrite

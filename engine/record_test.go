@@ -50,7 +50,7 @@ func TestRecordFormat1(t *testing.T) {
 	copy(hdr, headerMagic)
 	binary.LittleEndian.PutUint32(hdr[stateOffset:], stateApplied)
 	binary.LittleEndian.PutUint32(hdr[lengthOffset:], uint32(len(raw)))
-	if err := tg.mem.WriteAt(append(hdr, raw...), a.base); err != nil {
+	if err := tg.mem.Poke(append(hdr, raw...), a.base); err != nil {
 		t.Fatal(err)
 	}
 	tg.close()
@@ -66,10 +66,10 @@ func TestRecordFormat1(t *testing.T) {
 	v3 := encodeHeader(stateApplied, len(raw))
 	binary.LittleEndian.PutUint32(v3[formatOffset:], recordFormat+1)
 	saved := make([]byte, recordOffset+len(raw)+8)
-	if err := tg.mem.ReadAt(saved, a.base); err != nil {
+	if err := tg.mem.Peek(saved, a.base); err != nil {
 		t.Fatal(err)
 	}
-	if err := tg.mem.WriteAt(append(v3, raw...), a.base); err != nil {
+	if err := tg.mem.Poke(append(v3, raw...), a.base); err != nil {
 		t.Fatal(err)
 	}
 	var fe *RecordFormatError
@@ -79,7 +79,7 @@ func TestRecordFormat1(t *testing.T) {
 	if _, err := Revert(pid, p.ID, time.Second); !errors.As(err, &fe) {
 		t.Errorf("Revert of a format-%d record: %v; want a *RecordFormatError", recordFormat+1, err)
 	}
-	if err := tg.mem.WriteAt(saved, a.base); err != nil {
+	if err := tg.mem.Poke(saved, a.base); err != nil {
 		t.Fatal(err)
 	}
 	tg.close()
@@ -108,7 +108,7 @@ func TestRecordTooBig(t *testing.T) {
 	tg, a := onlyRecord(t, pid)
 	defer tg.close()
 	before := make([]byte, a.rec.Text[0]+a.rec.Text[1])
-	if err := tg.mem.ReadAt(before, a.base); err != nil {
+	if err := tg.mem.Peek(before, a.base); err != nil {
 		t.Fatal(err)
 	}
 	big := a.rec
@@ -119,7 +119,7 @@ func TestRecordTooBig(t *testing.T) {
 		t.Errorf("rewriteRecord of %d functions: %v; want a refusal", len(big.Functions), err)
 	}
 	after := make([]byte, len(before))
-	if err := tg.mem.ReadAt(after, a.base); err != nil {
+	if err := tg.mem.Peek(after, a.base); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(before, after) {

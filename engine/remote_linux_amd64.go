@@ -180,11 +180,11 @@ func (t *target) trySession(fn func(s *session) error) error {
 		// Put back slack a killed hotpatch left changed; choose ours.
 		for _, a := range areas {
 			cur := make([]byte, a.size)
-			if err := t.mem.ReadAt(cur, a.addr); err != nil {
+			if err := t.mem.Peek(cur, a.addr); err != nil {
 				continue
 			}
 			if string(cur) != string(a.file) {
-				if err := t.mem.WriteAt(a.file, a.addr); err != nil {
+				if err := t.mem.Poke(a.file, a.addr); err != nil {
 					return err
 				}
 			}
@@ -199,7 +199,7 @@ func (t *target) trySession(fn func(s *session) error) error {
 		if s.mask, err = getSigmask(th.tid); err != nil {
 			return fmt.Errorf("reading the signal mask of thread %d: %w", th.tid, err)
 		}
-		if err := t.mem.WriteAt(trampoline(s.tramp.addr, &s.resume, s.mask), s.tramp.addr); err != nil {
+		if err := t.mem.Poke(trampoline(s.tramp.addr, &s.resume, s.mask), s.tramp.addr); err != nil {
 			return err
 		}
 		s.strings = s.tramp.addr + trCodeSize + trMaskSize
@@ -212,7 +212,7 @@ func (t *target) trySession(fn func(s *session) error) error {
 			}
 			if err := setRegs(th.tid, &s.resume); err == nil {
 				setSigmask(th.tid, s.mask)
-				t.mem.WriteAt(s.tramp.file, s.tramp.addr)
+				t.mem.Poke(s.tramp.file, s.tramp.addr)
 			}
 		}()
 		// Block every signal in this thread while it works for us: a
@@ -289,15 +289,15 @@ func trampoline(at uint64, r *unix.PtraceRegs, mask uint64) []byte {
 	return binary.LittleEndian.AppendUint64(c, mask)
 }
 
-// str writes a NUL-terminated string into the trampoline's strings area
+// remoteString writes a NUL-terminated string into the trampoline's strings area
 // and returns its address in the target.
-func (s *session) str(v string) (uint64, error) {
+func (s *session) remoteString(v string) (uint64, error) {
 	end := s.tramp.addr + trNeed
 	if s.strings+uint64(len(v))+1 > end {
 		return 0, fmt.Errorf("string %q does not fit the trampoline", v)
 	}
 	a := s.strings
-	if err := s.t.mem.WriteAt(append([]byte(v), 0), a); err != nil {
+	if err := s.t.mem.Poke(append([]byte(v), 0), a); err != nil {
 		return 0, err
 	}
 	s.strings += uint64(len(v)) + 1
@@ -354,7 +354,7 @@ func (s *session) call(fn uint64) (uint64, error) {
 	sp := ((s.resume.Rsp - 1024) &^ 15) - 8
 	var ret [8]byte
 	binary.LittleEndian.PutUint64(ret[:], s.tramp.addr+trReturn)
-	if err := s.t.mem.WriteAt(ret[:], sp); err != nil {
+	if err := s.t.mem.Poke(ret[:], sp); err != nil {
 		return 0, err
 	}
 	r.Rsp, r.Rip, r.Rax, r.Orig_rax = sp, fn, 0, ^uint64(0)

@@ -164,7 +164,7 @@ func (t *target) revert(a appliedPatch, all []appliedPatch, timeout time.Duratio
 			if !t.ownsSite(a.rec, rd.Site, len(rd.New)) || !t.holds(rd.Site, rd.New) {
 				continue
 			}
-			if err := t.mem.WriteAt(rd.Old, rd.Site); err != nil {
+			if err := t.mem.Poke(rd.Old, rd.Site); err != nil {
 				return &HalfDoneError{PID: t.pid, ID: a.rec.ID, State: StateReverting,
 					Err: fmt.Errorf("process %d: putting back the entry of %s: %w", t.pid, rd.Function, err)}
 			}

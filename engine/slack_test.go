@@ -82,7 +82,7 @@ func TestSlackFileBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make([]byte, len(want))
-	if err := tg.mem.ReadAt(got, addr); err != nil {
+	if err := tg.mem.Peek(got, addr); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {

@@ -140,7 +140,7 @@ func holdAtEntry(pid int) error {
 		}
 	}
 	code := make([]byte, 32)
-	if err := t.mem.ReadAt(code, entry); err != nil {
+	if err := t.mem.Peek(code, entry); err != nil {
 		return err
 	}
 	n, err := displaceable(code)
@@ -155,17 +155,17 @@ func holdAtEntry(pid int) error {
 	stub = append(stub, 0xe9)
 	stub = binary.LittleEndian.AppendUint32(stub, uint32(int32(back)))
 	jump := binary.LittleEndian.AppendUint32([]byte{0xe9}, uint32(int32(int64(slack.addr)-int64(entry+5))))
-	if err := t.mem.WriteAt(stub, slack.addr); err != nil {
+	if err := t.mem.Poke(stub, slack.addr); err != nil {
 		return err
 	}
 	restore := func() error {
-		if err := t.mem.WriteAt(code[:5], entry); err != nil {
+		if err := t.mem.Poke(code[:5], entry); err != nil {
 			return err
 		}
-		return t.mem.WriteAt(slack.file[:len(stub)], slack.addr)
+		return t.mem.Poke(slack.file[:len(stub)], slack.addr)
 	}
-	if err := t.mem.WriteAt(jump, entry); err != nil {
-		t.mem.WriteAt(slack.file[:len(stub)], slack.addr)
+	if err := t.mem.Poke(jump, entry); err != nil {
+		t.mem.Poke(slack.file[:len(stub)], slack.addr)
 		return err
 	}
 	// On to the stub's getpid; the dynamic linker's system calls pass.
@@ -201,7 +201,7 @@ func holdAtEntry(pid int) error {
 		}
 		// At the entry, as it was: the getpid skipped, %rax popped.
 		var v [8]byte
-		if err := t.mem.ReadAt(v[:], r.Rsp); err != nil {
+		if err := t.mem.Peek(v[:], r.Rsp); err != nil {
 			return err // it runs the stub on and starts unpatched
 		}
 		if err := restore(); err != nil {

@@ -34,7 +34,7 @@ func (t *target) records() ([]appliedPatch, error) {
 		}
 		seen[m.Start] = true
 		var hdr [recordOffset]byte
-		if err := t.mem.ReadAt(hdr[:], m.Start); err != nil || string(hdr[:8]) != headerMagic {
+		if err := t.mem.Peek(hdr[:], m.Start); err != nil || string(hdr[:8]) != headerMagic {
 			continue
 		}
 		n := binary.LittleEndian.Uint32(hdr[lengthOffset:])
@@ -60,7 +60,7 @@ func (t *target) records() ([]appliedPatch, error) {
 			}
 		}
 		raw := make([]byte, min(region, 16<<20))
-		if err := t.mem.ReadAt(raw, m.Start+off); err != nil {
+		if err := t.mem.Peek(raw, m.Start+off); err != nil {
 			return nil, err
 		}
 		a := appliedPatch{base: m.Start, state: binary.LittleEndian.Uint32(hdr[stateOffset:]), recOff: off}
@@ -91,7 +91,7 @@ func executableMapping(maps []Mapping, m Mapping) bool {
 func (t *target) setState(base uint64, state uint32) error {
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], state)
-	return t.mem.WriteAt(b[:], base+stateOffset)
+	return t.mem.Poke(b[:], base+stateOffset)
 }
 
 // commit writes the redirects of a mapped patch once no thread is inside a
@@ -126,7 +126,7 @@ func (t *target) commit(im *image, p *patch.Patch, timeout time.Duration) (*Resu
 		// Check every entry before the first write.
 		for _, rd := range rec.Redirects {
 			cur := make([]byte, len(rd.Old))
-			if err := t.mem.ReadAt(cur, rd.Site); err != nil {
+			if err := t.mem.Peek(cur, rd.Site); err != nil {
 				return err
 			}
 			if !bytes.Equal(cur, rd.Old) {
@@ -140,7 +140,7 @@ func (t *target) commit(im *image, p *patch.Patch, timeout time.Duration) (*Resu
 		for i, rd := range rec.Redirects {
 			err := faultAt("redirect")
 			if err == nil {
-				err = t.mem.WriteAt(rd.New, rd.Site)
+				err = t.mem.Poke(rd.New, rd.Site)
 			}
 			if err != nil {
 				return t.rollback(im, rec.Redirects[:i], fmt.Errorf("process %d: writing the redirect of %s: %w", t.pid, rd.Function, err))
@@ -169,7 +169,7 @@ func (t *target) rollback(im *image, written []Redirect, cause error) error {
 		rd := written[i]
 		err := faultAt("rollback")
 		if err == nil {
-			err = t.mem.WriteAt(rd.Old, rd.Site)
+			err = t.mem.Poke(rd.Old, rd.Site)
 		}
 		if err != nil {
 			return &HalfDoneError{PID: t.pid, ID: im.record.ID, State: StateRedirecting,
@@ -210,8 +210,8 @@ func (t *target) rewriteRecord(base, recOff uint64, rec *Record, state uint32) e
 	if recOff == recordOffsetV1 {
 		hdr = hdr[:recordOffsetV1] // format 1: no format word
 	}
-	if err := t.mem.WriteAt(raw, base+recOff); err != nil {
+	if err := t.mem.Poke(raw, base+recOff); err != nil {
 		return err
 	}
-	return t.mem.WriteAt(hdr, base)
+	return t.mem.Poke(hdr, base)
 }

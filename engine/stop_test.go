@@ -120,11 +120,11 @@ func remoteMmapMunmap(pid int) (uint64, error) {
 		if err != nil {
 			return err
 		}
-		if err := tg.mem.WriteAt([]byte("hotpatch"), addr); err != nil {
+		if err := tg.mem.Poke([]byte("hotpatch"), addr); err != nil {
 			return err
 		}
 		buf := make([]byte, 8)
-		if err := tg.mem.ReadAt(buf, addr); err != nil || string(buf) != "hotpatch" {
+		if err := tg.mem.Peek(buf, addr); err != nil || string(buf) != "hotpatch" {
 			return fmt.Errorf("read back %q, %v", buf, err)
 		}
 		_, err = s.syscall(unix.SYS_MUNMAP, addr, 8192)
@@ -135,7 +135,7 @@ func remoteMmapMunmap(pid int) (uint64, error) {
 	}
 	for _, a := range tg.slackAreas() {
 		cur := make([]byte, a.size)
-		if err := tg.mem.ReadAt(cur, a.addr); err != nil {
+		if err := tg.mem.Peek(cur, a.addr); err != nil {
 			return 0, err
 		}
 		if string(cur) != string(a.file) {
