@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/hotpatch/hotpatch/internal/version.Version=$(VERSION)
 
-.PHONY: build test demo fuzz bench docs clean
+.PHONY: build test demo fuzz bench docs clean corpus
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
@@ -33,6 +33,12 @@ bench:
 	$(GO) run ./bench/agent
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./engine
 	$(GO) test -run '^$$' -bench Dashboard -benchtime 20x ./server
+
+# The builder measured on real security fixes of Debian source packages
+# (corpus/): builds them (cached in ~/.cache/hotpatch/corpus), patches live
+# services under load, writes docs/CORPUS.md. Needs root and deb-src lines.
+corpus:
+	$(GO) run ./corpus/run
 
 # Regenerate docs/cli.md from the command tree (a test checks it is current).
 docs:
