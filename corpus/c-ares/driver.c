@@ -25,9 +25,9 @@ int corpus_handle(const char *arg, char *out, size_t outsz) {
   if (strcmp(arg, "pton") == 0) {
     ares_channel ch = channel();
     int a = ares_inet_pton(AF_INET6, "fe80::1:2", buf);
-    int b = ares_inet_net_pton(AF_INET, "10.1.0.0/16", buf, 4);
+    int b = ares_inet_pton(AF_INET, "10.1.0.7", buf);
     int c = ch ? ares_set_sortlist(ch, "130.155.160.0/255.255.240.0 130.155.0.0") : -1;
-    snprintf(out, outsz, "pton=%d net=%d sortlist=%d", a, b, c);
+    snprintf(out, outsz, "pton=%d pton4=%d sortlist=%d", a, b, c);
     return 0;
   }
   if (strcmp(arg, "sortlist-long") == 0) { /* CVE-2022-4904 */
@@ -37,13 +37,13 @@ int corpus_handle(const char *arg, char *out, size_t outsz) {
     snprintf(out, outsz, "rc=%d,%d", a, b);
     return 0;
   }
-  if (strcmp(arg, "net-pton6") == 0) { /* CVE-2023-31130 */
-    static const char *in[] = {"0::00:00:00/2", "0::00:00:00/0", "::1/0", "0:0::1/2"};
-    int n = 0;
-    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+  if (strcmp(arg, "pton6") == 0) { /* CVE-2023-31130 */
+    static const char *in[] = {"0::00:00:00/2", "::1/128", "1:2:3:4:5:6:7:8/64", "12345::1", "::ffff:1.2.3.4/96"};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof in / sizeof in[0] && n < outsz; i++) {
       memset(buf, 0xee, sizeof buf);
-      int rc = ares_inet_net_pton(AF_INET6, in[i], buf, sizeof buf);
-      n += snprintf(out + n, outsz - (size_t)n, "%s%d", i ? "," : "rc=", rc);
+      int rc = ares_inet_pton(AF_INET6, in[i], buf);
+      n += (size_t)snprintf(out + n, outsz - n, "%s%d", i ? "," : "rc=", rc);
     }
     return 0;
   }
