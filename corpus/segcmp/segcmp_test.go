@@ -1,0 +1,80 @@
+package segcmp
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// gcc builds src into dir/name with flags and returns its path.
+func gcc(t *testing.T, dir, name, src string, flags ...string) string {
+	t.Helper()
+	c := filepath.Join(dir, name+".c")
+	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name)
+	args := append([]string{"-O2", "-g", "-o", out, c}, flags...)
+	if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v: %s", err, b)
+	}
+	return out
+}
+
+const prog = `#include <stdio.h>
+static const char greeting[] = "hello";
+int counter = 3;
+int main(void) { printf("%s %d\n", greeting, counter++); return 0; }
+`
+
+func TestCompare(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no gcc")
+	}
+	dir := t.TempDir()
+	a := gcc(t, dir, "a", prog)
+	stripped := filepath.Join(dir, "a-stripped")
+	if b, err := exec.Command("strip", "-o", stripped, a).CombinedOutput(); err != nil {
+		t.Fatalf("strip: %v: %s", err, b)
+	}
+	rebuilt := gcc(t, dir, "b", prog)
+	changed := gcc(t, dir, "c", strings.Replace(prog, "hello", "howdy", 1))
+	grown := gcc(t, dir, "d", strings.Replace(prog, "counter++", "counter += 7 * counter", 1))
+
+	for _, tc := range []struct {
+		name     string
+		a, b     string
+		same     bool
+		section  string // of the first difference
+		buildIDs bool   // build-ids differ
+	}{
+		{"itself", a, a, true, "", false},
+		{"stripped", stripped, a, true, "", false},
+		{"rebuilt", a, rebuilt, true, "", false},
+		{"changed string", a, changed, false, ".rodata", true},
+		{"changed code", a, grown, false, "ELF header", true}, // e_entry moves with the code before _start
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Compare(tc.a, tc.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Identical != tc.same || r.BuildIDDiffers != tc.buildIDs {
+				t.Fatalf("%s: identical %v, build-id differs %v; want %v, %v", r, r.Identical, r.BuildIDDiffers, tc.same, tc.buildIDs)
+			}
+			if !tc.same && r.Section != tc.section {
+				t.Errorf("%s: first difference in %q, want %q", r, r.Section, tc.section)
+			}
+		})
+	}
+}
+
+func TestCompareNotELF(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x")
+	os.WriteFile(p, []byte("not elf"), 0o644)
+	if _, err := Compare(p, p); err == nil {
+		t.Fatal("no error for a file that is not ELF")
+	}
+}
