@@ -1,0 +1,243 @@
+// Command stock checks which Debian packages rebuild into the very bytes
+// Debian ships (issue 14): for each package it downloads the source package
+// and the binary package of the same version, installs the build
+// dependencies, rebuilds the package with dpkg-buildpackage (the package's
+// own flags: dpkg-buildflags plus its debian/rules), once as Debian does and
+// once with -Wl,--emit-relocs appended to LDFLAGS, and compares the module's
+// loaded segments with the shipped file (package segcmp).
+//
+//	go run ./corpus/stock [-cache DIR] [-timeout 15m] [PACKAGE…]
+//
+// It prints a markdown table row per package and keeps the results in
+// DIR/stock.json. Run as root (apt-get build-dep).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hotpatch/hotpatch/corpus/segcmp"
+)
+
+// pkg is a source package, the binary package that ships the module, and
+// the module's file name.
+type pkg struct {
+	Source, Binary, Module string
+}
+
+var known = []pkg{
+	{"zlib", "zlib1g", "libz.so.1.*"},
+	{"expat", "libexpat1", "libexpat.so.1.*"},
+	{"giflib", "libgif7", "libgif.so.7.*"},
+	{"c-ares", "libc-ares2", "libcares.so.2.*"},
+	{"libyaml", "libyaml-0-2", "libyaml-0.so.2.*"},
+	{"jansson", "libjansson4", "libjansson.so.4.*"},
+	{"dnsmasq", "dnsmasq-base", "dnsmasq"},
+	{"memcached", "memcached", "memcached"},
+	{"libpng1.6", "libpng16-16", "libpng16.so.16.*"},
+	{"libexif", "libexif12", "libexif.so.12.*"},
+	{"tiff", "libtiff6", "libtiff.so.6.*"},
+	{"nghttp2", "libnghttp2-14", "libnghttp2.so.14.*"},
+	{"pcre2", "libpcre2-8-0", "libpcre2-8.so.0.*"},
+	{"lighttpd", "lighttpd", "lighttpd"},
+}
+
+type result struct {
+	Source, Version, Module string
+	Plain, Relocs           string // segcmp's verdict, or why there is none
+	PlainSame, RelocsSame   bool
+	BuildTime               string
+}
+
+func main() {
+	home, _ := os.UserHomeDir()
+	cache := flag.String("cache", filepath.Join(home, ".cache", "hotpatch", "stock"), "download and build directory")
+	timeout := flag.Duration("timeout", 15*time.Minute, "time allowed for each rebuild")
+	flag.Parse()
+	want := map[string]bool{}
+	for _, a := range flag.Args() {
+		want[a] = true
+	}
+	var results []result
+	state := filepath.Join(*cache, "stock.json")
+	if b, err := os.ReadFile(state); err == nil {
+		json.Unmarshal(b, &results)
+	}
+	for _, p := range known {
+		if len(want) > 0 && !want[p.Source] {
+			continue
+		}
+		r := check(*cache, p, *timeout)
+		fmt.Printf("| %s | %s | `%s` | %s | %s | %s |\n", r.Source, r.Version, r.Module, r.Plain, r.Relocs, r.BuildTime)
+		replaced := false
+		for i := range results {
+			if results[i].Source == r.Source {
+				results[i], replaced = r, true
+			}
+		}
+		if !replaced {
+			results = append(results, r)
+		}
+		b, _ := json.MarshalIndent(results, "", "  ")
+		os.MkdirAll(*cache, 0o755)
+		os.WriteFile(state, b, 0o644)
+	}
+}
+
+func sh(dir string, timeout time.Duration, env []string, script string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-ec", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return fmt.Errorf("over %v", timeout)
+	}
+	if err != nil {
+		t := strings.TrimSpace(string(out))
+		if len(t) > 300 {
+			t = t[len(t)-300:]
+		}
+		return fmt.Errorf("%v: …%s", err, strings.Join(strings.Fields(t), " "))
+	}
+	return nil
+}
+
+func check(cache string, p pkg, timeout time.Duration) result {
+	r := result{Source: p.Source, Module: p.Module}
+	out, err := exec.Command("apt-cache", "policy", p.Binary).Output()
+	if err != nil {
+		r.Plain = "apt-cache policy: " + err.Error()
+		return r
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "Candidate:" {
+			r.Version = f[1]
+		}
+	}
+	dir := filepath.Join(cache, p.Source)
+	os.MkdirAll(dir, 0o755)
+	// The shipped binary package, unpacked (not installed: the machine keeps its own).
+	ship := filepath.Join(dir, "shipped")
+	if _, err := os.Stat(ship); err != nil {
+		if err := sh(dir, 10*time.Minute, nil, fmt.Sprintf("apt-get download -q %s=%s && dpkg-deb -x %s_*.deb shipped.tmp && mv shipped.tmp shipped",
+			p.Binary, r.Version, p.Binary)); err != nil {
+			r.Plain = "download of the binary package: " + err.Error()
+			return r
+		}
+	}
+	shipped, _ := find(ship, p.Module)
+	if shipped == "" {
+		r.Plain = "no " + p.Module + " in " + p.Binary
+		return r
+	}
+	r.Module = filepath.Base(shipped)
+	srcVer := r.Version // the binary's version is the source's for these packages
+	if err := sh(dir, 20*time.Minute, []string{"DEBIAN_FRONTEND=noninteractive"},
+		fmt.Sprintf("apt-get build-dep -q -y %s=%s >/dev/null", p.Source, srcVer)); err != nil {
+		r.Plain = "apt-get build-dep: " + err.Error()
+		return r
+	}
+	start := time.Now()
+	for _, v := range []struct {
+		name string
+		env  []string
+		out  *string
+		same *bool
+	}{
+		{"plain", nil, &r.Plain, &r.PlainSame},
+		{"relocs", []string{"DEB_LDFLAGS_APPEND=-Wl,--emit-relocs"}, &r.Relocs, &r.RelocsSame},
+	} {
+		tree := filepath.Join(dir, v.name)
+		if _, err := os.Stat(filepath.Join(tree, ".built")); err != nil {
+			os.RemoveAll(tree)
+			os.MkdirAll(tree, 0o755)
+			err := sh(tree, 10*time.Minute, nil, fmt.Sprintf("apt-get source -q %s=%s >/dev/null", p.Source, srcVer))
+			if err == nil {
+				err = sh(tree, timeout, append([]string{"DEB_BUILD_OPTIONS=nocheck nodoc parallel=2"}, v.env...),
+					"cd */ && dpkg-buildpackage -b -uc -us -j2 >../build.log 2>&1 && touch ../.built")
+			}
+			if err != nil {
+				*v.out = "rebuild failed: " + err.Error()
+				continue
+			}
+		}
+		built, _ := find(filepath.Join(tree, filepath.Base(glob1(tree, "*/"))), p.Module)
+		if built == "" {
+			*v.out = "rebuilt, but no " + p.Module + " found in the tree"
+			continue
+		}
+		res, err := segcmp.Compare(shipped, built)
+		if err != nil {
+			*v.out = err.Error()
+			continue
+		}
+		*v.same = res.Identical
+		if res.Identical {
+			*v.out = "**yes** (" + res.String() + ")"
+		} else {
+			*v.out = "**no**: " + res.String()
+		}
+	}
+	r.BuildTime = time.Since(start).Round(time.Second).String()
+	return r
+}
+
+func glob1(dir, pattern string) string {
+	m, _ := filepath.Glob(filepath.Join(dir, pattern))
+	for _, x := range m {
+		if st, err := os.Stat(x); err == nil && st.IsDir() {
+			return x
+		}
+	}
+	return ""
+}
+
+// find returns the first regular (non-symlink) file under root whose name
+// matches pattern, preferring the packaging tree debian/<pkg>/ (stripped as
+// shipped) over build directories.
+func find(root, pattern string) (string, error) {
+	var best string
+	err := filepath.Walk(root, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() || info.Mode()&os.ModeSymlink != 0 || !info.Mode().IsRegular() {
+			return nil
+		}
+		if ok, _ := filepath.Match(pattern, info.Name()); !ok || !isELF(path) {
+			return nil
+		}
+		if strings.Contains(path, "/debian/tmp/") || strings.Contains(path, "-dbgsym") {
+			if best == "" {
+				best = path
+			}
+			return nil
+		}
+		if strings.Contains(path, "/debian/") && (best == "" || !strings.Contains(best, "/debian/") || strings.Contains(best, "/debian/tmp/")) {
+			best = path
+			return nil
+		}
+		if best == "" {
+			best = path
+		}
+		return nil
+	})
+	return best, err
+}
+
+func isELF(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, 4)
+	_, err = f.Read(b)
+	return err == nil && string(b) == "\x7fELF"
+}
