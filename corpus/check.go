@@ -44,17 +44,25 @@ type Runner struct {
 	Key, Pub string // signing key pair
 	Workers  int    // load clients
 
-	srcs map[string]string // project → pristine tree
+	srcs    map[string]string // project → pristine tree
+	srcErrs map[string]error  // project → why its source could not be prepared (not retried per fix)
 }
 
 func (r *Runner) pristine(p *Project) (string, []string, error) {
 	if r.srcs == nil {
 		r.srcs = map[string]string{}
 	}
+	if r.srcErrs == nil {
+		r.srcErrs = map[string]error{}
+	}
+	if err := r.srcErrs[p.Name]; err != nil {
+		return "", nil, err
+	}
 	dir, ok := r.srcs[p.Name]
 	if !ok {
 		var err error
 		if dir, err = r.B.Source(p); err != nil {
+			r.srcErrs[p.Name] = err
 			return "", nil, err
 		}
 		r.srcs[p.Name] = dir
