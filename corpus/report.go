@@ -65,9 +65,18 @@ func Report(w io.Writer, results []Result, elapsed time.Duration, note string) {
 		fmt.Fprintf(w, "| %s | %s (%s) | %s | %s | %s | %s | %s | %s |\n", r.Fix, r.Project, r.Package,
 			strings.Join(r.CVEs, " "), r.Variant, cell(fns), size, r.Expect, res)
 	}
-	_ = patched
-	_ = refused
-	_ = failed
+	if failed > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "## Failures, each with its cause")
+		fmt.Fprintln(w)
+		for _, r := range results {
+			if r.Correct {
+				continue
+			}
+			fmt.Fprintf(w, "- **%s (%s)**: %s\n", r.Fix, r.Variant, cell(r.Detail))
+		}
+	}
+	_, _ = patched, refused
 }
 
 func countCorrect(rs []Result, outcome string) int {

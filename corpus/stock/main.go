@@ -113,15 +113,21 @@ func sh(dir string, timeout time.Duration, env []string, script string) error {
 
 func check(cache string, p pkg, timeout time.Duration) result {
 	r := result{Source: p.Source, Module: p.Module}
-	out, err := exec.Command("apt-cache", "policy", p.Binary).Output()
+	// The version whose source downloads: the main archive's (the security
+	// archive's source pool is not reachable here), not necessarily the candidate.
+	out, err := exec.Command("apt-cache", "showsrc", "--only-source", p.Source).Output()
 	if err != nil {
-		r.Plain = "apt-cache policy: " + err.Error()
+		r.Plain = "apt-cache showsrc: " + err.Error()
 		return r
 	}
 	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == "Candidate:" {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "Version:" && r.Version == "" {
 			r.Version = f[1]
 		}
+	}
+	if r.Version == "" {
+		r.Plain = "no source package " + p.Source
+		return r
 	}
 	dir := filepath.Join(cache, p.Source)
 	os.MkdirAll(dir, 0o755)
