@@ -132,15 +132,21 @@ func check(cache string, p pkg, timeout time.Duration) result {
 	dir := filepath.Join(cache, p.Source)
 	os.MkdirAll(dir, 0o755)
 	// The shipped binary package, unpacked (not installed: the machine keeps its own).
-	ship := filepath.Join(dir, "shipped")
+	ship := filepath.Join(dir, "shipped-"+strings.ReplaceAll(r.Version, ":", "%3a"))
 	if _, err := os.Stat(ship); err != nil {
-		if err := sh(dir, 10*time.Minute, nil, fmt.Sprintf("apt-get download -q %s=%s && dpkg-deb -x %s_*.deb shipped.tmp && mv shipped.tmp shipped",
-			p.Binary, r.Version, p.Binary)); err != nil {
-			r.Plain = "download of the binary package: " + err.Error()
+		os.RemoveAll(ship + ".tmp")
+		os.MkdirAll(ship+".tmp", 0o755)
+		if err := sh(ship+".tmp", 10*time.Minute, nil, fmt.Sprintf("apt-get download -q %s=%s && dpkg-deb -x *.deb root",
+			p.Binary, r.Version)); err != nil {
+			r.Plain = fmt.Sprintf("download of %s=%s: %v", p.Binary, r.Version, err)
+			return r
+		}
+		if err := os.Rename(ship+".tmp", ship); err != nil {
+			r.Plain = err.Error()
 			return r
 		}
 	}
-	shipped, _ := find(ship, p.Module)
+	shipped, _ := find(filepath.Join(ship, "root"), p.Module)
 	if shipped == "" {
 		r.Plain = "no " + p.Module + " in " + p.Binary
 		return r
