@@ -153,8 +153,8 @@ func check(cache string, p pkg, timeout time.Duration) result {
 	}
 	r.Module = filepath.Base(shipped)
 	srcVer := r.Version // the binary's version is the source's for these packages
-	if err := sh(dir, 20*time.Minute, []string{"DEBIAN_FRONTEND=noninteractive"},
-		fmt.Sprintf("apt-get build-dep -q -y %s=%s >/dev/null", p.Source, srcVer)); err != nil {
+	if err := sh(dir, 30*time.Minute, []string{"DEBIAN_FRONTEND=noninteractive"},
+		fmt.Sprintf("apt-get -o DPkg::Lock::Timeout=600 build-dep -q -y %s=%s >/dev/null", p.Source, srcVer)); err != nil {
 		r.Plain = "apt-get build-dep: " + err.Error()
 		return r
 	}
