@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -146,7 +147,7 @@ func check(cache string, p pkg, timeout time.Duration) result {
 			return r
 		}
 	}
-	shipped, _ := find(filepath.Join(ship, "root"), p.Module)
+	shipped, _ := find(filepath.Join(ship, "root"), p.Binary, p.Module)
 	if shipped == "" {
 		r.Plain = "no " + p.Module + " in " + p.Binary
 		return r
@@ -182,7 +183,7 @@ func check(cache string, p pkg, timeout time.Duration) result {
 				continue
 			}
 		}
-		built, _ := find(filepath.Join(tree, filepath.Base(glob1(tree, "*/"))), p.Module)
+		built, _ := find(filepath.Join(tree, filepath.Base(glob1(tree, "*/"))), p.Binary, p.Module)
 		if built == "" {
 			*v.out = "rebuilt, but no " + p.Module + " found in the tree"
 			continue
@@ -213,29 +214,31 @@ func glob1(dir, pattern string) string {
 	return ""
 }
 
-// find returns the first regular (non-symlink) file under root whose name
-// matches pattern, preferring the packaging tree debian/<pkg>/ (stripped as
-// shipped) over build directories.
-func find(root, pattern string) (string, error) {
+// find returns the x86-64 ELF file under root whose name matches pattern,
+// preferring the packaging tree of the binary package (debian/BINARY/,
+// stripped as shipped) over other packages' trees (a lib32 build, say) and
+// build directories.
+func find(root, binary, pattern string) (string, error) {
 	var best string
+	rank := func(path string) int {
+		switch {
+		case strings.Contains(path, "/debian/"+binary+"/"):
+			return 3
+		case strings.Contains(path, "/debian/tmp/"):
+			return 2
+		case strings.Contains(path, "/debian/"):
+			return 0
+		}
+		return 1
+	}
 	err := filepath.Walk(root, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() || info.Mode()&os.ModeSymlink != 0 || !info.Mode().IsRegular() {
+		if err != nil || info.IsDir() || !info.Mode().IsRegular() {
 			return nil
 		}
-		if ok, _ := filepath.Match(pattern, info.Name()); !ok || !isELF(path) {
+		if ok, _ := filepath.Match(pattern, info.Name()); !ok || !isX86ELF(path) {
 			return nil
 		}
-		if strings.Contains(path, "/debian/tmp/") || strings.Contains(path, "-dbgsym") {
-			if best == "" {
-				best = path
-			}
-			return nil
-		}
-		if strings.Contains(path, "/debian/") && (best == "" || !strings.Contains(best, "/debian/") || strings.Contains(best, "/debian/tmp/")) {
-			best = path
-			return nil
-		}
-		if best == "" {
+		if best == "" || rank(path) > rank(best) {
 			best = path
 		}
 		return nil
@@ -243,13 +246,11 @@ func find(root, pattern string) (string, error) {
 	return best, err
 }
 
-func isELF(path string) bool {
-	f, err := os.Open(path)
+func isX86ELF(path string) bool {
+	f, err := elf.Open(path)
 	if err != nil {
 		return false
 	}
 	defer f.Close()
-	b := make([]byte, 4)
-	_, err = f.Read(b)
-	return err == nil && string(b) == "\x7fELF"
+	return f.Machine == elf.EM_X86_64
 }
