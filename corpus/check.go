@@ -286,7 +286,9 @@ func (r *Runner) live(p *Project, f Fix, orig, fixed target, patchFile, id strin
 	facts := fmt.Sprintf("probe %q: original %q, fixed build %q; live after apply %q, after revert %q; %d load requests",
 		f.Probe, po, pf, p1, p2, res.Requests)
 	if po == pf {
-		problems = append(problems, "the probe does not tell the builds apart")
+		if f.Expect == "patch" {
+			problems = append(problems, "the probe does not tell the builds apart")
+		}
 	} else {
 		if aerr == nil && p1 != pf {
 			if p1 == po {
@@ -301,6 +303,9 @@ func (r *Runner) live(p *Project, f Fix, orig, fixed target, patchFile, id strin
 	}
 	if len(problems) > 0 {
 		return "", fmt.Errorf("%s (%s)", strings.Join(problems, "; "), facts)
+	}
+	if f.Expect == "refuse" {
+		return "applied and reverted with no failed request; " + facts, nil
 	}
 	return facts, nil
 }
