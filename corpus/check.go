@@ -21,13 +21,17 @@ const (
 
 // Result is the measure of one fix in one variant.
 type Result struct {
-	Project    string   `json:"project"`
-	Package    string   `json:"package"`
-	Fix        string   `json:"fix"`
-	CVEs       []string `json:"cves"`
-	Variant    string   `json:"variant"`
-	Expect     string   `json:"expect"`
-	Functions  []string `json:"functions"` // in the patch (or, when none was built, the fix's own)
+	Project   string   `json:"project"`
+	Package   string   `json:"package"`
+	Fix       string   `json:"fix"`
+	CVEs      []string `json:"cves"`
+	Variant   string   `json:"variant"`
+	Expect    string   `json:"expect"`
+	Functions []string `json:"functions"` // in the patch (or, when none was built, the fix's own)
+	// Extra: functions in the patch that the fix's source change does not
+	// name (gcc clones count as their function): inlining explains some, a
+	// builder that sees a change where there is none the rest.
+	Extra      []string `json:"extra,omitempty"`
 	PatchBytes int64    `json:"patch_bytes"`
 	Outcome    string   `json:"outcome"`
 	// Correct: patched when a patch was expected, refused when a refusal was.
@@ -198,8 +202,15 @@ func (r *Runner) Check(p *Project, f Fix, variant string) Result {
 		}
 		if json.Unmarshal([]byte(js), &sum) == nil {
 			res.Functions = nil
+			named := map[string]bool{}
+			for _, n := range f.Functions {
+				named[baseName(n)] = true
+			}
 			for _, fn := range sum.Functions {
 				res.Functions = append(res.Functions, fn.Name)
+				if !named[baseName(fn.Name)] {
+					res.Extra = append(res.Extra, fn.Name)
+				}
 			}
 		}
 	}
@@ -334,4 +345,13 @@ func probe(s *Service, arg string) (string, error) {
 	}
 	defer c.Close()
 	return c.Do("P", arg)
+}
+
+// baseName is a function's name without gcc's clone suffixes (.part.0,
+// .constprop.1, .isra.0, .cold) or a manifest's comment ("read_opts (start-up)").
+func baseName(n string) string {
+	if i := strings.IndexAny(n, " ."); i > 0 {
+		return n[:i]
+	}
+	return n
 }
