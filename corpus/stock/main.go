@@ -61,6 +61,7 @@ func main() {
 	home, _ := os.UserHomeDir()
 	cache := flag.String("cache", filepath.Join(home, ".cache", "hotpatch", "stock"), "download and build directory")
 	timeout := flag.Duration("timeout", 15*time.Minute, "time allowed for each rebuild")
+	table := flag.Bool("table", false, "print the table of the results kept so far and exit")
 	flag.Parse()
 	want := map[string]bool{}
 	for _, a := range flag.Args() {
@@ -70,6 +71,14 @@ func main() {
 	state := filepath.Join(*cache, "stock.json")
 	if b, err := os.ReadFile(state); err == nil {
 		json.Unmarshal(b, &results)
+	}
+	if *table {
+		fmt.Println("| source package | version | module | rebuilt as Debian builds it | + `-Wl,--emit-relocs` | both rebuilds took |")
+		fmt.Println("|---|---|---|---|---|---|")
+		for _, r := range results {
+			fmt.Printf("| %s | %s | `%s` | %s | %s | %s |\n", r.Source, r.Version, r.Module, r.Plain, r.Relocs, r.BuildTime)
+		}
+		return
 	}
 	for _, p := range known {
 		if len(want) > 0 && !want[p.Source] {
