@@ -186,7 +186,7 @@ func check(cache string, p pkg, timeout time.Duration) result {
 			err := sh(tree, 10*time.Minute, nil, fmt.Sprintf("apt-get source -q %s=%s >/dev/null", p.Source, srcVer))
 			if err == nil {
 				err = sh(tree, timeout, append([]string{"DEB_BUILD_OPTIONS=nocheck nodoc parallel=2"}, v.env...),
-					"cd */ && dpkg-buildpackage -b -uc -us -j2 >../build.log 2>&1 && touch ../.built")
+					"cd */ && dpkg-buildpackage -B -uc -us -j2 >../build.log 2>&1 && touch ../.built")
 			}
 			if err != nil {
 				// A later packaging step may fail (e.g. nodoc leaves out files a rule
