@@ -9,9 +9,11 @@ package segcmp
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Result of a comparison.
@@ -21,6 +23,10 @@ type Result struct {
 	// BuildIDDiffers: the build-id notes differ (expected of any rebuild
 	// with other link inputs, e.g. --emit-relocs).
 	BuildIDDiffers bool
+	// ShndxDiffers counts dynamic symbols whose only difference is the
+	// section index (st_shndx) of a defined symbol: section numbering is
+	// not used at run time, and --emit-relocs shifts it by adding sections.
+	ShndxDiffers int
 	// When not identical: the first difference, in address order.
 	Section string // the section of the first differing byte ("" if in no section)
 	Addr    uint64 // its address
@@ -29,10 +35,18 @@ type Result struct {
 
 func (r Result) String() string {
 	switch {
-	case r.Identical && r.BuildIDDiffers:
-		return "identical loaded segments (build-id differs)"
 	case r.Identical:
-		return "identical loaded segments"
+		var notes []string
+		if r.BuildIDDiffers {
+			notes = append(notes, "build-id differs")
+		}
+		if r.ShndxDiffers > 0 {
+			notes = append(notes, fmt.Sprintf("%d dynamic symbols name another section index", r.ShndxDiffers))
+		}
+		if len(notes) == 0 {
+			return "identical loaded segments"
+		}
+		return "identical loaded segments (" + strings.Join(notes, "; ") + ")"
 	}
 	return fmt.Sprintf("differs in %s at %#x: %s", r.Section, r.Addr, r.Reason)
 }
@@ -60,6 +74,8 @@ func CompareFiles(fa, fb *elf.File) (Result, error) {
 	var r Result
 	la, lb := loads(fa), loads(fb)
 	ida, idb := buildIDRange(fa), buildIDRange(fb)
+	var skip []span
+	skip, r.ShndxDiffers = shndxSpans(fa, fb)
 	if na, nb := noteBytes(fa), noteBytes(fb); !bytes.Equal(na, nb) {
 		r.BuildIDDiffers = true
 	}
@@ -79,14 +95,14 @@ func CompareFiles(fa, fb *elf.File) (Result, error) {
 			r.Reason = fmt.Sprintf("segment %d: vaddr %#x memsz %#x filesz %#x %v vs vaddr %#x memsz %#x filesz %#x %v",
 				i, pa.Vaddr, pa.Memsz, pa.Filesz, pa.Flags, pb.Vaddr, pb.Memsz, pb.Filesz, pb.Flags)
 			// The first differing byte tells more than the header: find it in the common part.
-			if off, ok := firstDiff(pa, pb, ida, idb); ok {
+			if off, ok := firstDiff(pa, pb, ida, idb, skip); ok {
 				r.Addr = pa.Vaddr + off
 				r.Section = sectionAt(fa, r.Addr)
 				r.Reason += fmt.Sprintf("; first differing byte at %#x", r.Addr)
 			}
 			return r, nil
 		}
-		if off, ok := firstDiff(pa, pb, ida, idb); ok {
+		if off, ok := firstDiff(pa, pb, ida, idb, skip); ok {
 			r.Addr = pa.Vaddr + off
 			r.Section = sectionAt(fa, r.Addr)
 			r.Reason = fmt.Sprintf("byte at %#x (segment %d, offset %#x into section %s)", r.Addr, i, r.Addr-sectionAddr(fa, r.Section), r.Section)
@@ -131,7 +147,7 @@ func noteBytes(f *elf.File) []byte {
 // firstDiff returns the offset of the first differing byte of two segments'
 // file contents (over the shorter length; a length difference counts at its
 // end), skipping the build-id descriptor.
-func firstDiff(pa, pb *elf.Prog, ida, idb span) (uint64, bool) {
+func firstDiff(pa, pb *elf.Prog, ida, idb span, skip []span) (uint64, bool) {
 	n := min(pa.Filesz, pb.Filesz)
 	const chunk = 1 << 16
 	ba, bb := make([]byte, chunk), make([]byte, chunk)
@@ -152,6 +168,9 @@ func firstDiff(pa, pb *elf.Prog, ida, idb span) (uint64, bool) {
 			}
 			aa, ab := pa.Vaddr+off+i, pb.Vaddr+off+i
 			if aa >= ida.lo && aa < ida.hi && ab >= idb.lo && ab < idb.hi {
+				continue
+			}
+			if inSpans(aa, skip) {
 				continue
 			}
 			if fo := pa.Off + off + i; pa.Off == 0 && pb.Off == 0 && (fo >= 0x28 && fo < 0x30 || fo >= 0x3a && fo < 0x40) {
@@ -188,4 +207,41 @@ func sectionAddr(f *elf.File, name string) uint64 {
 		return s.Addr
 	}
 	return 0
+}
+
+// shndxSpans returns the address ranges of the st_shndx fields of the
+// dynamic symbols that differ only there, both naming an ordinary section
+// (not undefined, absolute or common), when both files have .dynsym at the
+// same place with the same size; and how many symbols that is.
+func shndxSpans(fa, fb *elf.File) ([]span, int) {
+	sa, sb := fa.Section(".dynsym"), fb.Section(".dynsym")
+	if sa == nil || sb == nil || sa.Addr != sb.Addr || sa.Size != sb.Size || fa.Class != elf.ELFCLASS64 {
+		return nil, 0
+	}
+	da, err1 := sa.Data()
+	db, err2 := sb.Data()
+	if err1 != nil || err2 != nil || len(da) != len(db) {
+		return nil, 0
+	}
+	const entsize = 24 // Elf64_Sym
+	ordinary := func(x uint16) bool { return x != uint16(elf.SHN_UNDEF) && x < uint16(elf.SHN_LORESERVE) }
+	var spans []span
+	for i := 0; i+entsize <= len(da); i += entsize {
+		ea, eb := da[i:i+entsize], db[i:i+entsize]
+		xa, xb := binary.LittleEndian.Uint16(ea[6:]), binary.LittleEndian.Uint16(eb[6:])
+		if xa == xb || !ordinary(xa) || !ordinary(xb) {
+			continue
+		}
+		if !bytes.Equal(ea[:6], eb[:6]) || !bytes.Equal(ea[8:], eb[8:]) {
+			continue
+		}
+		lo := sa.Addr + uint64(i) + 6
+		spans = append(spans, span{lo, lo + 2})
+	}
+	return spans, len(spans)
+}
+
+func inSpans(a uint64, spans []span) bool {
+	i := sort.Search(len(spans), func(i int) bool { return spans[i].hi > a })
+	return i < len(spans) && a >= spans[i].lo
 }

@@ -11,7 +11,7 @@ import (
 // gcc builds src into dir/name with flags and returns its path.
 func gcc(t *testing.T, dir, name, src string, flags ...string) string {
 	t.Helper()
-	c := filepath.Join(dir, name+".c")
+	c := filepath.Join(dir, strings.TrimSuffix(name, ".so")+".c")
 	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +68,26 @@ func TestCompare(t *testing.T) {
 				t.Errorf("%s: first difference in %q, want %q", r, r.Section, tc.section)
 			}
 		})
+	}
+}
+
+// A shared object linked with --emit-relocs loads the same bytes; only the
+// section indices of its dynamic symbols move (a section is added before
+// .text), which nothing uses at run time.
+func TestCompareEmitRelocsSharedObject(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no gcc")
+	}
+	dir := t.TempDir()
+	src := "int counter;\nint get(int x) { return counter += x; }\nconst char *name(void) { return \"lib\"; }\n"
+	a := gcc(t, dir, "plain.so", src, "-fPIC", "-shared")
+	b := gcc(t, dir, "relocs.so", src, "-fPIC", "-shared", "-Wl,--emit-relocs")
+	r, err := Compare(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Identical || r.ShndxDiffers == 0 {
+		t.Fatalf("%s: want identical with dynamic symbols whose section index moved", r)
 	}
 }
 
