@@ -89,6 +89,9 @@ func main() {
 		replaced := false
 		for i := range results {
 			if results[i].Source == r.Source {
+				if r.BuildTime == "" {
+					r.BuildTime = results[i].BuildTime // both trees were cached: keep the time of the build
+				}
 				results[i], replaced = r, true
 			}
 		}
@@ -168,7 +171,7 @@ func check(cache string, p pkg, timeout time.Duration) result {
 		r.Plain = "apt-get build-dep: " + err.Error()
 		return r
 	}
-	start := time.Now()
+	start, built := time.Now(), false
 	for _, v := range []struct {
 		name string
 		env  []string
@@ -181,6 +184,7 @@ func check(cache string, p pkg, timeout time.Duration) result {
 		tree := filepath.Join(dir, v.name)
 		note := ""
 		if _, err := os.Stat(filepath.Join(tree, ".built")); err != nil {
+			built = true
 			os.RemoveAll(tree)
 			os.MkdirAll(tree, 0o755)
 			err := sh(tree, 10*time.Minute, nil, fmt.Sprintf("apt-get source -q %s=%s >/dev/null", p.Source, srcVer))
@@ -212,7 +216,9 @@ func check(cache string, p pkg, timeout time.Duration) result {
 			*v.out = note + "**no**: " + res.String()
 		}
 	}
-	r.BuildTime = time.Since(start).Round(time.Second).String()
+	if built {
+		r.BuildTime = time.Since(start).Round(time.Second).String()
+	}
 	return r
 }
 
