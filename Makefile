@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/hotpatch/hotpatch/internal/version.Version=$(VERSION) $(LDFLAGS_EXTRA)
 
-.PHONY: build test demo stock-demo fuzz bench docs clean install uninstall package
+.PHONY: build test demo stock-demo corpus fuzz bench docs clean install uninstall package
 
 BINARIES := hotpatch hotpatchd hotpatch-server
 OUT      ?= bin
@@ -45,6 +45,12 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./engine
 	$(GO) test -run '^$$' -bench Dashboard -benchtime 20x ./server
 	$(GO) test -run '^$$' -bench Compare -benchtime 20x ./stock
+
+# The builder measured on real security fixes of Debian source packages
+# (corpus/): builds them (cached in ~/.cache/hotpatch/corpus), patches live
+# services under load, writes docs/CORPUS.md. Needs root and deb-src lines.
+corpus:
+	$(GO) run ./corpus/run
 
 # Regenerate docs/cli.md from the command tree (a test checks it is current).
 docs:
