@@ -235,7 +235,7 @@ func (b *builder) neverReturns(o *symbol, g *callGraph) bool {
 // still executes.
 type StartupOnlyError struct {
 	Function string // a redirected function that runs only at start-up
-	Why      string // e.g. "called only from main before its loop"
+	Why      string // e.g. "called only from main outside its loops, so once"
 }
 
 func (e *StartupOnlyError) Error() string {
@@ -264,10 +264,19 @@ func (b *builder) checkEffect(p *patch.Patch, g *callGraph) *StartupOnlyError {
 	if main != nil && (main.file != "" || b.orig.typ == patch.SharedObject) {
 		main = nil
 	}
-	limit := uint64(0) // offsets of main below limit run once, before its loop
+	// Spans of main that may run more than once (its loops); a call outside
+	// them runs at most once, at start-up (or at exit).
+	var mainLoops [][2]uint64
+	mainKnown := false
 	if main != nil {
-		limit = b.beforeLoop(main, g)
+		mainLoops, mainKnown = b.loopSpans(main)
+		// A main without a loop of its own (its loop, if any, is in a
+		// function it calls, or it is a program that runs once): nothing
+		// of it is taken to run once, when unsure the builder does not
+		// refuse.
+		mainKnown = mainKnown && len(mainLoops) > 0
 	}
+	onceInMain := func(off uint64) bool { return mainKnown && !inSpans(mainLoops, off) }
 
 	// Functions that may run once the process is up.
 	runtime := map[*symbol]bool{}
@@ -289,7 +298,7 @@ func (b *builder) checkEffect(p *patch.Patch, g *callGraph) *StartupOnlyError {
 	}
 	if main != nil {
 		for _, e := range g.calls[main] {
-			if e.off >= limit {
+			if !onceInMain(e.off) {
 				mark(e.to)
 			}
 		}
@@ -316,8 +325,8 @@ func (b *builder) checkEffect(p *patch.Patch, g *callGraph) *StartupOnlyError {
 	}
 	if main != nil {
 		for _, e := range g.calls[main] {
-			if e.off < limit {
-				reach(e.to, "called only from main before its loop")
+			if onceInMain(e.off) {
+				reach(e.to, "called only from main outside its loops, so once")
 			}
 		}
 	}
@@ -328,8 +337,17 @@ func (b *builder) checkEffect(p *patch.Patch, g *callGraph) *StartupOnlyError {
 		if !strings.HasPrefix(reason, "called only from") {
 			reason = "called only from constructors"
 		}
+		// A function that runs once may still loop, and what it calls
+		// in its loops may run for as long as it does (an event loop
+		// main calls once): only its calls outside its loops run once.
+		loops, known := b.loopSpans(f)
+		if !known {
+			continue
+		}
 		for _, e := range g.calls[f] {
-			reach(e.to, reason)
+			if !inSpans(loops, e.off) {
+				reach(e.to, reason)
+			}
 		}
 	}
 	for _, t := range targets {
@@ -340,24 +358,21 @@ func (b *builder) checkEffect(p *patch.Patch, g *callGraph) *StartupOnlyError {
 	return &StartupOnlyError{Function: targets[0].display(), Why: why[targets[0]]}
 }
 
-// beforeLoop returns the offset in main below which its code runs once,
-// before its loop: the lowest target of a backward jump, or a call to a
-// function that never returns, whichever comes first. Code below the lowest
-// backward target runs at most once, since any way back to it would be a
-// backward jump. An indirect jump (a switch) may go to any place of main
-// that data or main's own code takes the address of (its jump table's
-// entries): those below it count as backward targets. It returns 0 (nothing
-// is known to run once) when main has no backward jump (its loop, if any,
-// is in a function it calls), or an indirect jump and no known targets.
-func (b *builder) beforeLoop(main *symbol, g *callGraph) uint64 {
-	code, ok := b.orig.bytesAt(main.addr, main.size)
+// loopSpans returns the spans [from, to] of fn's code that may run more
+// than once in one call: from the target of each backward jump to the jump,
+// and, for each indirect jump (a switch, a computed goto), from each place
+// it may go to below it (its jump table's entries, the labels whose
+// address the code takes) to the jump. Code outside every span runs at
+// most once per call. known is false when that cannot be told: an indirect
+// jump with no known targets, or code that does not decode.
+func (b *builder) loopSpans(fn *symbol) (spans [][2]uint64, known bool) {
+	code, ok := b.orig.bytesAt(fn.addr, fn.size)
 	if !ok {
-		return 0
+		return nil, false
 	}
-	limit := uint64(len(code))
-	loop := false
 	var indirect []uint64
-	targets := b.jumpTargets(main)
+	var targets []uint64
+	tablesRead := false
 	for off := 0; off < len(code); {
 		if isEndbr64(code[off:]) {
 			off += 4
@@ -365,17 +380,19 @@ func (b *builder) beforeLoop(main *symbol, g *callGraph) uint64 {
 		}
 		in, err := x86asm.Decode(code[off:], 64)
 		if err != nil {
-			return 0
+			return nil, false
 		}
 		if isJump(in.Op) {
 			if rel, ok := in.Args[0].(x86asm.Rel); !ok {
 				indirect = append(indirect, uint64(off))
+				if !tablesRead {
+					targets, tablesRead = append(targets, b.jumpTargets(fn)...), true
+				}
 			} else if t := int64(off+in.Len) + int64(rel); t >= 0 && t <= int64(off) {
-				loop = true
-				limit = min(limit, uint64(t))
+				spans = append(spans, [2]uint64{uint64(t), uint64(off)})
 			}
 		}
-		// lea of a place inside main itself (a computed goto's label).
+		// lea of a place inside the function itself (a computed goto's label).
 		if in.Op == x86asm.LEA && in.PCRel == 4 {
 			if m, ok := in.Args[1].(x86asm.Mem); ok && m.Base == x86asm.RIP {
 				if t := int64(off+in.Len) + m.Disp; t > 0 && t < int64(len(code)) {
@@ -386,25 +403,26 @@ func (b *builder) beforeLoop(main *symbol, g *callGraph) uint64 {
 		off += in.Len
 	}
 	if len(indirect) > 0 && len(targets) == 0 {
-		return 0
+		return nil, false
 	}
 	for _, j := range indirect {
 		for _, t := range targets {
 			if t <= j {
-				loop = true
-				limit = min(limit, t)
+				spans = append(spans, [2]uint64{t, j})
 			}
 		}
 	}
-	if !loop {
-		return 0
-	}
-	for _, e := range g.calls[main] {
-		if e.off < limit && b.neverReturns(e.to, g) {
-			limit = e.off - 1
+	return spans, true
+}
+
+// inSpans reports whether off lies in one of spans.
+func inSpans(spans [][2]uint64, off uint64) bool {
+	for _, s := range spans {
+		if off >= s[0] && off <= s[1] {
+			return true
 		}
 	}
-	return limit
+	return false
 }
 
 func isJump(op x86asm.Op) bool {
