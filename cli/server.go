@@ -40,6 +40,7 @@ and warns when it had to). A published patch must be signed by a
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.DB = db
+			cfg.TrustDir = trustDir
 			srv, err := server.New(cfg)
 			if err != nil {
 				return err
@@ -65,7 +66,7 @@ and warns when it had to). A published patch must be signed by a
 	f.StringVar(&cfg.DataDir, "data", "", "data directory (CA, tokens, database); created on first start")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8443", "address to listen on")
 	f.StringArrayVar(&cfg.Hosts, "host", nil, "extra name or address for the server certificate (repeatable)")
-	f.StringArrayVar(&cfg.Publishers, "publisher", nil, "public key a published patch must be signed by (repeatable; /etc/hotpatch/trusted/*.pub too)")
+	f.StringArrayVar(&cfg.Publishers, "publisher", nil, "public key a published patch must be signed by (repeatable; "+trustDir+"/*.pub too)")
 	f.BoolVar(&cfg.AnyPublisher, "any-publisher", false, "accept a patch signed by any key into the catalog (default: only --publisher keys)")
 	f.StringVar(&db, "db", "", "PostgreSQL URL (postgres://…); default: SQLite in --data. Several servers on one database serve one fleet")
 	f.DurationVar(&cfg.Tick, "tick", time.Second, "how often rollouts are driven")

@@ -394,10 +394,8 @@ func TestRolloutsOfOnePatch(t *testing.T) {
 // is refused; the same file again is not. A server with no publisher key
 // does not start unless told to accept any signer.
 func TestPublishSameLevel(t *testing.T) {
-	if sys, _ := filepath.Glob("/etc/hotpatch/trusted/*.pub"); len(sys) == 0 {
-		if _, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}); !errors.Is(err, ErrNoPublisher) {
-			t.Errorf("a server with no publisher key: %v, want ErrNoPublisher", err)
-		}
+	if _, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"}); !errors.Is(err, ErrNoPublisher) {
+		t.Errorf("a server with no publisher key: %v, want ErrNoPublisher", err)
 	}
 	s := startServer(t, t.TempDir())
 	defer s.Close()
@@ -628,5 +626,39 @@ func writeOtherKey(t *testing.T, path string) {
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTrustDir: the keys in Config.TrustDir are publisher keys (the
+// command passes /etc/hotpatch/trusted); a patch signed by another key is
+// refused. The server reads no machine-wide directory unless told, so what
+// a machine holds does not steer a test's server.
+func TestTrustDir(t *testing.T) {
+	trusted, p := testPatch(t)
+	other, _ := testPatch(t) // another key
+	dir := t.TempDir()
+	pem, err := patch.MarshalPublicKey(p.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "release.pub"), pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	os.Chmod(data, 0o700)
+	s, err := New(Config{DataDir: data, Listen: "127.0.0.1:0", TrustDir: dir, Tick: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New with a trust directory and no --publisher: %v", err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := newCaller(t, s, s.AdminToken(), nil, nil)
+	if st := admin.do("POST", api.PathPatches, other, nil); st != 403 {
+		t.Errorf("a patch signed by a key outside the trust directory: HTTP %d, want 403", st)
+	}
+	if st := admin.do("POST", api.PathPatches, trusted, nil); st != 200 {
+		t.Errorf("a patch signed by the trusted key: HTTP %d, want 200", st)
 	}
 }

@@ -40,10 +40,14 @@ type Config struct {
 	// Hosts are extra names for the server certificate.
 	Hosts []string
 	// Publishers are public key files a published patch must be signed
-	// by (/etc/hotpatch/trusted/*.pub too). With none, New refuses to
-	// start unless AnyPublisher is set: then any valid signature is
-	// accepted for the catalog (agents still verify with their own keys).
+	// by, and so is every *.pub in TrustDir (hotpatch-server passes
+	// /etc/hotpatch/trusted; the package reads no machine-wide path of its
+	// own, so a test's server is not steered by what the machine holds).
+	// With none, New refuses to start unless AnyPublisher is set: then any
+	// valid signature is accepted for the catalog (agents still verify
+	// with their own keys).
 	Publishers   []string
+	TrustDir     string
 	AnyPublisher bool
 	// Tick is how often rollouts are driven (default 1s).
 	Tick time.Duration
@@ -220,7 +224,10 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	sys, _ := filepath.Glob("/etc/hotpatch/trusted/*.pub")
+	var sys []string
+	if cfg.TrustDir != "" {
+		sys, _ = filepath.Glob(filepath.Join(cfg.TrustDir, "*.pub"))
+	}
 	for _, f := range append(append([]string{}, cfg.Publishers...), sys...) {
 		k, err := patch.ReadPublicKey(f)
 		if err != nil {
