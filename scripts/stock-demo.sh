@@ -26,17 +26,8 @@ if ! command -v dpkg-source >/dev/null || ! command -v patch >/dev/null; then
 	echo "stock-demo: installing dpkg-dev and patch"
 	apt_install dpkg-dev patch
 fi
-if ! grep -rqs '^Types:.*deb-src\|^deb-src ' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-	echo "stock-demo: adding the main archive's source lines (deb-src) for apt-get source"
-	cat > /etc/apt/sources.list.d/hotpatch-stock-src.sources <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-	apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
-fi
+echo "stock-demo: the main archive's source lines (deb-src), for apt-get source"
+./scripts/deb-src.sh
 if [ "$(dpkg-query -W -f '${Version}' mosquitto 2>/dev/null || true)" != "2.0.11-1.2+deb12u1" ]; then
 	echo "stock-demo: installing Debian's mosquitto 2.0.11-1.2+deb12u1 (its service is not started)"
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d

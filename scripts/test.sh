@@ -75,6 +75,21 @@ if [ -z "${HOTPATCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! comm
 fi
 export HOTPATCH_REQUIRE_BROWSER=1
 
+# The stock-binary tests rebuild Debian's own libexpat1 from its source
+# package (docs/stock.md): dpkg-dev and the archive's source lines; the
+# build dependencies are installed by the test itself (apt-get build-dep).
+step="Debian sources"
+if [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ]; then
+	if ! command -v dpkg-source >/dev/null || ! command -v patch >/dev/null; then
+		say "installing dpkg-dev and patch for the stock-binary tests…"
+		apt_install dpkg-dev patch
+	fi
+	if ! grep -rqs '^Types:.*deb-src\|^deb-src ' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		say "adding the main archive's source lines (deb-src) for the stock-binary tests…"
+		./scripts/deb-src.sh
+	fi
+fi
+
 step="go mod download"
 say "go mod download (Go modules, from the module proxy on a fresh machine)…"
 go mod download
