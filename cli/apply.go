@@ -18,7 +18,7 @@ import (
 const trustDir = "/etc/hotpatch/trusted"
 
 // procResult is one process's line of apply/revert output (the JSON shape
-// of the DESIGN.md contract).
+// of the command-line contract in docs/cli.md).
 type procResult struct {
 	PID       int    `json:"pid"`
 	Result    string `json:"result"` // applied, reverted, failed, skipped

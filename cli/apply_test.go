@@ -30,7 +30,7 @@ func buildFixturePatch(t *testing.T, name, key, dir string) (string, *fixture.Bu
 }
 
 // TestApplyRevertStatus drives apply, status and revert on a process the
-// test started, with text and JSON output, as the DESIGN.md contract says.
+// test started, with text and JSON output, as the command-line contract (docs/cli.md) says.
 func TestApplyRevertStatus(t *testing.T) {
 	dir, key, pub := keygen(t)
 	file, orig := buildFixturePatch(t, "bounds_check", key, dir)

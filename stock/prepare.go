@@ -195,7 +195,7 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 	if firstErr == nil {
 		firstErr = fmt.Errorf("stock: the rebuild of %s %s made no file named %s", pkg.Source, ver, filepath.Base(pkg.File))
 	}
-	return nil, fmt.Errorf("%w (fallback: the package's -dbgsym symbols, see docs/stock-binaries.md)", firstErr)
+	return nil, fmt.Errorf("%w; this binary cannot be patched from a rebuild of its source package (see docs/stock.md, \"When the rebuild is not the installed file\")", firstErr)
 }
 
 // Fixed rebuilds the source with fixes (unified diffs, applied with
