@@ -1,12 +1,14 @@
 package packaging
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -182,4 +184,23 @@ func waitPatched(t *testing.T, svc *fixture.Proc, pid int, id string, within tim
 		}
 	}
 	t.Fatalf("patch %s not applied to pid %d within %v (last status: %s)\n%s", id, pid, within, last, out())
+}
+
+// lockedBuffer collects a running command's output while the test reads
+// it (bytes.Buffer alone is not safe for that).
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,7 +53,7 @@ func TestAgentUnit(t *testing.T) {
 	}
 	// The one addition to the unit's command: stay inside the test's host.
 	cmd := u.sandbox(t, overlays, append(argv, "--pid-namespace", h.ns))
-	var out bytes.Buffer
+	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
