@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBuildStockUsage: --stock takes the place of --original/--patched and
+// needs --fix; --fix needs --stock. Each mistake is a usage error (exit 2):
+// its line, then where the usage is.
+func TestBuildStockUsage(t *testing.T) {
+	_, key, _ := keygen(t)
+	out := filepath.Join(t.TempDir(), "x.hpatch")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"build", "--fix", "f.patch", "--original", "a", "--patched", "b", "--key", key, "-o", out}, "--fix goes with --stock"},
+		{[]string{"build", "--stock", "/usr/bin/true", "--original", "a", "--key", key, "-o", out}, "--stock takes the place of --original and --patched"},
+		{[]string{"build", "--stock", "/usr/bin/true", "--key", key, "-o", out}, "--stock needs the fix as --fix FILE.patch"},
+	} {
+		code, _, stderr := run(t, tc.args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != 2 || !strings.Contains(first, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and a first line with %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a refused build wrote %s", out)
+	}
+}
+
+// TestStockPrepareNotAPackage: a binary no package installed cannot be
+// rebuilt from a source package; prepare says so in one line.
+func TestStockPrepareNotAPackage(t *testing.T) {
+	for _, tool := range []string{"dpkg-query", "dpkg-source", "apt-get", "patch"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed: not a Debian machine with dpkg-dev", tool)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "mine")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run(t, "stock", "prepare", "--stock-cache", t.TempDir(), bin)
+	if code != 1 || !strings.Contains(stderr, "no installed package owns") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || stdout != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want exit 1 and one line naming the cause", code, stdout, stderr)
+	}
+}
