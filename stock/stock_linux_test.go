@@ -15,6 +15,7 @@ import (
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
@@ -97,18 +98,11 @@ func signedPatch(t *testing.T, ctx context.Context, prep *Prepared, fixes []stri
 	if err != nil {
 		t.Fatalf("Patch: %v", err)
 	}
-	key, pub, err := patch.GenerateKey()
+	sp, err := testutil.SignLoad(unsigned, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := patch.Sign(unsigned, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, pub, data := sp.Patch, sp.Pub, sp.File
 	t.Logf("patch %s: %d bytes, %d function(s)", p.ID, len(data), len(p.Functions))
 	return p, pub
 }

@@ -28,6 +28,14 @@ func BuildSigned(orig, fixed string, opts builder.Options, key patch.PrivateKey)
 	if err != nil {
 		return nil, err
 	}
+	return SignLoad(unsigned, key)
+}
+
+// SignLoad signs a built patch with key (a new key if key is nil) and loads
+// it back, for patches built otherwise than from two builds (the stock
+// path, say).
+func SignLoad(unsigned *patch.Patch, key patch.PrivateKey) (*Signed, error) {
+	var err error
 	if key == nil {
 		if key, _, err = patch.GenerateKey(); err != nil {
 			return nil, err
