@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -165,6 +166,11 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 	p := &Prepared{Package: *pkg, opts: opts, srcVersion: ver,
 		base: filepath.Join(opts.Cache, safeName(pkg.Source+"_"+ver))}
 	p.logf("%s is %s %s, built from source %s %s", pkg.File, pkg.Name, pkg.Version, pkg.Source, pkg.SourceVersion)
+	unlock, err := lockDir(p.base)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if p.dsc, err = p.fetch(ctx); err != nil {
 		return nil, err
 	}
@@ -205,6 +211,11 @@ func (p *Prepared) Fixed(ctx context.Context, fixes []string) (string, error) {
 	if len(fixes) == 0 {
 		return "", errors.New("stock: no fix given")
 	}
+	unlock, err := lockDir(p.base)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	tree, _, err := p.tree(ctx, fixes)
 	if err != nil {
 		return "", err
@@ -247,6 +258,24 @@ func (p *Prepared) fetch(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("stock: apt-get source left no .dsc in %s", dl)
 	}
 	return dsc, nil
+}
+
+// lockDir takes an exclusive lock on dir (a cache directory of one source
+// version) until unlock: two hotpatch commands preparing the same package
+// wait for each other instead of removing each other's half-made trees.
+func lockDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("stock: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("stock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stock: locking %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 func findDSC(dir string) string {
