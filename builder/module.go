@@ -108,6 +108,22 @@ func openModule(path string) (*module, error) {
 		return nil, &InputError{Path: path, Reason: "not an ELF file: " + err.Error()}
 	}
 	defer f.Close()
+	m, err := openImage(path, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.readSymbols(f); err != nil {
+		return nil, err
+	}
+	if err := m.readRelocs(f); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// openImage reads what a module's loaded image needs: its type, build-id
+// and allocated sections.
+func openImage(path string, f *elf.File) (*module, error) {
 	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 {
 		return nil, &InputError{Path: path, Reason: fmt.Sprintf("unsupported architecture %v %v; only x86-64 is supported", f.Class, f.Machine)}
 	}
@@ -130,16 +146,11 @@ func openModule(path string) (*module, error) {
 			m.tls = p
 		}
 	}
+	var err error
 	if m.buildID, err = buildid.FromFile(f); err != nil {
 		return nil, &InputError{Path: path, Reason: err.Error()}
 	}
 	if err := m.readSections(f); err != nil {
-		return nil, err
-	}
-	if err := m.readSymbols(f); err != nil {
-		return nil, err
-	}
-	if err := m.readRelocs(f); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -325,6 +336,20 @@ func splitVersion(name string) (base, version string) {
 }
 
 func (m *module) readRelocs(f *elf.File) error {
+	emitted, err := m.scanRelocs(f, true)
+	if err != nil {
+		return err
+	}
+	if emitted == 0 {
+		return &InputError{Path: m.path, Reason: "no emitted relocations; link both builds with -Wl,--emit-relocs (and compile with -ffunction-sections -fdata-sections)"}
+	}
+	m.labelReferences()
+	return nil
+}
+
+// scanRelocs reads the dynamic relocations and, when emitted is set, the
+// relocations --emit-relocs kept; it returns how many of those it read.
+func (m *module) scanRelocs(f *elf.File, emitted bool) (int, error) {
 	symtab := -1
 	dynsym := -1
 	for i, s := range f.Sections {
@@ -339,24 +364,24 @@ func (m *module) readRelocs(f *elf.File) error {
 	if dynsym >= 0 {
 		dynSyms, _ = f.DynamicSymbols()
 	}
-	emitted := 0
+	n := 0
 	for _, s := range f.Sections {
 		if s.Type == elf.SHT_REL {
-			return &InputError{Path: m.path, Reason: "REL relocations are not supported on x86-64"}
+			return 0, &InputError{Path: m.path, Reason: "REL relocations are not supported on x86-64"}
 		}
 		if s.Type != elf.SHT_RELA {
 			continue
 		}
+		isDyn := int(s.Link) == dynsym || s.Flags&elf.SHF_ALLOC != 0
+		if !isDyn && (!emitted || int(s.Link) != symtab) {
+			continue
+		}
 		data, err := s.Data()
 		if err != nil {
-			return &InputError{Path: m.path, Reason: fmt.Sprintf("reading %s: %v", s.Name, err)}
+			return 0, &InputError{Path: m.path, Reason: fmt.Sprintf("reading %s: %v", s.Name, err)}
 		}
 		if len(data)%24 != 0 {
-			return &InputError{Path: m.path, Reason: fmt.Sprintf("%s has a size that is not a multiple of 24", s.Name)}
-		}
-		isDyn := int(s.Link) == dynsym || s.Flags&elf.SHF_ALLOC != 0
-		if !isDyn && int(s.Link) != symtab {
-			continue
+			return 0, &InputError{Path: m.path, Reason: fmt.Sprintf("%s has a size that is not a multiple of 24", s.Name)}
 		}
 		if !isDyn {
 			if int(s.Info) >= len(f.Sections) || f.Sections[s.Info].Flags&elf.SHF_ALLOC == 0 {
@@ -381,16 +406,19 @@ func (m *module) readRelocs(f *elf.File) error {
 				continue
 			}
 			if si >= len(m.syms) {
-				return &InputError{Path: m.path, Reason: fmt.Sprintf("%s: symbol index %d out of range", s.Name, si)}
+				return 0, &InputError{Path: m.path, Reason: fmt.Sprintf("%s: symbol index %d out of range", s.Name, si)}
 			}
 			m.relocs = append(m.relocs, reloc{off: rOff, typ: typ, sym: m.syms[si], addend: add})
-			emitted++
+			n++
 		}
 	}
-	if emitted == 0 {
-		return &InputError{Path: m.path, Reason: "no emitted relocations; link both builds with -Wl,--emit-relocs (and compile with -ffunction-sections -fdata-sections)"}
-	}
 	sort.Slice(m.relocs, func(i, j int) bool { return m.relocs[i].off < m.relocs[j].off })
+	return n, nil
+}
+
+// labelReferences adds a label at every place that code or data refers to
+// through a section symbol.
+func (m *module) labelReferences() {
 	// Places that code or data refer to through a section symbol start a
 	// chunk of their own, like a jump table or a string literal without a
 	// label: PC-relative references from code (S+A+4 is exact for the
@@ -419,7 +447,6 @@ func (m *module) readRelocs(f *elf.File) error {
 	}
 	slices.Sort(m.labels)
 	m.labels = slices.Compact(m.labels)
-	return nil
 }
 
 // relocsIn returns the emitted relocations with fields in [addr, addr+size).

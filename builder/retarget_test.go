@@ -1,0 +1,207 @@
+package builder
+
+import (
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotpatch/hotpatch/engine"
+	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/patch"
+)
+
+// The retarget tests build a program the way a distribution ships it and
+// the way a rebuild of its source comes out when the build machine differs
+// (features.c compiled with one more feature): the installed binary is
+// stripped, its symbols in a separate debug file made as Debian's dh_strip
+// makes a -dbgsym package. The rebuild is not byte-identical, so the patch
+// built from it is retargeted by the per-function proof.
+
+var retargetFlags = []string{"-O2", "-g", "-fPIE", "-pie"}
+
+// installedBuild compiles the shipped program and splits it like dh_strip:
+// the debug file (objcopy --only-keep-debug) and the stripped binary.
+func installedBuild(t *testing.T, name string, extra ...string) (bin, debug string) {
+	t.Helper()
+	flags := append(append(append([]string{}, retargetFlags...), "-DWITH_ZSTD"), extra...)
+	full, err := fixture.Compile(name, []string{"testdata/retarget/features.c", "testdata/retarget/orig/svc.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin, debug = filepath.Join(dir, "svc"), filepath.Join(dir, "svc.debug")
+	for _, args := range [][]string{
+		{"objcopy", "--only-keep-debug", "--compress-debug-sections", full, debug},
+		{"strip", "--remove-section=.comment", "--remove-section=.note", "--strip-unneeded", "-o", bin, full},
+		{"objcopy", "--add-gnu-debuglink=" + debug, bin},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return bin, debug
+}
+
+// rebuiltPair compiles the rebuild of the original and of the fixed source
+// with relocations kept (what hotpatch stock does), without WITH_ZSTD.
+func rebuiltPair(t *testing.T) (orig, fixed string) {
+	t.Helper()
+	flags := append(append([]string{}, retargetFlags...), "-Wl,--emit-relocs")
+	orig, err := fixture.Compile("retarget-orig", []string{"testdata/retarget/features.c", "testdata/retarget/orig/svc.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err = fixture.Compile("retarget-fixed", []string{"testdata/retarget/features.c", "testdata/retarget/fixed/svc.c"}, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orig, fixed
+}
+
+// TestRetargetLive: the patch built from the rebuild, retargeted to the
+// stripped installed binary (with its debug file, and with its code
+// alone), applied to the running installed program: the fix takes effect,
+// the program's state (its counters) carries on, and revert restores the
+// old behaviour. Without retargeting the patch does not even name the
+// installed build.
+func TestRetargetLive(t *testing.T) {
+	t.Parallel()
+	installed, debug := installedBuild(t, "retarget-installed")
+	orig, fixed := rebuiltPair(t)
+	if _, err := exec.Command("cmp", "-s", installed, orig).CombinedOutput(); err == nil {
+		t.Fatal("the installed binary and the rebuild are the same file; the test needs them to differ")
+	}
+	unsigned, err := Build(orig, fixed, Options{ID: "retarget"})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	for _, syms := range []string{debug, ""} {
+		name := "symbols"
+		if syms == "" {
+			name = "code-alone"
+		}
+		t.Run(name, func(t *testing.T) {
+			moved, proof, err := Retarget(unsigned, orig, installed, RetargetOptions{Symbols: syms})
+			if err != nil {
+				t.Fatalf("Retarget: %v", err)
+			}
+			t.Logf("proof: %+v", proof)
+			if len(proof.Units) != 1 || !strings.HasSuffix(proof.Units[0], "svc.c") || proof.Functions < 4 {
+				t.Errorf("proof %+v: want svc.c's functions proven", proof)
+			}
+			if proof.Moved == 0 {
+				t.Errorf("proof %+v: no reference moved, but features.c moved everything after it", proof)
+			}
+			var old uint64
+			for _, f := range unsigned.Functions {
+				if f.Name == "check" {
+					old = f.OldAddr
+				}
+			}
+			for _, f := range moved.Functions {
+				if f.Name == "check" && f.OldAddr == old {
+					t.Errorf("check is at %#x in both builds; features.c should have moved it", old)
+				}
+			}
+			key, pub, err := patch.GenerateKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := patch.Sign(moved, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := patch.Load(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proc := fixture.Start(t, installed)
+			for _, ex := range []struct{ in, want string }{{"5", "1 ok 15 f3 r0"}, {"-4", "2 ok -12 f3 r0"}, {"2000", "3 refused r1"}} {
+				if got, err := proc.Probe(ex.in); err != nil || got != ex.want {
+					t.Fatalf("before: %q -> %q, %v; want %q", ex.in, got, err, ex.want)
+				}
+			}
+			opts := engine.Options{Trusted: []patch.PublicKey{pub}}
+			if _, err := engine.Apply(proc.Pid(), p, opts); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			for _, ex := range []struct{ in, want string }{{"-4", "4 refused r2"}, {"7", "5 ok 21 f3 r2"}, {"3000", "6 refused r3"}} {
+				if got, err := proc.Probe(ex.in); err != nil || got != ex.want {
+					t.Errorf("after: %q -> %q, %v; want %q", ex.in, got, err, ex.want)
+				}
+			}
+			if _, err := engine.Revert(proc.Pid(), p.ID, 5*time.Second); err != nil {
+				t.Fatalf("Revert: %v", err)
+			}
+			if got, err := proc.Probe("-1"); err != nil || got != "7 ok -3 f3 r3" {
+				t.Errorf("after revert: -1 -> %q, %v; want the old behaviour", got, err)
+			}
+		})
+	}
+	t.Run("unretargeted", func(t *testing.T) {
+		key, pub, err := patch.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := patch.Sign(unsigned, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := patch.Load(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proc := fixture.Start(t, installed)
+		if _, err := engine.Apply(proc.Pid(), p, engine.Options{Trusted: []patch.PublicKey{pub}}); err == nil {
+			t.Fatal("the rebuild's own patch applied to the installed binary")
+		}
+		if got, err := proc.Probe("-4"); err != nil || got != "1 ok -12 f3 r0" {
+			t.Errorf("after the refusal: -4 -> %q, %v; want the program unchanged", got, err)
+		}
+	})
+}
+
+// TestRetargetRefuses: what the per-function proof must refuse, each with
+// the reason named.
+func TestRetargetRefuses(t *testing.T) {
+	t.Parallel()
+	orig, fixed := rebuiltPair(t)
+	unsigned, err := Build(orig, fixed, Options{ID: "retarget"})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	t.Run("other-code", func(t *testing.T) {
+		t.Parallel()
+		// The installed svc.c was compiled differently (another -O level,
+		// as an older compiler would): its code is not the rebuild's.
+		installed, debug := installedBuild(t, "retarget-installed-O1", "-O1")
+		for _, syms := range []string{debug, ""} {
+			_, _, err := Retarget(unsigned, orig, installed, RetargetOptions{Symbols: syms})
+			var nse *NotSameCodeError
+			if !errors.As(err, &nse) || !strings.HasSuffix(nse.Unit, "svc.c") {
+				t.Errorf("symbols %q: Retarget = %v, want a NotSameCodeError in svc.c", syms, err)
+			}
+		}
+	})
+	t.Run("foreign-symbols", func(t *testing.T) {
+		t.Parallel()
+		installed, _ := installedBuild(t, "retarget-installed")
+		_, otherDebug := installedBuild(t, "retarget-installed-O1", "-O1")
+		_, _, err := Retarget(unsigned, orig, installed, RetargetOptions{Symbols: otherDebug})
+		var ie *InputError
+		if !errors.As(err, &ie) || !strings.Contains(err.Error(), "symbols of another build") {
+			t.Errorf("Retarget with another build's debug file = %v, want it refused", err)
+		}
+	})
+	t.Run("wrong-rebuild", func(t *testing.T) {
+		t.Parallel()
+		installed, _ := installedBuild(t, "retarget-installed")
+		_, _, err := Retarget(unsigned, fixed, installed, RetargetOptions{})
+		if err == nil || !strings.Contains(err.Error(), "build-id") {
+			t.Errorf("Retarget from a file the patch was not built from = %v, want it refused", err)
+		}
+	})
+}
