@@ -18,6 +18,7 @@ type stockFlags struct {
 	sourceVersion string
 	drops         []string
 	cache         string
+	symbols       string
 }
 
 func (s *stockFlags) add(cmd *cobra.Command) {
@@ -25,10 +26,11 @@ func (s *stockFlags) add(cmd *cobra.Command) {
 	f.StringVar(&s.sourceVersion, "source-version", "", "fetch this version of the source package instead of the installed one (with --drop-patch, to step back to it)")
 	f.StringArrayVar(&s.drops, "drop-patch", nil, "leave this entry of debian/patches/series out (repeatable)")
 	f.StringVar(&s.cache, "stock-cache", "", "where sources and rebuilds are kept (default: hotpatch/stock in the user's cache directory)")
+	f.StringVar(&s.symbols, "symbols", "", "the installed binary's debug file (its -dbgsym package), used when the rebuild is not byte-identical (default: the one installed under /usr/lib/debug/.build-id, if any)")
 }
 
 func (s *stockFlags) options(binary string, log io.Writer) stock.Options {
-	return stock.Options{Binary: binary, SourceVersion: s.sourceVersion, DropPatches: s.drops, Cache: s.cache, Log: log}
+	return stock.Options{Binary: binary, SourceVersion: s.sourceVersion, DropPatches: s.drops, Cache: s.cache, Symbols: s.symbols, Log: log}
 }
 
 func newStock() *cobra.Command {
@@ -52,6 +54,27 @@ build dependencies, root.`,
 			p, err := stock.Prepare(cmd.Context(), sf.options(args[0], cmd.ErrOrStderr()))
 			if err != nil {
 				return err
+			}
+			if p.Different != nil {
+				syms := "its exported symbols and code alone (install its -dbgsym package for all symbols, or name a debug file with --symbols)"
+				if p.Symbols != "" {
+					syms = "the symbols of " + p.Symbols
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s %s, source %s %s) is NOT reproducible: %s\nfallback: patches are retargeted to it by a per-function proof, using %s; the rebuild: %s\n",
+					p.Package.File, p.Package.Name, p.Package.Version, p.Package.Source, p.Package.SourceVersion, p.Different.Error(), syms, p.Original)
+				full := 0
+				for _, u := range p.Units {
+					if u.Proven == u.Functions {
+						full++
+					}
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d of %d compile units are proven the same code: a fix confined to them can be patched\n", full, len(p.Units))
+				for _, u := range p.Units {
+					if u.Proven != u.Functions {
+						fmt.Fprintf(cmd.OutOrStdout(), "  not %s: %d of %d functions proven; %s\n", u.Unit, u.Proven, u.Functions, u.First)
+					}
+				}
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s %s, source %s %s, build-id %x) is reproducible: %s\n",
 				p.Package.File, p.Package.Name, p.Package.Version, p.Package.Source, p.Package.SourceVersion, p.Proof.InstalledBuildID, p.Original)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -24,6 +25,17 @@ type NotReproducibleError struct {
 	Addr uint64
 	// Why says what differs in words.
 	Why string
+	// Cause is the likely reason in words ("" when none is seen): a
+	// section that grew, a build date or a build path compiled in.
+	Cause string
+}
+
+// shortWhy is the difference and its cause, without the file names.
+func (e *NotReproducibleError) shortWhy() string {
+	if e.Cause != "" {
+		return e.Cause
+	}
+	return e.Why
 }
 
 func (e *NotReproducibleError) Error() string {
@@ -31,8 +43,12 @@ func (e *NotReproducibleError) Error() string {
 	if where == "" {
 		where = "the program headers"
 	}
-	return fmt.Sprintf("the rebuild %s is not the installed %s: %s differs (%s, first at 0x%x); a patch built from it could not be trusted",
-		e.Rebuilt, e.Installed, where, e.Why, e.Addr)
+	cause := ""
+	if e.Cause != "" {
+		cause = "; " + e.Cause
+	}
+	return fmt.Sprintf("the rebuild %s is not the installed %s: %s differs (%s, first at 0x%x)%s",
+		e.Rebuilt, e.Installed, where, e.Why, e.Addr, cause)
 }
 
 // Proof is what Compare found when the rebuild is the installed file.
@@ -70,7 +86,9 @@ func Compare(installed, rebuilt string) (*Proof, error) {
 	}
 	defer b.close()
 	fail := func(addr uint64, why string) error {
-		return &NotReproducibleError{Installed: installed, Rebuilt: rebuilt, Section: a.sectionAt(addr), Addr: addr, Why: why}
+		e := &NotReproducibleError{Installed: installed, Rebuilt: rebuilt, Section: a.sectionAt(addr), Addr: addr, Why: why}
+		e.Cause = explain(a, b, addr)
+		return e
 	}
 	if a.f.Machine != b.f.Machine || a.f.Type != b.f.Type || a.f.Class != b.f.Class {
 		return nil, fail(0, fmt.Sprintf("the ELF header: %v %v against %v %v", a.f.Type, a.f.Machine, b.f.Type, b.f.Machine))
@@ -291,4 +309,72 @@ func (m *mask) covers(addr uint64) bool {
 		}
 	}
 	return false
+}
+
+var (
+	looksLikeDate = regexp.MustCompile(`(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-3][0-9] (19|20)[0-9][0-9]|[0-2][0-9]:[0-5][0-9]:[0-5][0-9]|(19|20)[0-9][0-9]-[01][0-9]-[0-3][0-9]`)
+	looksLikePath = regexp.MustCompile(`(^|[^A-Za-z0-9])/(build|tmp|home|root|usr/src|var/tmp|<<PKGBUILDDIR>>)/`)
+)
+
+// explain names the likely cause of a difference at addr (an address of
+// the installed file): the first allocated section whose size differs
+// (the layout changed: the rebuild compiled other code or data), or a
+// build date or build path in the differing bytes.
+func explain(a, b *elfFile, addr uint64) string {
+	secs := func(e *elfFile) map[string]*elf.Section {
+		out := map[string]*elf.Section{}
+		for _, s := range e.f.Sections {
+			if s.Flags&elf.SHF_ALLOC != 0 {
+				out[s.Name] = s
+			}
+		}
+		return out
+	}
+	sb := secs(b)
+	var grown []string
+	for _, s := range a.f.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Name == ".note.gnu.build-id" {
+			continue
+		}
+		o := sb[s.Name]
+		switch {
+		case o == nil:
+			grown = append(grown, fmt.Sprintf("section %s is missing from the rebuild", s.Name))
+		case o.Size != s.Size:
+			grown = append(grown, fmt.Sprintf("section %s is %d bytes in the installed file and %d in the rebuild", s.Name, s.Size, o.Size))
+		}
+		if len(grown) > 0 {
+			break
+		}
+	}
+	if len(grown) > 0 {
+		return grown[0] + ": the rebuild compiled other code or data (a configure check or build dependency that found something else, or another compiler)"
+	}
+	for _, e := range []*elfFile{a, b} {
+		sec := e.f.Section(a.sectionAt(addr))
+		if sec == nil || sec.Type == elf.SHT_NOBITS || addr < sec.Addr {
+			continue
+		}
+		data, err := sec.Data()
+		if err != nil || addr-sec.Addr >= uint64(len(data)) {
+			continue
+		}
+		// The C string around the first differing byte.
+		i := int(addr - sec.Addr)
+		lo, hi := i, i
+		for lo > 0 && lo > i-256 && data[lo-1] >= 0x20 && data[lo-1] < 0x7f {
+			lo--
+		}
+		for hi < len(data) && hi < i+256 && data[hi] >= 0x20 && data[hi] < 0x7f {
+			hi++
+		}
+		str := string(data[lo:hi])
+		switch {
+		case looksLikeDate.MatchString(str):
+			return fmt.Sprintf("%q looks like a build date or time compiled in (__DATE__, __TIME__ or the build's own clock)", str)
+		case looksLikePath.MatchString(str):
+			return fmt.Sprintf("%q looks like a build path compiled in (__FILE__ or a configured directory)", str)
+		}
+	}
+	return ""
 }

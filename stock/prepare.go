@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hotpatch/hotpatch/builder"
 )
 
 // recipe changes whenever the way a tree is made or built changes, so that
@@ -53,6 +55,11 @@ type Options struct {
 	Jobs int
 	// Log receives one line per step (nil: quiet).
 	Log io.Writer
+	// Symbols is the installed binary's debug file (from its -dbgsym
+	// package), used when the rebuild is not byte-identical. Default: the
+	// file the -dbgsym package installs for the binary's build-id under
+	// /usr/lib/debug/.build-id, if present.
+	Symbols string
 }
 
 // FetchError reports a source package the archive would not give.
@@ -73,6 +80,18 @@ type Prepared struct {
 	Proof    *Proof
 	// Cached is set when the rebuild came from the cache.
 	Cached bool
+	// Different is set instead of Proof when the rebuild does not load the
+	// installed file's bytes: patches are then retargeted to the installed
+	// file by a per-function proof (builder.Retarget), with the symbols of
+	// Symbols if set.
+	Different *NotReproducibleError
+	Symbols   string
+	// Units says, when Different is set, which compile units of the
+	// installed file are proven the same code as the rebuild's: a fix
+	// confined to those can be patched.
+	Units []builder.UnitProof
+	// Retargeted is what the last Patch proved when Different is set.
+	Retargeted *builder.RetargetProof
 
 	opts       Options
 	dsc        string
@@ -184,11 +203,18 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 		return nil, err
 	}
 	var firstErr error
+	var different *NotReproducibleError
 	for _, c := range cands {
 		proof, err := Compare(pkg.File, c)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
+			}
+			var nr *NotReproducibleError
+			if different == nil && errors.As(err, &nr) && hasSymtab(c) {
+				different = nr
+				p.Original = c
+				p.rel, _ = filepath.Rel(tree, c)
 			}
 			continue
 		}
@@ -198,10 +224,68 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 			c, pkg.File, proof.Segments, proof.Bytes, strings.Join(proof.Ignored, "; "))
 		return p, nil
 	}
+	if different != nil {
+		p.Different = different
+		p.Symbols = opts.Symbols
+		if p.Symbols == "" {
+			p.Symbols = debugFileFor(pkg.File)
+		}
+		how := "with the installed binary's exported symbols and its code alone"
+		if p.Symbols != "" {
+			how = "with the installed binary's symbols from " + p.Symbols
+		}
+		p.logf("not byte-identical: %v", different)
+		units, err := builder.ProveUnits(p.Original, pkg.File, builder.RetargetOptions{Symbols: p.Symbols})
+		if err != nil {
+			return nil, fmt.Errorf("%w; and the per-function fallback cannot be used: %w", different, err)
+		}
+		p.Units = units
+		full := 0
+		for _, u := range units {
+			if u.Proven == u.Functions {
+				full++
+			}
+		}
+		p.logf("fallback: a patch is retargeted to the installed file by a per-function proof (every function of each compile unit it changes proven the same code, every reference found) %s; %d of %d compile units proven the same code", how, full, len(units))
+		return p, nil
+	}
 	if firstErr == nil {
 		firstErr = fmt.Errorf("stock: the rebuild of %s %s made no file named %s", pkg.Source, ver, filepath.Base(pkg.File))
 	}
 	return nil, fmt.Errorf("%w; this binary cannot be patched from a rebuild of its source package (see docs/stock.md, \"When the rebuild is not the installed file\")", firstErr)
+}
+
+// hasSymtab reports whether the file has a full symbol table (an unstripped
+// rebuild, which a per-function proof needs).
+func hasSymtab(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return f.Section(".symtab") != nil && f.Section(".debug_info") != nil
+}
+
+// debugDir is where Debian's -dbgsym packages install debug files.
+var debugDir = "/usr/lib/debug/.build-id"
+
+// debugFileFor returns the installed debug file of an ELF file (by its
+// build-id), or "".
+func debugFileFor(path string) string {
+	e, err := openELF(path)
+	if err != nil {
+		return ""
+	}
+	defer e.close()
+	if len(e.buildID) < 2 {
+		return ""
+	}
+	id := hex.EncodeToString(e.buildID)
+	d := filepath.Join(debugDir, id[:2], id[2:]+".debug")
+	if _, err := os.Stat(d); err != nil {
+		return ""
+	}
+	return d
 }
 
 // Fixed rebuilds the source with fixes (unified diffs, applied with
