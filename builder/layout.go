@@ -398,55 +398,74 @@ func (b *builder) checkLayouts() (bool, error) {
 
 	covered := true
 	for _, fn := range funcs {
-		roots := map[dwarf.Offset]bool{}
-		seen := map[dwarf.Offset]bool{}
-		if off, ok := fdi.subprogramAt(fn.addr); ok {
-			fdi.typesOf(off, seen, roots)
-		} else {
-			// Code without debug information (assembly, a unit built
-			// without -g): its types cannot be known.
-			debugf("%s: no DWARF subprogram; its types are not checked", fn.display())
+		fields, _ := b.codeFields(b.fixed, fn)
+		roots, ok := b.fixed.layoutRoots(fdi, fn, fields)
+		if !ok {
 			covered = false
 		}
-		// The globals and statics the function refers to.
-		fields, _ := b.codeFields(b.fixed, fn)
-		for _, fl := range fields {
-			if fl.keep || fl.ext {
-				continue
-			}
-			r, err := b.fixed.refOf(fl, fn.display())
-			if err != nil {
-				continue
-			}
-			if r.kind == refIndirect && r.inner != nil {
-				r = *r.inner
-			}
-			if (r.kind == refObj || r.kind == refRO) && r.sym != nil {
-				if v, ok := fdi.vars[r.sym.addr]; ok {
-					fdi.typesOf(v, seen, roots)
-				}
-			}
-		}
-		for _, a := range fdi.aggregates(roots) {
-			olds := odi.origAggregates(a.key, a.cu)
-			if len(olds) == 0 {
-				continue // a new type: no object of it exists yet
-			}
-			var member, change string
-			for i, o := range olds {
-				m, c := layoutDiff(o, a.t)
-				if c == "" {
-					change = ""
-					break
-				}
-				if i == 0 {
-					member, change = m, c
-				}
-			}
-			if change != "" {
-				return false, &LayoutError{Type: a.name, Member: member, Change: change, Function: fn.display()}
-			}
+		if err := sameLayouts(fdi, odi, roots, fn.display()); err != nil {
+			return false, err
 		}
 	}
 	return covered, nil
+}
+
+// layoutRoots returns the types a function of m uses: through its
+// parameters, locals and return type (its DWARF subprogram) and the
+// globals and statics its fields refer to. ok is false when the function
+// has no DWARF (assembly, a unit built without -g).
+func (m *module) layoutRoots(di *debugInfo, fn *symbol, fields []field) (roots map[dwarf.Offset]bool, ok bool) {
+	roots = map[dwarf.Offset]bool{}
+	seen := map[dwarf.Offset]bool{}
+	if off, found := di.subprogramAt(fn.addr); found {
+		di.typesOf(off, seen, roots)
+		ok = true
+	} else {
+		debugf("%s: no DWARF subprogram; its types are not checked", fn.display())
+	}
+	for _, fl := range fields {
+		if fl.keep || fl.ext {
+			continue
+		}
+		r, err := m.refOf(fl, fn.display())
+		if err != nil {
+			continue
+		}
+		if r.kind == refIndirect && r.inner != nil {
+			r = *r.inner
+		}
+		if (r.kind == refObj || r.kind == refRO) && r.sym != nil {
+			if v, found := di.vars[r.sym.addr]; found {
+				di.typesOf(v, seen, roots)
+			}
+		}
+	}
+	return roots, ok
+}
+
+// sameLayouts compares every aggregate under roots (of the build ndi) with
+// its definitions in odi: one of them must have the same layout. A type
+// odi lacks is new there and free to have any layout.
+func sameLayouts(ndi, odi *debugInfo, roots map[dwarf.Offset]bool, fn string) error {
+	for _, a := range ndi.aggregates(roots) {
+		olds := odi.origAggregates(a.key, a.cu)
+		if len(olds) == 0 {
+			continue // a new type: no object of it exists yet
+		}
+		var member, change string
+		for i, o := range olds {
+			m, c := layoutDiff(o, a.t)
+			if c == "" {
+				change = ""
+				break
+			}
+			if i == 0 {
+				member, change = m, c
+			}
+		}
+		if change != "" {
+			return &LayoutError{Type: a.name, Member: member, Change: change, Function: fn}
+		}
+	}
+	return nil
 }

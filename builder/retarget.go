@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/hotpatch/hotpatch/patch"
+	"github.com/hotpatch/hotpatch/unwind"
 )
 
 // Retargeting carries a patch built from a rebuild over to an installed
@@ -49,6 +50,21 @@ type RetargetOptions struct {
 	// /usr/lib/debug/.build-id/xx/yyyy.debug) or an unstripped copy. Its
 	// build-id must be the installed binary's. "" finds code by matching.
 	Symbols string
+	// CodeAlone accepts, when no DWARF of the installed binary is at hand,
+	// the proof that every function of the module is the rebuild's code:
+	// the layouts of types are then known only through the code that uses
+	// them, so a member that no code of the program touches (and that the
+	// fix starts to use) is not seen. Without it, such a retarget is
+	// refused with a *SymbolsNeededError.
+	CodeAlone bool
+}
+
+// SymbolsNeededError reports a retarget that needs the installed binary's
+// debug information (its DWARF), which was not given.
+type SymbolsNeededError struct{ Installed string }
+
+func (e *SymbolsNeededError) Error() string {
+	return fmt.Sprintf("the layouts of the types the fix uses can be compared with the installed %s only through its debug information: install its -dbgsym package (or name its debug file), or accept a proof by code alone (every function of the module the rebuild's code; a type member that no code of the program touches is not seen)", e.Installed)
 }
 
 // RetargetProof says what Retarget proved.
@@ -66,6 +82,10 @@ type RetargetProof struct {
 	// Moved counts the patch's references into the module whose address
 	// differs in the installed binary; Same those that do not.
 	Moved, Same int
+	// LayoutsChecked says the types the patch's code uses were compared
+	// with the installed binary's DWARF and found the same; AllCode that,
+	// without it, every function of the module was proven the same code.
+	LayoutsChecked, AllCode bool
 }
 
 // NotSameCodeError reports an installed binary that was not compiled from
@@ -96,6 +116,9 @@ type retarget struct {
 	evs   []uint64           // keys of ev, sorted
 
 	fields map[*symbol][]field
+
+	rframes, iframes *unwind.Table // call frame information of both
+	idi              *debugInfo    // the installed binary's DWARF, if its debug file has it
 }
 
 // fieldsOf returns the relocated fields of a rebuilt function, once.
@@ -111,10 +134,18 @@ func (t *retarget) fieldsOf(fn *symbol) ([]field, error) {
 	return f, nil
 }
 
-// Retarget returns p, built from rebuilt, made for installed: every
-// replaced function and every reference into the module moved to where the
-// installed binary has them, with the installed bytes' hashes and build-id.
-func Retarget(p *patch.Patch, rebuilt, installed string, opts RetargetOptions) (*patch.Patch, *RetargetProof, error) {
+// Retarget returns p, built from rebuilt and fixed, made for installed:
+// every replaced function and every reference into the module moved to
+// where the installed binary has them, with the installed bytes' hashes
+// and build-id.
+//
+// Proven code does not prove the layout of every type: a member that the
+// unit's old code never touched may sit elsewhere in the installed build
+// (a configure option adds a member before it). With the installed
+// binary's DWARF (its debug file), the layout of every type the patch's
+// code uses is compared with it; without, every function of the whole
+// module must be proven the same code, so that only data differs.
+func Retarget(p *patch.Patch, rebuilt, fixed, installed string, opts RetargetOptions) (*patch.Patch, *RetargetProof, error) {
 	t, di, err := newRetarget(rebuilt, installed, opts)
 	if err != nil {
 		return nil, nil, err
@@ -157,6 +188,26 @@ func Retarget(p *patch.Patch, rebuilt, installed string, opts RetargetOptions) (
 		proof.Units = append(proof.Units, u)
 	}
 	sort.Strings(proof.Units)
+	if t.idi != nil {
+		if err := t.checkLayouts(p, fixed); err != nil {
+			return nil, nil, err
+		}
+		proof.LayoutsChecked = true
+	} else {
+		if !opts.CodeAlone {
+			return nil, nil, &SymbolsNeededError{Installed: installed}
+		}
+		for _, fn := range r.funcs {
+			if _, ok := t.delta[fn]; !ok {
+				t.proveSearch(fn)
+			}
+			if _, ok := t.delta[fn]; !ok {
+				return nil, nil, &NotSameCodeError{Installed: installed, Unit: di.unitOf(fn), What: "function " + fn.display(), Reason: t.why[fn] +
+					"; without the installed binary's debug information (its -dbgsym package) only a binary whose code is all the rebuild's can be retargeted"}
+			}
+		}
+		proof.AllCode = true
+	}
 
 	out := *p
 	out.Functions = slices.Clone(p.Functions)
@@ -220,8 +271,104 @@ func newRetarget(rebuilt, installed string, opts RetargetOptions) (*retarget, *d
 	}
 	t := &retarget{r: r, in: in, symbols: opts.Symbols != "",
 		fields: map[*symbol][]field{}, delta: map[*symbol]int64{}, why: map[*symbol]string{}, ev: map[uint64]int64{}, bad: map[uint64]bool{}}
+	if t.rframes, err = loadFrames(rebuilt); err != nil {
+		return nil, nil, err
+	}
+	if t.iframes, err = loadFrames(installed); err != nil {
+		return nil, nil, err
+	}
+	if err := sameTLS(rebuilt, installed); err != nil {
+		return nil, nil, err
+	}
+	if opts.Symbols != "" {
+		if t.idi, err = loadDebugInfo(opts.Symbols); err != nil {
+			return nil, nil, &InputError{Path: opts.Symbols, Reason: "reading DWARF: " + err.Error()}
+		}
+	}
 	t.proveAll()
 	return t, di, nil
+}
+
+func loadFrames(path string) (*unwind.Table, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, &InputError{Path: path, Reason: err.Error()}
+	}
+	defer f.Close()
+	tab, err := unwind.Load(f)
+	if err != nil {
+		return nil, &InputError{Path: path, Reason: "reading call frame information: " + err.Error()}
+	}
+	return tab, nil
+}
+
+// sameTLS refuses binaries whose thread-local storage differs: code keeps
+// thread-local offsets as link-time constants.
+func sameTLS(rebuilt, installed string) error {
+	tls := func(path string) (*elf.ProgHeader, error) {
+		f, err := elf.Open(path)
+		if err != nil {
+			return nil, &InputError{Path: path, Reason: err.Error()}
+		}
+		defer f.Close()
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_TLS {
+				h := p.ProgHeader
+				return &h, nil
+			}
+		}
+		return nil, nil
+	}
+	a, err := tls(rebuilt)
+	if err != nil {
+		return err
+	}
+	b, err := tls(installed)
+	if err != nil {
+		return err
+	}
+	if (a == nil) != (b == nil) || a != nil && (a.Memsz != b.Memsz || a.Filesz != b.Filesz || a.Align != b.Align) {
+		return &NotSameCodeError{Installed: installed, What: "thread-local storage", Reason: "differs in size or alignment from the rebuild's; code keeps thread-local offsets as constants"}
+	}
+	return nil
+}
+
+// checkLayouts compares the layout of every type the patch's code uses
+// (the fixed build's DWARF) with the installed binary's DWARF.
+func (t *retarget) checkLayouts(p *patch.Patch, fixed string) error {
+	fm, err := openModule(fixed)
+	if err != nil {
+		return err
+	}
+	fdi, err := loadDebugInfo(fixed)
+	if err != nil || fdi == nil {
+		return &InputError{Path: fixed, Reason: "has no readable DWARF: the layouts of the types the fix uses cannot be compared with the installed binary's"}
+	}
+	for _, f := range p.Functions {
+		if f.NewSize == 0 {
+			continue
+		}
+		key := f.Name
+		if f.File != "" {
+			key = f.File + ":" + f.Name
+		}
+		fn := fm.byKey[key]
+		if fn == nil {
+			return &InputError{Path: fixed, Reason: fmt.Sprintf("has no function %s that the patch carries", key)}
+		}
+		fields, _, err := fm.codeFields(fn)
+		if err != nil {
+			return err
+		}
+		roots, ok := fm.layoutRoots(fdi, fn, fields)
+		if !ok {
+			return &NotSameCodeError{Installed: t.in.path, What: "function " + fn.display(), Reason: "has no DWARF in the fixed build: the layouts of the types it uses cannot be compared"}
+		}
+		if err := sameLayouts(fdi, t.idi, roots, fn.display()); err != nil {
+			return fmt.Errorf("the installed binary's debug information defines a type the fix uses otherwise than the rebuild: %w", err)
+		}
+	}
+	return nil
 }
 
 // unitOf returns the compile unit whose DWARF holds fn's code, or "".
@@ -501,6 +648,15 @@ func (t *retarget) matches(fn *symbol, d int64, fields []field) [][2]uint64 {
 		t.why[fn] = fmt.Sprintf("is not in the installed code at %#x", ai)
 		return nil
 	}
+	// The call frame information must agree that a function of this
+	// length starts there (where the rebuild has an FDE for it).
+	if rb, re, rok, _ := t.rframes.Range(fn.addr); rok && rb == fn.addr {
+		ib, ie, iok, _ := t.iframes.Range(ai)
+		if !iok || ib != ai || ie-ib != re-rb {
+			t.why[fn] = fmt.Sprintf("has no function of its length starting at %#x in the installed binary's call frame information", ai)
+			return nil
+		}
+	}
 	pairs := [][2]uint64{}
 	var from uint64
 	for _, f := range fields {
@@ -624,23 +780,73 @@ func (t *retarget) translate(a uint64) (uint64, error) {
 	if sec.kind == secGOT {
 		return t.gotSlot(a)
 	}
+	// Data: a named object, or the unnamed chunk that holds a. Read-only
+	// data must also hold the same bytes in the installed binary.
+	var name string
+	var start, end uint64
+	var res uint64
+	var found bool
 	if o := t.r.objectAt(a); o != nil {
+		name, start, end = o.display(), o.addr, o.addr+o.size
 		if s, ok := t.in.byKey[o.key]; ok && s != nil {
 			if s.size != o.size {
 				return 0, fail(o.display(), fmt.Sprintf("is %d bytes in the installed binary and %d in the rebuild", s.size, o.size))
 			}
-			return s.addr + (a - o.addr), nil
+			res, found = s.addr+(a-o.addr), true
+		} else if d, ok := t.shiftIn(o.addr, o.addr+o.size+1); ok {
+			res, found = at(d), true
+		} else {
+			return 0, fail(o.display(), "has no symbol in the installed binary and no proven code refers to it")
 		}
-		if d, ok := t.shiftIn(o.addr, o.addr+o.size+1); ok {
-			return at(d), nil
+	} else {
+		start, end = t.r.plainExtent(a)
+		name = fmt.Sprintf("%s+%#x", sec.name, start-sec.addr)
+		d, ok := t.shiftIn(start, end)
+		if !ok {
+			return 0, fail(name, "is unnamed data that no proven code of the installed binary refers to")
 		}
-		return 0, fail(o.display(), "has no symbol in the installed binary and no proven code refers to it")
+		res, found = at(d), true
 	}
-	start, end := t.r.plainExtent(a)
-	if d, ok := t.shiftIn(start, end); ok {
-		return at(d), nil
+	if found && sec.kind == secROData && sec.data != nil {
+		if why := t.sameRO(start, end, int64(res)-int64(a)); why != "" {
+			return 0, fail("read-only data "+name, why)
+		}
 	}
-	return 0, fail(fmt.Sprintf("%s+%#x", sec.name, a-sec.addr), "is unnamed data that no proven code of the installed binary refers to")
+	return res, nil
+}
+
+// sameRO compares the read-only chunk [start, end) of the rebuild with the
+// installed bytes d further on, except the fields that relocations fill
+// (pointers, whose values are addresses).
+func (t *retarget) sameRO(start, end uint64, d int64) string {
+	rb, ok := t.r.bytesAt(start, end-start)
+	if !ok {
+		return ""
+	}
+	ib, ok := t.in.bytesAt(uint64(int64(start)+d), end-start)
+	if !ok {
+		return "lies outside the installed binary's data"
+	}
+	masked := make([]bool, len(rb))
+	cover := func(off uint64, n uint64) {
+		for i := off; i < off+n && i >= start && i < end; i++ {
+			masked[i-start] = true
+		}
+	}
+	for _, rl := range t.r.relocsIn(start-min(start, 7), end-start+7) {
+		cover(rl.off, relocSize(rl.typ))
+	}
+	for off := start - min(start, 7); off < end; off++ {
+		if dr := t.r.dyn[off]; dr != nil {
+			cover(off, 8)
+		}
+	}
+	for i := range rb {
+		if !masked[i] && rb[i] != ib[i] {
+			return fmt.Sprintf("holds other bytes in the installed binary (at +%#x)", i)
+		}
+	}
+	return ""
 }
 
 // gotSlot finds the installed GOT slot that the dynamic linker fills the

@@ -22,11 +22,12 @@ import (
 
 var retargetFlags = []string{"-O2", "-g", "-fPIE", "-pie"}
 
-// installedBuild compiles the shipped program and splits it like dh_strip:
-// the debug file (objcopy --only-keep-debug) and the stripped binary.
+// installedBuild compiles the shipped program with the extra flags (the
+// build machine's differences) and splits it like dh_strip: the debug file
+// (objcopy --only-keep-debug) and the stripped binary.
 func installedBuild(t *testing.T, name string, extra ...string) (bin, debug string) {
 	t.Helper()
-	flags := append(append(append([]string{}, retargetFlags...), "-DWITH_ZSTD"), extra...)
+	flags := append(append([]string{}, retargetFlags...), extra...)
 	full, err := fixture.Compile(name, []string{"testdata/retarget/features.c", "testdata/retarget/orig/svc.c"}, flags...)
 	if err != nil {
 		t.Fatal(err)
@@ -62,14 +63,14 @@ func rebuiltPair(t *testing.T) (orig, fixed string) {
 }
 
 // TestRetargetLive: the patch built from the rebuild, retargeted to the
-// stripped installed binary (with its debug file, and with its code
-// alone), applied to the running installed program: the fix takes effect,
+// stripped installed binary (with its debug file, and by its code alone:
+// only data differs), applied to the running installed program: the fix takes effect,
 // the program's state (its counters) carries on, and revert restores the
 // old behaviour. Without retargeting the patch does not even name the
 // installed build.
 func TestRetargetLive(t *testing.T) {
 	t.Parallel()
-	installed, debug := installedBuild(t, "retarget-installed")
+	installed, debug := installedBuild(t, "retarget-installed", "-DWITH_ZSTD")
 	orig, fixed := rebuiltPair(t)
 	if _, err := exec.Command("cmp", "-s", installed, orig).CombinedOutput(); err == nil {
 		t.Fatal("the installed binary and the rebuild are the same file; the test needs them to differ")
@@ -84,13 +85,16 @@ func TestRetargetLive(t *testing.T) {
 			name = "code-alone"
 		}
 		t.Run(name, func(t *testing.T) {
-			moved, proof, err := Retarget(unsigned, orig, installed, RetargetOptions{Symbols: syms})
+			moved, proof, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{Symbols: syms, CodeAlone: syms == ""})
 			if err != nil {
 				t.Fatalf("Retarget: %v", err)
 			}
 			t.Logf("proof: %+v", proof)
 			if len(proof.Units) != 1 || !strings.HasSuffix(proof.Units[0], "svc.c") || proof.Functions < 4 {
 				t.Errorf("proof %+v: want svc.c's functions proven", proof)
+			}
+			if syms != "" && !proof.LayoutsChecked || syms == "" && !proof.AllCode {
+				t.Errorf("proof %+v: want layouts checked with symbols, all code proven without", proof)
 			}
 			if proof.Moved == 0 {
 				t.Errorf("proof %+v: no reference moved, but features.c moved everything after it", proof)
@@ -177,20 +181,56 @@ func TestRetargetRefuses(t *testing.T) {
 		t.Parallel()
 		// The installed svc.c was compiled differently (another -O level,
 		// as an older compiler would): its code is not the rebuild's.
-		installed, debug := installedBuild(t, "retarget-installed-O1", "-O1")
+		installed, debug := installedBuild(t, "retarget-installed-O1", "-DWITH_ZSTD", "-O1")
 		for _, syms := range []string{debug, ""} {
-			_, _, err := Retarget(unsigned, orig, installed, RetargetOptions{Symbols: syms})
+			_, _, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{Symbols: syms, CodeAlone: true})
 			var nse *NotSameCodeError
 			if !errors.As(err, &nse) || !strings.HasSuffix(nse.Unit, "svc.c") {
 				t.Errorf("symbols %q: Retarget = %v, want a NotSameCodeError in svc.c", syms, err)
 			}
 		}
 	})
+	t.Run("code-elsewhere", func(t *testing.T) {
+		t.Parallel()
+		// features.c's code differs too. With the debug file the layouts
+		// are compared and svc.c's proof is enough; by code alone, every
+		// function must be the rebuild's, and feature_count is not.
+		installed, debug := installedBuild(t, "retarget-installed-levels", "-DWITH_ZSTD", "-DCOUNT_LEVELS")
+		if _, proof, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{Symbols: debug}); err != nil || !proof.LayoutsChecked {
+			t.Errorf("with the debug file: Retarget = %+v, %v; want it proven with layouts checked", proof, err)
+		}
+		_, _, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{CodeAlone: true})
+		var nse *NotSameCodeError
+		if !errors.As(err, &nse) || !strings.Contains(nse.What, "feature_count") {
+			t.Errorf("by code alone: Retarget = %v, want feature_count named", err)
+		}
+	})
+	t.Run("layout", func(t *testing.T) {
+		t.Parallel()
+		// struct stats has one more member in the shipped build, before
+		// the one the fix starts to count: the old code is the same, the
+		// installed binary's DWARF shows the difference.
+		installed, debug := installedBuild(t, "retarget-installed-stats", "-DWITH_ZSTD", "-DSTATS_COMPRESSED")
+		_, _, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{Symbols: debug})
+		var le *LayoutError
+		if !errors.As(err, &le) || le.Type != "struct stats" {
+			t.Errorf("Retarget = %v, want struct stats' layout refused", err)
+		}
+	})
+	t.Run("symbols-needed", func(t *testing.T) {
+		t.Parallel()
+		installed, _ := installedBuild(t, "retarget-installed", "-DWITH_ZSTD")
+		_, _, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{})
+		var sn *SymbolsNeededError
+		if !errors.As(err, &sn) {
+			t.Errorf("Retarget without symbols or CodeAlone = %v, want a SymbolsNeededError", err)
+		}
+	})
 	t.Run("foreign-symbols", func(t *testing.T) {
 		t.Parallel()
-		installed, _ := installedBuild(t, "retarget-installed")
-		_, otherDebug := installedBuild(t, "retarget-installed-O1", "-O1")
-		_, _, err := Retarget(unsigned, orig, installed, RetargetOptions{Symbols: otherDebug})
+		installed, _ := installedBuild(t, "retarget-installed", "-DWITH_ZSTD")
+		_, otherDebug := installedBuild(t, "retarget-installed-O1", "-DWITH_ZSTD", "-O1")
+		_, _, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{Symbols: otherDebug})
 		var ie *InputError
 		if !errors.As(err, &ie) || !strings.Contains(err.Error(), "symbols of another build") {
 			t.Errorf("Retarget with another build's debug file = %v, want it refused", err)
@@ -198,8 +238,8 @@ func TestRetargetRefuses(t *testing.T) {
 	})
 	t.Run("wrong-rebuild", func(t *testing.T) {
 		t.Parallel()
-		installed, _ := installedBuild(t, "retarget-installed")
-		_, _, err := Retarget(unsigned, fixed, installed, RetargetOptions{})
+		installed, _ := installedBuild(t, "retarget-installed", "-DWITH_ZSTD")
+		_, _, err := Retarget(unsigned, fixed, fixed, installed, RetargetOptions{CodeAlone: true})
 		if err == nil || !strings.Contains(err.Error(), "build-id") {
 			t.Errorf("Retarget from a file the patch was not built from = %v, want it refused", err)
 		}

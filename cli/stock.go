@@ -19,6 +19,7 @@ type stockFlags struct {
 	drops         []string
 	cache         string
 	symbols       string
+	codeAlone     bool
 }
 
 func (s *stockFlags) add(cmd *cobra.Command) {
@@ -26,11 +27,12 @@ func (s *stockFlags) add(cmd *cobra.Command) {
 	f.StringVar(&s.sourceVersion, "source-version", "", "fetch this version of the source package instead of the installed one (with --drop-patch, to step back to it)")
 	f.StringArrayVar(&s.drops, "drop-patch", nil, "leave this entry of debian/patches/series out (repeatable)")
 	f.StringVar(&s.cache, "stock-cache", "", "where sources and rebuilds are kept (default: hotpatch/stock in the user's cache directory)")
+	f.BoolVar(&s.codeAlone, "without-symbols", false, "when the rebuild is not byte-identical and no debug file is at hand: accept a proof that every function of the installed binary is the rebuild's code (type layouts are then known only through the code that uses them)")
 	f.StringVar(&s.symbols, "symbols", "", "the installed binary's debug file (its -dbgsym package), used when the rebuild is not byte-identical (default: the one installed under /usr/lib/debug/.build-id, if any)")
 }
 
 func (s *stockFlags) options(binary string, log io.Writer) stock.Options {
-	return stock.Options{Binary: binary, SourceVersion: s.sourceVersion, DropPatches: s.drops, Cache: s.cache, Symbols: s.symbols, Log: log}
+	return stock.Options{Binary: binary, SourceVersion: s.sourceVersion, DropPatches: s.drops, Cache: s.cache, Symbols: s.symbols, CodeAlone: s.codeAlone, Log: log}
 }
 
 func newStock() *cobra.Command {
@@ -56,7 +58,7 @@ build dependencies, root.`,
 				return err
 			}
 			if p.Different != nil {
-				syms := "its exported symbols and code alone (install its -dbgsym package for all symbols, or name a debug file with --symbols)"
+				syms := "its exported symbols and code alone, which needs --without-symbols when a patch is built (install its -dbgsym package for all symbols and its types, or name a debug file with --symbols)"
 				if p.Symbols != "" {
 					syms = "the symbols of " + p.Symbols
 				}

@@ -3,6 +3,7 @@ package stock
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -36,7 +37,7 @@ const (
 
 var lighttpdCase = stockCase{
 	binary: lighttpdBin, installed: lighttpdInstalled, sourceVersion: lighttpdInstalled,
-	install: "make stock-demo installs it",
+	install: "make stock-demo installs it", codeAlone: true,
 }
 
 // TestStockNotReproducibleLive patches Debian's own lighttpd, which its
@@ -56,10 +57,24 @@ func TestStockNotReproducibleLive(t *testing.T) {
 	if !strings.Contains(prep.Different.Cause, ".data.rel.ro") {
 		t.Errorf("the reason given, %q, does not name the section that grew", prep.Different.Cause)
 	}
-	p, pub := signedPatch(t, ctx, prep, []string{"testdata/lighttpd/reject-empty-content-length.patch"}, builder.Options{ID: "lighttpd-empty-content-length"})
+	fix := []string{"testdata/lighttpd/reject-empty-content-length.patch"}
+	// Without debug symbols, the weaker proof by code alone must be asked
+	// for; it is not taken silently.
+	strict := lighttpdCase
+	strict.codeAlone = false
+	sprep := strict.prepare(t, ctx)
+	fixed, err := sprep.Fixed(ctx, fix)
+	if err != nil {
+		t.Fatalf("Fixed: %v", err)
+	}
+	var sn *builder.SymbolsNeededError
+	if _, err := sprep.Patch(fixed, builder.Options{ID: "lighttpd-empty-content-length"}); !errors.As(err, &sn) {
+		t.Fatalf("Patch without debug symbols and without CodeAlone = %v, want a SymbolsNeededError", err)
+	}
+	p, pub := signedPatch(t, ctx, prep, fix, builder.Options{ID: "lighttpd-empty-content-length"})
 	rp := prep.Retargeted
-	if rp == nil || len(rp.Units) != 1 || !strings.HasSuffix(rp.Units[0], "request.c") {
-		t.Fatalf("retarget proof %+v: want request.c proven", rp)
+	if rp == nil || len(rp.Units) != 1 || !strings.HasSuffix(rp.Units[0], "request.c") || !rp.AllCode {
+		t.Fatalf("retarget proof %+v: want request.c proven, and all of lighttpd's code", rp)
 	}
 	t.Logf("proof: %s proven (%d functions), %d of %d functions of lighttpd proven, %d references moved, %d in place",
 		rp.Units[0], rp.Functions, rp.Proven, rp.Total, rp.Moved, rp.Same)

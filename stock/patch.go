@@ -24,7 +24,7 @@ func (p *Prepared) Patch(fixed string, opts builder.Options) (*patch.Patch, erro
 		if err != nil {
 			return nil, err
 		}
-		moved, proof, err := builder.Retarget(out, p.Original, p.Package.File, builder.RetargetOptions{Symbols: p.Symbols})
+		moved, proof, err := builder.Retarget(out, p.Original, fixed, p.Package.File, p.retargetOptions())
 		if err != nil {
 			return nil, fmt.Errorf("stock: the rebuild is not the installed file (%s) and the per-function proof failed: %w", p.Different.shortWhy(), err)
 		}
@@ -32,8 +32,12 @@ func (p *Prepared) Patch(fixed string, opts builder.Options) (*patch.Patch, erro
 			return nil, fmt.Errorf("stock: %s has no build-id; a patch could not name it", p.Package.File)
 		}
 		p.Retargeted = proof
-		p.logf("retargeted to the installed file: compile units %s proven (%d functions), %d of %d functions of the module proven; %d references moved, %d in place",
-			strings.Join(proof.Units, ", "), proof.Functions, proof.Proven, proof.Total, proof.Moved, proof.Same)
+		how := "type layouts compared with the installed binary's DWARF"
+		if !proof.LayoutsChecked {
+			how = "every function of the module proven the same code (no debug information: a type member no code touches is not seen)"
+		}
+		p.logf("retargeted to the installed file: compile units %s proven (%d functions), %d of %d functions of the module proven, %s; %d references moved, %d in place",
+			strings.Join(proof.Units, ", "), proof.Functions, proof.Proven, proof.Total, how, proof.Moved, proof.Same)
 		return moved, nil
 	}
 	if p.Proof == nil || len(p.Proof.InstalledBuildID) == 0 {

@@ -60,6 +60,10 @@ type Options struct {
 	// file the -dbgsym package installs for the binary's build-id under
 	// /usr/lib/debug/.build-id, if present.
 	Symbols string
+	// CodeAlone accepts, when no debug file is at hand, a proof that every
+	// function of the installed binary is the rebuild's code
+	// (builder.RetargetOptions.CodeAlone).
+	CodeAlone bool
 }
 
 // FetchError reports a source package the archive would not give.
@@ -235,7 +239,7 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 			how = "with the installed binary's symbols from " + p.Symbols
 		}
 		p.logf("not byte-identical: %v", different)
-		units, err := builder.ProveUnits(p.Original, pkg.File, builder.RetargetOptions{Symbols: p.Symbols})
+		units, err := builder.ProveUnits(p.Original, pkg.File, p.retargetOptions())
 		if err != nil {
 			return nil, fmt.Errorf("%w; and the per-function fallback cannot be used: %w", different, err)
 		}
@@ -253,6 +257,10 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 		firstErr = fmt.Errorf("stock: the rebuild of %s %s made no file named %s", pkg.Source, ver, filepath.Base(pkg.File))
 	}
 	return nil, fmt.Errorf("%w; this binary cannot be patched from a rebuild of its source package (see docs/stock.md, \"When the rebuild is not the installed file\")", firstErr)
+}
+
+func (p *Prepared) retargetOptions() builder.RetargetOptions {
+	return builder.RetargetOptions{Symbols: p.Symbols, CodeAlone: p.opts.CodeAlone}
 }
 
 // hasSymtab reports whether the file has a full symbol table (an unstripped

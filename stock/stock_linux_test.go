@@ -50,6 +50,8 @@ type stockCase struct {
 	drops                            []string
 	// install says how to get the installed version when it is missing.
 	install string
+	// codeAlone: retarget without debug symbols (Options.CodeAlone).
+	codeAlone bool
 }
 
 var expatCase = stockCase{
@@ -75,7 +77,7 @@ func (c stockCase) prepare(t *testing.T, ctx context.Context) *Prepared {
 	if pkg.Version != c.installed {
 		t.Skipf("this test is written for %s %s (%s); %s is installed", pkg.Name, c.installed, c.install, pkg.Version)
 	}
-	prep, err := Prepare(ctx, Options{Binary: c.binary, SourceVersion: c.sourceVersion, DropPatches: c.drops, Log: logWriter{t}})
+	prep, err := Prepare(ctx, Options{Binary: c.binary, SourceVersion: c.sourceVersion, DropPatches: c.drops, CodeAlone: c.codeAlone, Log: logWriter{t}})
 	var fe *FetchError
 	if errors.As(err, &fe) {
 		t.Skipf("the archive does not serve the source: %v", err)

@@ -338,6 +338,18 @@ func (h *hdrTable) value(p []byte) uint64 {
 	return v
 }
 
+// Range returns the code range [begin, end) of the FDE that covers pc, a
+// link-time address; ok is false when no FDE covers it. A function that
+// gcc compiled has an FDE of its own (its cold part another), so a range
+// that begins at pc says a function begins there.
+func (t *Table) Range(pc uint64) (begin, end uint64, ok bool, err error) {
+	f, ok, err := t.find(pc)
+	if !ok || err != nil {
+		return 0, 0, false, err
+	}
+	return f.begin, f.end, true, nil
+}
+
 // find returns the FDE that covers pc, a link-time address: from
 // .eh_frame, or else from .debug_frame.
 func (t *Table) find(pc uint64) (fde, bool, error) {
