@@ -232,7 +232,11 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 		p.Different = different
 		p.Symbols = opts.Symbols
 		if p.Symbols == "" {
-			p.Symbols = debugFileFor(pkg.File)
+			p.Symbols = debugFileFor(debugDir, pkg.File)
+		} else if strings.HasSuffix(p.Symbols, ".deb") {
+			if p.Symbols, err = debugFromDeb(ctx, opts.Symbols, pkg.File, filepath.Join(p.base, "dbgsym")); err != nil {
+				return nil, err
+			}
 		}
 		how := "with the installed binary's exported symbols and its code alone"
 		if p.Symbols != "" {
@@ -275,11 +279,18 @@ func hasSymtab(path string) bool {
 }
 
 // debugDir is where Debian's -dbgsym packages install debug files.
-var debugDir = "/usr/lib/debug/.build-id"
+const debugDir = "/usr/lib/debug/.build-id"
 
-// debugFileFor returns the installed debug file of an ELF file (by its
-// build-id), or "".
-func debugFileFor(path string) string {
+// debugName is where a debug file for build-id id lies under a
+// .build-id directory.
+func debugName(id []byte) string {
+	h := hex.EncodeToString(id)
+	return filepath.Join(h[:2], h[2:]+".debug")
+}
+
+// debugFileFor returns the debug file of an ELF file installed under dir
+// (by its build-id), or "".
+func debugFileFor(dir, path string) string {
 	e, err := openELF(path)
 	if err != nil {
 		return ""
@@ -288,12 +299,41 @@ func debugFileFor(path string) string {
 	if len(e.buildID) < 2 {
 		return ""
 	}
-	id := hex.EncodeToString(e.buildID)
-	d := filepath.Join(debugDir, id[:2], id[2:]+".debug")
+	d := filepath.Join(dir, debugName(e.buildID))
 	if _, err := os.Stat(d); err != nil {
 		return ""
 	}
 	return d
+}
+
+// debugFromDeb unpacks a -dbgsym package (as apt-get download gives it)
+// into dir and returns the debug file it holds for the binary's build-id.
+func debugFromDeb(ctx context.Context, deb, binary, dir string) (string, error) {
+	e, err := openELF(binary)
+	if err != nil {
+		return "", err
+	}
+	id := e.buildID
+	e.close()
+	if len(id) < 2 {
+		return "", fmt.Errorf("stock: %s has no build-id, so no debug file can be matched to it", binary)
+	}
+	sum := sha256.Sum256([]byte(deb))
+	out := filepath.Join(dir, hex.EncodeToString(sum[:6]))
+	if err := os.RemoveAll(out); err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	if o, err := run(ctx, "", nil, "dpkg-deb", "-x", deb, out); err != nil {
+		return "", fmt.Errorf("stock: unpacking %s: %s", deb, lastLine(o, err))
+	}
+	d := filepath.Join(out, strings.TrimPrefix(debugDir, "/"), debugName(id))
+	if _, err := os.Stat(d); err != nil {
+		return "", fmt.Errorf("stock: %s holds no debug file for build-id %x of %s: it is the -dbgsym package of another build", deb, id, binary)
+	}
+	return d, nil
 }
 
 // Fixed rebuilds the source with fixes (unified diffs, applied with
