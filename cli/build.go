@@ -50,7 +50,12 @@ name it with --stock and give the fix as a unified diff with --fix: the
 source package is fetched and rebuilt with its own flags, the rebuild is
 proven identical to the installed file, the fixed source is built the same
 way, and the patch names the installed file's build-id (see 'hotpatch stock
-prepare').`,
+prepare'). When the rebuild is not byte-identical, the patch is retargeted
+to the installed file by a per-function proof: every function of the
+compile units it changes proven the same code, every reference found, type
+layouts compared with the package's debug symbols (--symbols, or its
+-dbgsym package installed), or, with --without-symbols, every function of
+the program proven the same code.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			required := map[string]string{"--original": orig, "--patched": fixed, "--key": keyPath, "-o": out}
 			if stockBinary != "" {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -50,7 +51,15 @@ source), rebuild it with the package's own debian/rules and flags plus
 byte-identical to the installed file. The rebuild is cached by source
 version; 'hotpatch build --stock BINARY --fix FIX.patch' then builds a patch
 for the installed file's build-id. Needs dpkg-dev and, to install missing
-build dependencies, root.`,
+build dependencies, root.
+
+When the rebuild is not byte-identical, it says why (the section that grew,
+a build date or path) and how many compile units of the installed file are
+proven the same code: a fix confined to those can still be patched, by a
+per-function proof (docs/stock.md, "When the rebuild is not the installed
+file"), with the package's debug symbols (--symbols FILE.debug or
+PKG-dbgsym.deb; by default the installed -dbgsym package's file) or, with
+--without-symbols, when all of the program's code is proven the same.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := stock.Prepare(cmd.Context(), sf.options(args[0], cmd.ErrOrStderr()))
@@ -104,6 +113,10 @@ func buildStock(ctx context.Context, binary string, fixes []string, sf *stockFla
 		return nil, err
 	}
 	p, err := prep.Patch(fixed, opts)
+	var sn *builder.SymbolsNeededError
+	if errors.As(err, &sn) {
+		return nil, fmt.Errorf("%w; name the debug file or -dbgsym .deb with --symbols, or choose the proof by code alone with --without-symbols", err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # make stock-demo: patch binaries Debian ships, live, from their own source
 # packages (docs/stock.md). It installs what it needs (dpkg-dev, the source
-# lines, Debian 12's mosquitto 2.0.11-1.2+deb12u1 without starting its
-# service), then runs the stock tests verbosely:
+# lines, Debian 12's mosquitto 2.0.11-1.2+deb12u1 and lighttpd 1.4.69-1
+# without starting their services), then runs the stock tests verbosely:
 #   - libexpat1 (a library used by a small service): Debian's fix for
 #     CVE-2024-50602, applied under load, behaviour changed, reverted;
 #   - mosquitto (a server): Debian's fix for the leak of CVE-2023-28366,
 #     applied to the running broker, the leak gone, no message lost,
 #     reverted; and Debian's fix for CVE-2024-8376 refused (it changes the
-#     layout of the broker's global db).
-# The first run rebuilds four package variants (a few minutes); later runs
+#     layout of the broker's global db);
+#   - lighttpd (a server whose source no longer rebuilds byte-for-byte):
+#     the rebuild is not the installed file and the reason is named; the
+#     patch for upstream's empty Content-Length fix is retargeted by the
+#     per-function proof and applied under load, behaviour changed,
+#     reverted.
+# The first run rebuilds six package variants (a few minutes); later runs
 # take seconds (rebuilds are cached in ~/.cache/hotpatch/stock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +39,14 @@ if [ "$(dpkg-query -W -f '${Version}' mosquitto 2>/dev/null || true)" != "2.0.11
 	chmod +x /usr/sbin/policy-rc.d
 	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 	apt_install --allow-downgrades mosquitto=2.0.11-1.2+deb12u1 libmosquitto1=2.0.11-1.2+deb12u1
+	rm -f /usr/sbin/policy-rc.d
+fi
+if [ "$(dpkg-query -W -f '${Version}' lighttpd 2>/dev/null || true)" != "1.4.69-1" ]; then
+	echo "stock-demo: installing Debian's lighttpd 1.4.69-1 (its service is not started)"
+	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+	chmod +x /usr/sbin/policy-rc.d
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	apt_install --allow-downgrades lighttpd=1.4.69-1
 	rm -f /usr/sbin/policy-rc.d
 fi
 echo "stock-demo: go test -run TestStock -v ./stock (the first run rebuilds the packages: minutes)"

@@ -47,7 +47,7 @@ func (e *NotReproducibleError) Error() string {
 	if e.Cause != "" {
 		cause = "; " + e.Cause
 	}
-	return fmt.Sprintf("the rebuild %s is not the installed %s: %s differs (%s, first at 0x%x)%s",
+	return fmt.Sprintf("the rebuild %s is not the installed %s: it differs in %s (%s, first at 0x%x)%s",
 		e.Rebuilt, e.Installed, where, e.Why, e.Addr, cause)
 }
 
