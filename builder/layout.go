@@ -26,11 +26,14 @@ func (e *LayoutError) Error() string {
 
 // debugInfo is the DWARF of one build, indexed for the layout check.
 type debugInfo struct {
-	d     *dwarf.Data
-	cus   []cuRange               // compile units by offset
-	subs  []subprogram            // concrete functions with their code ranges
-	vars  map[uint64]dwarf.Offset // address of a global or static -> its DIE
-	types map[string][]dwarf.Offset
+	d    *dwarf.Data
+	cus  []cuRange    // compile units by offset
+	subs []subprogram // concrete functions with their code ranges
+	// byStart indexes the ranges of subs by start address (built on
+	// first use).
+	byStart []codeRange
+	vars    map[uint64]dwarf.Offset // address of a global or static -> its DIE
+	types   map[string][]dwarf.Offset
 }
 
 type cuRange struct {
@@ -104,6 +107,27 @@ func (di *debugInfo) cuOf(off dwarf.Offset) string {
 
 // subprogramAt returns the DIE of the function whose code holds addr.
 func (di *debugInfo) subprogramAt(addr uint64) (dwarf.Offset, bool) {
+	if di.byStart == nil {
+		for _, s := range di.subs {
+			for _, r := range s.ranges {
+				di.byStart = append(di.byStart, codeRange{lo: r[0], hi: r[1], off: s.off})
+			}
+		}
+		// Ranges of concrete functions do not overlap; among equal starts
+		// the first subprogram wins, as a linear search would have it.
+		sort.SliceStable(di.byStart, func(i, j int) bool { return di.byStart[i].lo < di.byStart[j].lo })
+	}
+	i := sort.Search(len(di.byStart), func(i int) bool { return di.byStart[i].lo > addr })
+	found := -1
+	for k := i - 1; k >= 0 && k >= i-4; k-- {
+		if r := di.byStart[k]; addr >= r.lo && addr < r.hi {
+			found = k // keep going: the first of equal starts wins
+		}
+	}
+	if found >= 0 {
+		return di.byStart[found].off, true
+	}
+	// Nested or unusual ranges: the plain search.
 	for _, s := range di.subs {
 		for _, r := range s.ranges {
 			if addr >= r[0] && addr < r[1] {
@@ -112,6 +136,12 @@ func (di *debugInfo) subprogramAt(addr uint64) (dwarf.Offset, bool) {
 		}
 	}
 	return 0, false
+}
+
+// codeRange is one code range of a subprogram, for lookups by address.
+type codeRange struct {
+	lo, hi uint64
+	off    dwarf.Offset
 }
 
 // typesOf collects the types that a DIE and its children name (parameters,

@@ -241,6 +241,11 @@ func Retarget(p *patch.Patch, rebuilt, fixed, installed string, opts RetargetOpt
 		}
 		rl.Target.Addr = a
 	}
+	if !proof.LayoutsChecked {
+		// The layouts were compared between the two rebuilds, not with
+		// the installed binary: the manifest must not claim they were.
+		out.Flags &^= patch.FlagLayoutChecked
+	}
 	out.Target.BuildID = slices.Clone(in.buildID)
 	out.Target.Name = filepath.Base(installed)
 	return &out, proof, nil

@@ -96,6 +96,9 @@ func TestRetargetLive(t *testing.T) {
 			if syms != "" && !proof.LayoutsChecked || syms == "" && !proof.AllCode {
 				t.Errorf("proof %+v: want layouts checked with symbols, all code proven without", proof)
 			}
+			if got, want := moved.Flags&patch.FlagLayoutChecked != 0, syms != ""; got != want {
+				t.Errorf("the retargeted manifest says layouts checked = %v, want %v", got, want)
+			}
 			if proof.Moved == 0 {
 				t.Errorf("proof %+v: no reference moved, but features.c moved everything after it", proof)
 			}
