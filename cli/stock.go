@@ -21,6 +21,7 @@ type stockFlags struct {
 	cache         string
 	symbols       string
 	codeAlone     bool
+	buildRoot     string
 }
 
 func (s *stockFlags) add(cmd *cobra.Command) {
@@ -28,12 +29,13 @@ func (s *stockFlags) add(cmd *cobra.Command) {
 	f.StringVar(&s.sourceVersion, "source-version", "", "fetch this version of the source package instead of the installed one (with --drop-patch, to step back to it)")
 	f.StringArrayVar(&s.drops, "drop-patch", nil, "leave this entry of debian/patches/series out (repeatable)")
 	f.StringVar(&s.cache, "stock-cache", "", "where sources and rebuilds are kept (default: hotpatch/stock in the user's cache directory)")
+	f.StringVar(&s.buildRoot, "build-root", "", "build in this directory's minimal Debian system of the host's release (made with debootstrap on first use) instead of on the host; sources and rebuilds are then kept inside it")
 	f.BoolVar(&s.codeAlone, "without-symbols", false, "when the rebuild is not byte-identical and no debug file is at hand: accept a proof that every function of the installed binary is the rebuild's code (type layouts are then known only through the code that uses them)")
 	f.StringVar(&s.symbols, "symbols", "", "the installed binary's debug file (its -dbgsym package), used when the rebuild is not byte-identical (default: the one installed under /usr/lib/debug/.build-id, if any)")
 }
 
 func (s *stockFlags) options(binary string, log io.Writer) stock.Options {
-	return stock.Options{Binary: binary, SourceVersion: s.sourceVersion, DropPatches: s.drops, Cache: s.cache, Symbols: s.symbols, CodeAlone: s.codeAlone, Log: log}
+	return stock.Options{Binary: binary, SourceVersion: s.sourceVersion, DropPatches: s.drops, Cache: s.cache, Symbols: s.symbols, CodeAlone: s.codeAlone, BuildRoot: s.buildRoot, Log: log}
 }
 
 func newStock() *cobra.Command {

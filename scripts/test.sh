@@ -77,12 +77,14 @@ export HOTPATCH_REQUIRE_BROWSER=1
 
 # The stock-binary tests rebuild Debian's own libexpat1 from its source
 # package (docs/stock.md): dpkg-dev and the archive's source lines; the
-# build dependencies are installed by the test itself (apt-get build-dep).
+# build dependencies are installed by the test itself (apt-get build-dep),
+# on the host and in a build root that debootstrap makes (kept in
+# ~/.cache/hotpatch/build-root-CODENAME, about 1 GB, reused).
 step="Debian sources"
 if [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ]; then
-	if ! command -v dpkg-source >/dev/null || ! command -v patch >/dev/null; then
-		say "installing dpkg-dev and patch for the stock-binary tests…"
-		apt_install dpkg-dev patch
+	if ! command -v dpkg-source >/dev/null || ! command -v patch >/dev/null || ! command -v debootstrap >/dev/null; then
+		say "installing dpkg-dev, patch and debootstrap for the stock-binary tests…"
+		apt_install dpkg-dev patch debootstrap
 	fi
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src ' /etc/apt/sources.list /etc/apt/sources.list.d/; then
 		say "adding the main archive's source lines (deb-src) for the stock-binary tests…"

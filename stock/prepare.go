@@ -60,6 +60,11 @@ type Options struct {
 	// file the -dbgsym package installs for the binary's build-id under
 	// /usr/lib/debug/.build-id, if present.
 	Symbols string
+	// BuildRoot, if set, is a directory for a minimal Debian system of the
+	// host's release (made with debootstrap on first use, then reused) in
+	// which the build dependencies are installed and the builds run,
+	// instead of the host. Cache then defaults to, and must be, inside it.
+	BuildRoot string
 	// CodeAlone accepts, when no debug file is at hand, a proof that every
 	// function of the installed binary is the rebuild's code
 	// (builder.RetargetOptions.CodeAlone).
@@ -172,6 +177,19 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.BuildRoot != "" {
+		root, err := filepath.Abs(opts.BuildRoot)
+		if err != nil {
+			return nil, fmt.Errorf("stock: %w", err)
+		}
+		opts.BuildRoot = root
+		inRoot := filepath.Join(root, "var", "cache", "hotpatch", "stock")
+		if opts.Cache == "" {
+			opts.Cache = inRoot
+		} else if c, err := filepath.Abs(opts.Cache); err != nil || !strings.HasPrefix(c+"/", root+"/") {
+			return nil, fmt.Errorf("stock: with a build root the cache must be inside it (%s), not %s", inRoot, opts.Cache)
+		}
+	}
 	if opts.Cache == "" {
 		d, err := os.UserCacheDir()
 		if err != nil {
@@ -189,6 +207,11 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 	p := &Prepared{Package: *pkg, opts: opts, srcVersion: ver,
 		base: filepath.Join(opts.Cache, safeName(pkg.Source+"_"+ver))}
 	p.logf("%s is %s %s, built from source %s %s", pkg.File, pkg.Name, pkg.Version, pkg.Source, pkg.SourceVersion)
+	if opts.BuildRoot != "" {
+		if err := ensureBuildRoot(ctx, opts.BuildRoot, p.logf); err != nil {
+			return nil, err
+		}
+	}
 	unlock, err := lockDir(p.base)
 	if err != nil {
 		return nil, err
@@ -478,7 +501,7 @@ func (p *Prepared) tree(ctx context.Context, fixes []string) (string, bool, erro
 	// a package build has (DEB_BUILD_ARCH_OS and the other dpkg-architecture
 	// variables, SOURCE_DATE_EPOCH from the changelog); rules test them
 	// (mosquitto links libsystemd only when DEB_BUILD_ARCH_OS is linux).
-	out, err := run(ctx, tree, env, "dpkg-buildpackage", "--rules-target=build", "--no-sign", "--no-check-builddeps", "--no-pre-clean")
+	out, err := p.build(ctx, tree, env, "dpkg-buildpackage", "--rules-target=build", "--no-sign", "--no-check-builddeps", "--no-pre-clean")
 	os.WriteFile(filepath.Join(dir, "build.log"), []byte(out), 0o644)
 	if err != nil {
 		return "", false, fmt.Errorf("stock: debian/rules build of %s %s failed: %s (see %s)", p.Package.Source, p.srcVersion, lastLine(out, err), filepath.Join(dir, "build.log"))
@@ -564,9 +587,24 @@ func rejectedFiles(out string) string {
 	return strings.Join(files, ", ")
 }
 
+// build runs a command of the build in dir: on the host, or in the build
+// root (dir is then a path inside it).
+func (p *Prepared) build(ctx context.Context, dir string, env []string, name string, args ...string) (string, error) {
+	root := p.opts.BuildRoot
+	if root == "" {
+		return run(ctx, dir, env, name, args...)
+	}
+	rel, err := filepath.Rel(root, dir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return "", fmt.Errorf("stock: %s is outside the build root %s", dir, root)
+	}
+	cmd := chrootArgs(root, "/"+rel, env, name, args...)
+	return run(ctx, "", nil, cmd[0], cmd[1:]...)
+}
+
 // buildDeps installs missing build dependencies when running as root.
 func (p *Prepared) buildDeps(ctx context.Context, tree string) error {
-	out, err := run(ctx, tree, nil, "dpkg-checkbuilddeps")
+	out, err := p.build(ctx, tree, nil, "dpkg-checkbuilddeps")
 	if err == nil {
 		return nil
 	}
@@ -575,7 +613,7 @@ func (p *Prepared) buildDeps(ctx context.Context, tree string) error {
 	}
 	p.logf("installing the build dependencies of %s (apt-get build-dep)", p.Package.Source)
 	env := []string{"DEBIAN_FRONTEND=noninteractive"}
-	if out, err := run(ctx, tree, env, "apt-get", "-o", "DPkg::Lock::Timeout=300", "build-dep", "-y", "-q", "./"); err != nil {
+	if out, err := p.build(ctx, tree, env, "apt-get", "-o", "DPkg::Lock::Timeout=300", "-o", "Dpkg::Use-Pty=0", "build-dep", "-y", "-q", "./"); err != nil {
 		return fmt.Errorf("stock: apt-get build-dep %s: %s", p.Package.Source, lastLine(out, err))
 	}
 	return nil

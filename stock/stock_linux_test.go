@@ -1,6 +1,7 @@
 package stock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,8 @@ type stockCase struct {
 	install string
 	// codeAlone: retarget without debug symbols (Options.CodeAlone).
 	codeAlone bool
+	// buildRoot: build in this build root instead of on the host.
+	buildRoot string
 }
 
 var expatCase = stockCase{
@@ -77,7 +80,7 @@ func (c stockCase) prepare(t *testing.T, ctx context.Context) *Prepared {
 	if pkg.Version != c.installed {
 		t.Skipf("this test is written for %s %s (%s); %s is installed", pkg.Name, c.installed, c.install, pkg.Version)
 	}
-	prep, err := Prepare(ctx, Options{Binary: c.binary, SourceVersion: c.sourceVersion, DropPatches: c.drops, CodeAlone: c.codeAlone, Log: logWriter{t}})
+	prep, err := Prepare(ctx, Options{Binary: c.binary, SourceVersion: c.sourceVersion, DropPatches: c.drops, CodeAlone: c.codeAlone, BuildRoot: c.buildRoot, Log: logWriter{t}})
 	var fe *FetchError
 	if errors.As(err, &fe) {
 		t.Skipf("the archive does not serve the source: %v", err)
@@ -289,4 +292,48 @@ func (l *load) finish() (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.n, l.failed
+}
+
+// TestStockBuildRoot: the same rebuild made in a clean build root (a
+// minimal Debian of the host's release made with debootstrap, with only
+// the package's build dependencies added) instead of on the host is the
+// installed libexpat byte for byte too, and the patch built there for
+// Debian's CVE-2024-50602 fix is the host-built one. The root is kept in
+// the user's cache directory and reused by later runs.
+func TestStockBuildRoot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("debootstrap is not installed (make test installs it)")
+	}
+	codename, err := hostCodename()
+	if err != nil {
+		t.Skip(err)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Skip(err)
+	}
+	c := expatCase
+	c.buildRoot = filepath.Join(cache, "hotpatch", "build-root-"+codename)
+	prep := c.prepare(t, ctx)
+	if prep.Proof == nil {
+		t.Fatalf("the build root's rebuild is not the installed file: %v", prep.Different)
+	}
+	if !strings.HasPrefix(prep.Original, c.buildRoot+"/") {
+		t.Fatalf("the rebuild %s is not inside the build root %s", prep.Original, c.buildRoot)
+	}
+	fix := []string{"testdata/expat/CVE-2024-50602.patch"}
+	opts := builder.Options{ID: "expat-CVE-2024-50602", CVEs: []string{"CVE-2024-50602"}}
+	inRoot, _ := signedPatch(t, ctx, prep, fix, opts)
+	onHost, _ := signedPatch(t, ctx, expatCase.prepare(t, ctx), fix, opts)
+	if !bytes.Equal(inRoot.Text, onHost.Text) || len(inRoot.Functions) != len(onHost.Functions) || len(inRoot.Relocs) != len(onHost.Relocs) {
+		t.Errorf("the patch built in the build root (%d functions, %d bytes of code) is not the host-built one (%d, %d)",
+			len(inRoot.Functions), len(inRoot.Text), len(onHost.Functions), len(onHost.Text))
+	}
+	for i := range inRoot.Functions {
+		if i < len(onHost.Functions) && inRoot.Functions[i] != onHost.Functions[i] {
+			t.Errorf("function %d: %+v in the build root, %+v on the host", i, inRoot.Functions[i], onHost.Functions[i])
+		}
+	}
 }
