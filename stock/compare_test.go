@@ -183,3 +183,28 @@ func TestCompareExecutableNotes(t *testing.T) {
 		t.Errorf("build-id %x is not the one readelf shows:\n%s", proof.InstalledBuildID, id)
 	}
 }
+
+// TestCompareSaysWhy: a refusal names the likely cause it can see: a
+// section whose size differs, a build date or a build path compiled in.
+func TestCompareSaysWhy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, shipped, rebuilt, want string
+	}{
+		{"date", `-DGREETING="built Feb 11 2023 10:15:02"`, `-DGREETING="built Dec  5 2026 15:04:11"`, "build date"},
+		{"path", `-DGREETING="from /build/lighttpd-Xy3/src"`, `-DGREETING="from /build/lighttpd-Qz9/src"`, "build path"},
+		{"size", `-DGREETING="hello"`, `-DGREETING="hello, world, and more"`, "section .rodata is"},
+	} {
+		installed := strip(t, buildLib(t, dir, tc.name+"-built.so", tc.shipped), filepath.Join(dir, tc.name+"-installed.so"))
+		rebuilt := buildLib(t, dir, tc.name+"-rebuilt.so", tc.rebuilt, "-Wl,--emit-relocs")
+		_, err := Compare(installed, rebuilt)
+		var nr *NotReproducibleError
+		if !errors.As(err, &nr) {
+			t.Fatalf("%s: Compare = %v, want a NotReproducibleError", tc.name, err)
+		}
+		if !strings.Contains(nr.Cause, tc.want) || !strings.Contains(err.Error(), nr.Cause) {
+			t.Errorf("%s: cause %q (error %q), want it to say %q", tc.name, nr.Cause, err, tc.want)
+		}
+	}
+}
