@@ -148,15 +148,31 @@ func apply(pid int, p *patch.Patch, opts Options) (*Result, error) {
 	if err := t.checkOriginal(p, mod, applied); err != nil {
 		return nil, err
 	}
-	im, err := t.layout(p, mod, opts.Digest)
-	if err != nil {
-		return nil, err
-	}
 	// Unwind information for the consistency check, read before any stop.
 	t.cfi = t.unwindModules()
-	result, err := t.install(im, p, opts.Timeout)
-	if err != nil {
-		return nil, err
+	var result *Result
+	for attempt := 1; ; attempt++ {
+		im, err := t.layout(p, mod, opts.Digest)
+		if err != nil {
+			return nil, err
+		}
+		result, err = t.install(im, p, opts.Timeout)
+		// The process's other threads run while the patch is mapped:
+		// one of them may have mapped memory (a malloc arena, a thread
+		// stack) in the free range just chosen. MAP_FIXED_NOREPLACE
+		// refuses that with EEXIST and nothing was changed; choose again
+		// from fresh mappings.
+		if errors.Is(err, errRangeTaken) && attempt < 4 {
+			if rerr := t.refresh(); rerr != nil {
+				return nil, rerr
+			}
+			t.cfi = t.unwindModules()
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	result.WasLost = wasLost
 	return result, nil
@@ -411,6 +427,14 @@ func (t *target) freeNear(mod Module, size uint64) (uint64, error) {
 	return best, nil
 }
 
+// testHookBeforeMap, set by tests only, runs in mapImage just before the
+// patch is mapped (to take the chosen range, as another thread might).
+var testHookBeforeMap func(s *session, base, size uint64)
+
+// errRangeTaken reports that the process mapped something in the range
+// chosen for the patch after it was chosen.
+var errRangeTaken = errors.New("the process mapped that range meanwhile")
+
 // mapImage creates the patch mapping (a memfd named hotpatch:ID, so
 // /proc/PID/maps shows it), fills it and sets its protections, with one
 // thread of the process stopped to make the system calls. The header page
@@ -435,7 +459,13 @@ func (t *target) mapImage(im *image, id string) error {
 		if _, err := s.syscall(unix.SYS_FTRUNCATE, fd, size); err != nil {
 			return fmt.Errorf("process %d: ftruncate: %w", t.pid, err)
 		}
+		if testHookBeforeMap != nil {
+			testHookBeforeMap(s, im.base, size)
+		}
 		addr, err := s.syscall(unix.SYS_MMAP, im.base, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED_NOREPLACE, fd, 0)
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("process %d: mapping the patch at %#x: %w (%w)", t.pid, im.base, errRangeTaken, err)
+		}
 		if err != nil {
 			return fmt.Errorf("process %d: mapping the patch at %#x: %w", t.pid, im.base, err)
 		}
