@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/stock"
 )
 
@@ -55,7 +56,10 @@ type result struct {
 	Source, Version, Module string
 	Plain, Relocs           string // the proof's verdict, or why there is none
 	PlainSame, RelocsSame   bool
-	BuildTime               string
+	// Fallback is what the per-function proof finds when the rebuild
+	// with relocations is not the shipped file (builder.ProveUnits).
+	Fallback  string
+	BuildTime string
 }
 
 func main() {
@@ -74,10 +78,10 @@ func main() {
 		json.Unmarshal(b, &results)
 	}
 	if *table {
-		fmt.Println("| source package | version | module | rebuilt as Debian builds it | + `-Wl,--emit-relocs` | both rebuilds took |")
-		fmt.Println("|---|---|---|---|---|---|")
+		fmt.Println("| source package | version | module | rebuilt as Debian builds it | + `-Wl,--emit-relocs` | per-function fallback (when not identical) | both rebuilds took |")
+		fmt.Println("|---|---|---|---|---|---|---|")
 		for _, r := range results {
-			fmt.Printf("| %s | %s | `%s` | %s | %s | %s |\n", r.Source, r.Version, r.Module, r.Plain, r.Relocs, r.BuildTime)
+			fmt.Println(row(r))
 		}
 		return
 	}
@@ -86,7 +90,7 @@ func main() {
 			continue
 		}
 		r := check(*cache, p, *timeout)
-		fmt.Printf("| %s | %s | `%s` | %s | %s | %s |\n", r.Source, r.Version, r.Module, r.Plain, r.Relocs, r.BuildTime)
+		fmt.Println(row(r))
 		replaced := false
 		for i := range results {
 			if results[i].Source == r.Source {
@@ -103,6 +107,14 @@ func main() {
 		os.MkdirAll(*cache, 0o755)
 		os.WriteFile(state, b, 0o644)
 	}
+}
+
+func row(r result) string {
+	fb := r.Fallback
+	if fb == "" {
+		fb = "–"
+	}
+	return fmt.Sprintf("| %s | %s | `%s` | %s | %s | %s | %s |", r.Source, r.Version, r.Module, r.Plain, r.Relocs, fb, r.BuildTime)
 }
 
 func sh(dir string, timeout time.Duration, env []string, script string) error {
@@ -209,7 +221,14 @@ func check(cache string, p pkg, timeout time.Duration) result {
 		var nr *stock.NotReproducibleError
 		switch {
 		case errors.As(err, &nr):
-			*v.out = note + "**no**: " + nr.Section + " differs (" + nr.Why + ")"
+			where := nr.Section + " differs"
+			if nr.Section == "" {
+				where = "the program headers differ"
+			}
+			*v.out = note + "**no**: " + where + " (" + nr.Why + ")"
+			if nr.Cause != "" {
+				*v.out += "; " + nr.Cause
+			}
 		case err != nil:
 			*v.out = err.Error()
 			continue
@@ -221,7 +240,56 @@ func check(cache string, p pkg, timeout time.Duration) result {
 	if built {
 		r.BuildTime = time.Since(start).Round(time.Second).String()
 	}
+	if !r.RelocsSame {
+		r.Fallback = fallback(filepath.Join(dir, "relocs"), p, shipped)
+	}
 	return r
+}
+
+// fallback runs the per-function proof of hotpatch stock's fallback
+// (without debug symbols: Debian's debug archive is not reachable here)
+// between the unstripped rebuild with relocations and the shipped file.
+func fallback(tree string, p pkg, shipped string) string {
+	var rebuilt string
+	filepath.Walk(tree, func(path string, info os.FileInfo, err error) error {
+		if err != nil || rebuilt != "" || !info.Mode().IsRegular() {
+			return nil
+		}
+		if ok, _ := filepath.Match(p.Module, info.Name()); !ok {
+			return nil
+		}
+		f, err := elf.Open(path)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		if f.Machine == elf.EM_X86_64 && f.Section(".symtab") != nil && f.Section(".debug_info") != nil && f.Section(".rela.text") != nil {
+			rebuilt = path
+		}
+		return nil
+	})
+	if rebuilt == "" {
+		return "no unstripped rebuild with relocations found"
+	}
+	units, err := builder.ProveUnits(rebuilt, shipped, builder.RetargetOptions{CodeAlone: true})
+	if err != nil {
+		return "not usable: " + err.Error()
+	}
+	full, funcs, proven := 0, 0, 0
+	for _, u := range units {
+		funcs += u.Functions
+		proven += u.Proven
+		if u.Proven == u.Functions {
+			full++
+		}
+	}
+	verdict := "a fix confined to those units can be patched"
+	if proven == funcs {
+		verdict = "**all code the same**: patchable with `--without-symbols`"
+	} else if full == 0 {
+		verdict = "**no** unit: compiled otherwise"
+	}
+	return fmt.Sprintf("%d of %d compile units, %d of %d functions the same code; %s", full, len(units), proven, funcs, verdict)
 }
 
 func glob1(dir, pattern string) string {
