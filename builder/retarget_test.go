@@ -22,40 +22,72 @@ import (
 
 var retargetFlags = []string{"-O2", "-g", "-fPIE", "-pie"}
 
+// libraryFlags build the service as a shared library, libsvc.so, that
+// driver.c runs: the library's globals are then reached through its GOT.
+var libraryFlags = []string{"-O2", "-g", "-fPIC", "-shared", "-DAS_LIBRARY", "-Wl,-soname,libsvc.so"}
+
+var retargetSources = []string{"testdata/retarget/features.c", "testdata/retarget/orig/svc.c"}
+
+// shipped is an installed build: the stripped module, its debug file, and
+// the command that runs it.
+type shipped struct {
+	module, debug string
+	args          []string
+}
+
 // installedBuild compiles the shipped program with the extra flags (the
 // build machine's differences) and splits it like dh_strip: the debug file
 // (objcopy --only-keep-debug) and the stripped binary.
 func installedBuild(t *testing.T, name string, extra ...string) (bin, debug string) {
+	s := installedAs(t, name, retargetFlags, "svc", extra...)
+	return s.module, s.debug
+}
+
+// installedAs compiles the shipped module with base and extra flags and
+// splits it like dh_strip into dir/file and dir/file.debug; a library gets
+// the driver that runs it.
+func installedAs(t *testing.T, name string, base []string, file string, extra ...string) shipped {
 	t.Helper()
-	flags := append(append([]string{}, retargetFlags...), extra...)
-	full, err := fixture.Compile(name, []string{"testdata/retarget/features.c", "testdata/retarget/orig/svc.c"}, flags...)
+	flags := append(append([]string{}, base...), extra...)
+	full, err := fixture.Compile(name, retargetSources, flags...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	bin, debug = filepath.Join(dir, "svc"), filepath.Join(dir, "svc.debug")
-	for _, args := range [][]string{
-		{"objcopy", "--only-keep-debug", "--compress-debug-sections", full, debug},
-		{"strip", "--remove-section=.comment", "--remove-section=.note", "--strip-unneeded", "-o", bin, full},
-		{"objcopy", "--add-gnu-debuglink=" + debug, bin},
-	} {
+	s := shipped{module: filepath.Join(dir, file), debug: filepath.Join(dir, file+".debug")}
+	cmds := [][]string{
+		{"objcopy", "--only-keep-debug", "--compress-debug-sections", full, s.debug},
+		{"strip", "--remove-section=.comment", "--remove-section=.note", "--strip-unneeded", "-o", s.module, full},
+		{"objcopy", "--add-gnu-debuglink=" + s.debug, s.module},
+	}
+	s.args = []string{s.module}
+	if strings.HasSuffix(file, ".so") {
+		driver := filepath.Join(dir, "driver")
+		cmds = append(cmds, []string{"gcc", "-O2", "-o", driver, "testdata/retarget/driver.c", s.module, "-Wl,-rpath," + dir})
+		s.args = []string{driver}
+	}
+	for _, args := range cmds {
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	return bin, debug
+	return s
 }
 
 // rebuiltPair compiles the rebuild of the original and of the fixed source
 // with relocations kept (what hotpatch stock does), without WITH_ZSTD.
 func rebuiltPair(t *testing.T) (orig, fixed string) {
+	return rebuiltPairAs(t, "retarget", retargetFlags)
+}
+
+func rebuiltPairAs(t *testing.T, name string, base []string) (orig, fixed string) {
 	t.Helper()
-	flags := append(append([]string{}, retargetFlags...), "-Wl,--emit-relocs")
-	orig, err := fixture.Compile("retarget-orig", []string{"testdata/retarget/features.c", "testdata/retarget/orig/svc.c"}, flags...)
+	flags := append(append([]string{}, base...), "-Wl,--emit-relocs")
+	orig, err := fixture.Compile(name+"-orig", retargetSources, flags...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fixed, err = fixture.Compile("retarget-fixed", []string{"testdata/retarget/features.c", "testdata/retarget/fixed/svc.c"}, flags...)
+	fixed, err = fixture.Compile(name+"-fixed", []string{"testdata/retarget/features.c", "testdata/retarget/fixed/svc.c"}, flags...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,112 +95,129 @@ func rebuiltPair(t *testing.T) (orig, fixed string) {
 }
 
 // TestRetargetLive: the patch built from the rebuild, retargeted to the
-// stripped installed binary (with its debug file, and by its code alone:
-// only data differs), applied to the running installed program: the fix takes effect,
-// the program's state (its counters) carries on, and revert restores the
-// old behaviour. Without retargeting the patch does not even name the
-// installed build.
+// stripped installed module (with its debug file, and by its code alone:
+// only data differs), applied to the running installed program: the fix
+// takes effect, the program's state (its counters) carries on, and revert
+// restores the old behaviour. Without retargeting the patch does not even
+// name the installed build. As a PIE and as a shared library (whose
+// globals are reached through its GOT).
 func TestRetargetLive(t *testing.T) {
 	t.Parallel()
-	installed, debug := installedBuild(t, "retarget-installed", "-DWITH_ZSTD")
-	orig, fixed := rebuiltPair(t)
-	if _, err := exec.Command("cmp", "-s", installed, orig).CombinedOutput(); err == nil {
-		t.Fatal("the installed binary and the rebuild are the same file; the test needs them to differ")
-	}
-	unsigned, err := Build(orig, fixed, Options{ID: "retarget"})
-	if err != nil {
-		t.Fatalf("Build: %v", err)
-	}
-	for _, syms := range []string{debug, ""} {
-		name := "symbols"
-		if syms == "" {
-			name = "code-alone"
-		}
-		t.Run(name, func(t *testing.T) {
-			moved, proof, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{Symbols: syms, CodeAlone: syms == ""})
+	for _, kind := range []struct {
+		name string
+		base []string
+		file string
+	}{
+		{"pie", retargetFlags, "svc"},
+		{"library", libraryFlags, "libsvc.so"},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			t.Parallel()
+			installed := installedAs(t, "retarget-installed-"+kind.name, kind.base, kind.file, "-DWITH_ZSTD")
+			orig, fixed := rebuiltPairAs(t, "retarget-"+kind.name, kind.base)
+			if _, err := exec.Command("cmp", "-s", installed.module, orig).CombinedOutput(); err == nil {
+				t.Fatal("the installed module and the rebuild are the same file; the test needs them to differ")
+			}
+			unsigned, err := Build(orig, fixed, Options{ID: "retarget"})
 			if err != nil {
-				t.Fatalf("Retarget: %v", err)
+				t.Fatalf("Build: %v", err)
 			}
-			t.Logf("proof: %+v", proof)
-			if len(proof.Units) != 1 || !strings.HasSuffix(proof.Units[0], "svc.c") || proof.Functions < 4 {
-				t.Errorf("proof %+v: want svc.c's functions proven", proof)
-			}
-			if syms != "" && !proof.LayoutsChecked || syms == "" && !proof.AllCode {
-				t.Errorf("proof %+v: want layouts checked with symbols, all code proven without", proof)
-			}
-			if got, want := moved.Flags&patch.FlagLayoutChecked != 0, syms != ""; got != want {
-				t.Errorf("the retargeted manifest says layouts checked = %v, want %v", got, want)
-			}
-			if proof.Moved == 0 {
-				t.Errorf("proof %+v: no reference moved, but features.c moved everything after it", proof)
-			}
-			var old uint64
-			for _, f := range unsigned.Functions {
-				if f.Name == "check" {
-					old = f.OldAddr
+			for _, syms := range []string{installed.debug, ""} {
+				name := "symbols"
+				if syms == "" {
+					name = "code-alone"
 				}
+				t.Run(name, func(t *testing.T) {
+					retargetLive(t, unsigned, orig, fixed, installed, syms)
+				})
 			}
-			for _, f := range moved.Functions {
-				if f.Name == "check" && f.OldAddr == old {
-					t.Errorf("check is at %#x in both builds; features.c should have moved it", old)
+			t.Run("unretargeted", func(t *testing.T) {
+				key, pub, err := patch.GenerateKey()
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			key, pub, err := patch.GenerateKey()
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, err := patch.Sign(moved, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := patch.Load(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			proc := fixture.Start(t, installed)
-			for _, ex := range []struct{ in, want string }{{"5", "1 ok 15 f3 r0"}, {"-4", "2 ok -12 f3 r0"}, {"2000", "3 refused r1"}} {
-				if got, err := proc.Probe(ex.in); err != nil || got != ex.want {
-					t.Fatalf("before: %q -> %q, %v; want %q", ex.in, got, err, ex.want)
+				data, err := patch.Sign(unsigned, key)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			opts := engine.Options{Trusted: []patch.PublicKey{pub}}
-			if _, err := engine.Apply(proc.Pid(), p, opts); err != nil {
-				t.Fatalf("Apply: %v", err)
-			}
-			for _, ex := range []struct{ in, want string }{{"-4", "4 refused r2"}, {"7", "5 ok 21 f3 r2"}, {"3000", "6 refused r3"}} {
-				if got, err := proc.Probe(ex.in); err != nil || got != ex.want {
-					t.Errorf("after: %q -> %q, %v; want %q", ex.in, got, err, ex.want)
+				p, err := patch.Load(data)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if _, err := engine.Revert(proc.Pid(), p.ID, 5*time.Second); err != nil {
-				t.Fatalf("Revert: %v", err)
-			}
-			if got, err := proc.Probe("-1"); err != nil || got != "7 ok -3 f3 r3" {
-				t.Errorf("after revert: -1 -> %q, %v; want the old behaviour", got, err)
-			}
+				proc := fixture.StartArgs(t, installed.args)
+				if _, err := engine.Apply(proc.Pid(), p, engine.Options{Trusted: []patch.PublicKey{pub}}); err == nil {
+					t.Fatal("the rebuild's own patch applied to the installed module")
+				}
+				if got, err := proc.Probe("-4"); err != nil || got != "1 ok -12 f3 r0" {
+					t.Errorf("after the refusal: -4 -> %q, %v; want the program unchanged", got, err)
+				}
+			})
 		})
 	}
-	t.Run("unretargeted", func(t *testing.T) {
-		key, pub, err := patch.GenerateKey()
-		if err != nil {
-			t.Fatal(err)
+}
+
+func retargetLive(t *testing.T, unsigned *patch.Patch, orig, fixed string, installed shipped, syms string) {
+	moved, proof, err := Retarget(unsigned, orig, fixed, installed.module, RetargetOptions{Symbols: syms, CodeAlone: syms == ""})
+	if err != nil {
+		t.Fatalf("Retarget: %v", err)
+	}
+	t.Logf("proof: %+v", proof)
+	if len(proof.Units) != 1 || !strings.HasSuffix(proof.Units[0], "svc.c") || proof.Functions < 4 {
+		t.Errorf("proof %+v: want svc.c's functions proven", proof)
+	}
+	if syms != "" && !proof.LayoutsChecked || syms == "" && !proof.AllCode {
+		t.Errorf("proof %+v: want layouts checked with symbols, all code proven without", proof)
+	}
+	if got, want := moved.Flags&patch.FlagLayoutChecked != 0, syms != ""; got != want {
+		t.Errorf("the retargeted manifest says layouts checked = %v, want %v", got, want)
+	}
+	if proof.Moved == 0 {
+		t.Errorf("proof %+v: no reference moved, but features.c moved everything after it", proof)
+	}
+	var old uint64
+	for _, f := range unsigned.Functions {
+		if f.Name == "check" {
+			old = f.OldAddr
 		}
-		data, err := patch.Sign(unsigned, key)
-		if err != nil {
-			t.Fatal(err)
+	}
+	for _, f := range moved.Functions {
+		if f.Name == "check" && f.OldAddr == old {
+			t.Errorf("check is at %#x in both builds; features.c should have moved it", old)
 		}
-		p, err := patch.Load(data)
-		if err != nil {
-			t.Fatal(err)
+	}
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(moved, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := fixture.StartArgs(t, installed.args)
+	for _, ex := range []struct{ in, want string }{{"5", "1 ok 15 f3 r0"}, {"-4", "2 ok -12 f3 r0"}, {"2000", "3 refused r1"}} {
+		if got, err := proc.Probe(ex.in); err != nil || got != ex.want {
+			t.Fatalf("before: %q -> %q, %v; want %q", ex.in, got, err, ex.want)
 		}
-		proc := fixture.Start(t, installed)
-		if _, err := engine.Apply(proc.Pid(), p, engine.Options{Trusted: []patch.PublicKey{pub}}); err == nil {
-			t.Fatal("the rebuild's own patch applied to the installed binary")
+	}
+	opts := engine.Options{Trusted: []patch.PublicKey{pub}}
+	if _, err := engine.Apply(proc.Pid(), p, opts); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for _, ex := range []struct{ in, want string }{{"-4", "4 refused r2"}, {"7", "5 ok 21 f3 r2"}, {"3000", "6 refused r3"}} {
+		if got, err := proc.Probe(ex.in); err != nil || got != ex.want {
+			t.Errorf("after: %q -> %q, %v; want %q", ex.in, got, err, ex.want)
 		}
-		if got, err := proc.Probe("-4"); err != nil || got != "1 ok -12 f3 r0" {
-			t.Errorf("after the refusal: -4 -> %q, %v; want the program unchanged", got, err)
-		}
-	})
+	}
+	if _, err := engine.Revert(proc.Pid(), p.ID, 5*time.Second); err != nil {
+		t.Fatalf("Revert: %v", err)
+	}
+	if got, err := proc.Probe("-1"); err != nil || got != "7 ok -3 f3 r3" {
+		t.Errorf("after revert: -1 -> %q, %v; want the old behaviour", got, err)
+	}
 }
 
 // TestRetargetRefuses: what the per-function proof must refuse, each with

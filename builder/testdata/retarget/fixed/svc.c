@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef AS_LIBRARY
+/* Built as a shared library (libsvc.so) that driver.c runs. */
+#define main svc_main
+#endif
+
 extern int feature_count(void);
 
 static unsigned long requests;
