@@ -144,7 +144,7 @@ the program proven the same code.`,
 	f.StringArrayVar(&opts.CVEs, "cve", nil, "CVE id the patch fixes (repeatable)")
 	f.StringVar(&opts.Description, "description", "", "what the patch fixes")
 	f.StringVar(&severity, "severity", "", "low, medium, high or critical")
-	f.StringVar(&stockBinary, "stock", "", "an installed binary of a distribution package: rebuild it from its source package instead of --original/--patched")
+	f.StringVar(&stockBinary, "stock", "", "an installed binary of a distribution package, or the package's name: rebuild it from its source package instead of --original/--patched")
 	f.StringArrayVar(&fixes, "fix", nil, "with --stock: the fix as a unified diff against the source package, applied with patch -p1 (repeatable)")
 	sf.add(cmd)
 	f.BoolVar(&opts.IncludeLineChanges, "include-line-changes", false, "also carry functions that differ only in __LINE__ numbers or __DATE__/__TIME__ stamps (left out by default)")

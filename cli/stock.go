@@ -45,10 +45,11 @@ func newStock() *cobra.Command {
 	}
 	var sf stockFlags
 	prepare := &cobra.Command{
-		Use:   "prepare BINARY",
+		Use:   "prepare BINARY|PACKAGE",
 		Short: "Rebuild an installed binary from its source package and prove the rebuild is the installed file",
-		Long: `Find the package that installed BINARY, fetch its source package (apt-get
-source), rebuild it with the package's own debian/rules and flags plus
+		Long: `Find the package that installed BINARY (or, given an installed package's
+name, the executable or library it is named after), fetch its source package
+(apt-get source), rebuild it with the package's own debian/rules and flags plus
 -Wl,--emit-relocs, and prove that every loaded segment of the rebuild is
 byte-identical to the installed file. The rebuild is cached by source
 version; 'hotpatch build --stock BINARY --fix FIX.patch' then builds a patch

@@ -111,6 +111,17 @@ type Prepared struct {
 
 // Identify finds the package that installed path and its source.
 func Identify(ctx context.Context, path string) (*Package, error) {
+	if !strings.Contains(path, "/") {
+		if _, err := os.Stat(path); err != nil {
+			// A package name ("libexpat1", "lighttpd"): its one
+			// executable or shared library.
+			file, err := packageModule(ctx, path)
+			if err != nil {
+				return nil, err
+			}
+			path = file
+		}
+	}
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, fmt.Errorf("stock: %w", err)
@@ -143,6 +154,54 @@ func Identify(ctx context.Context, path string) (*Package, error) {
 		return nil, fmt.Errorf("stock: dpkg-query %s printed %q, not a version and source", owner, out)
 	}
 	return &Package{File: real, Name: owner, Version: f[0], Source: f[1], SourceVersion: f[2]}, nil
+}
+
+// packageModule returns the one executable or shared library an installed
+// package ships; a package with several names them, to choose one.
+func packageModule(ctx context.Context, name string) (string, error) {
+	out, err := run(ctx, "", nil, "dpkg-query", "-L", name)
+	if err != nil {
+		first, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+		return "", fmt.Errorf("stock: %s is neither a file nor an installed package (%s)", name, first)
+	}
+	var mods, named []string
+	for _, f := range strings.Split(out, "\n") {
+		f = strings.TrimSpace(f)
+		if f == "" || strings.HasPrefix(f, "/usr/lib/debug/") || strings.HasPrefix(f, "/usr/share/") {
+			continue
+		}
+		st, err := os.Lstat(f)
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		ef, err := elf.Open(f)
+		if err != nil {
+			continue
+		}
+		if ef.Type == elf.ET_EXEC || ef.Type == elf.ET_DYN {
+			mods = append(mods, f)
+			// The module the package is named after: an executable of
+			// its name, or the library whose SONAME gives the name by
+			// Debian's policy (libexpat.so.1 is in libexpat1).
+			sonames, _ := ef.DynString(elf.DT_SONAME)
+			base := filepath.Base(f)
+			if base == name || len(sonames) == 1 && strings.Replace(sonames[0], ".so.", "", 1) == name {
+				named = append(named, f)
+			}
+		}
+		ef.Close()
+	}
+	if len(named) == 1 {
+		return named[0], nil
+	}
+	switch len(mods) {
+	case 0:
+		return "", fmt.Errorf("stock: package %s ships no executable or shared library", name)
+	case 1:
+		return mods[0], nil
+	}
+	sort.Strings(mods)
+	return "", fmt.Errorf("stock: package %s ships %d executables and libraries (%s); name the one to patch", name, len(mods), strings.Join(mods, ", "))
 }
 
 // usrMergeAliases lists path and its twin across Debian's merged /usr

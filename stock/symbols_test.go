@@ -101,3 +101,31 @@ func TestDebugSymbols(t *testing.T) {
 		t.Errorf("debugFromDeb with another build's package = %v, want it refused", err)
 	}
 }
+
+// TestIdentifyPackageName: a package can be named instead of a file: the
+// module it is named after (its executable, or the library whose SONAME
+// gives the name, as Debian's policy has it), or its only one; a package
+// with several is refused with their names, an unknown name clearly.
+func TestIdentifyPackageName(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("dpkg-query"); err != nil {
+		t.Skip("dpkg-query is not installed")
+	}
+	ctx := context.Background()
+	pkg, err := Identify(ctx, "libexpat1")
+	if err != nil {
+		t.Skipf("libexpat1 is not installed here: %v", err)
+	}
+	if !strings.Contains(filepath.Base(pkg.File), "libexpat.so.1") || pkg.Name != "libexpat1:amd64" && pkg.Name != "libexpat1" {
+		t.Errorf("Identify(libexpat1) = %+v, want its libexpat.so.1", pkg)
+	}
+	if libc, err := Identify(ctx, "libc6"); err != nil || filepath.Base(libc.File) != "libc.so.6" {
+		t.Errorf("Identify(libc6) = %+v, %v; want libc.so.6 of its many libraries (by its SONAME)", libc, err)
+	}
+	if _, err := Identify(ctx, "coreutils"); err == nil || !strings.Contains(err.Error(), "name the one to patch") {
+		t.Errorf("Identify(coreutils) = %v, want the package's many executables named", err)
+	}
+	if _, err := Identify(ctx, "no-such-package-here"); err == nil || !strings.Contains(err.Error(), "neither a file nor an installed package") {
+		t.Errorf("Identify of an unknown name = %v", err)
+	}
+}
