@@ -145,7 +145,7 @@ the program proven the same code.`,
 	f.StringVar(&opts.Description, "description", "", "what the patch fixes")
 	f.StringVar(&severity, "severity", "", "low, medium, high or critical")
 	f.StringVar(&stockBinary, "stock", "", "an installed binary of a distribution package, or the package's name: rebuild it from its source package instead of --original/--patched")
-	f.StringArrayVar(&fixes, "fix", nil, "with --stock: the fix as a unified diff against the source package, applied with patch -p1 (repeatable)")
+	f.StringArrayVar(&fixes, "fix", nil, "with --stock: the fix as a unified diff against the source package, applied with patch -p1, or as a directory: the package's source tree with the fix made in it, unbuilt (repeatable)")
 	sf.add(cmd)
 	f.BoolVar(&opts.IncludeLineChanges, "include-line-changes", false, "also carry functions that differ only in __LINE__ numbers or __DATE__/__TIME__ stamps (left out by default)")
 	f.BoolVar(&opts.AllowStartupOnly, "allow-startup-only", false, "build a fix that runs only at process start-up, marked startup-only (applied processes still need a restart) instead of refusing it")

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -421,6 +422,11 @@ func debugFromDeb(ctx context.Context, deb, binary, dir string) (string, error) 
 // Fixed rebuilds the source with fixes (unified diffs, applied with
 // patch -p1 after the package's own series) the same way as the original,
 // and returns the file that corresponds to Original.
+//
+// A fix may also be a directory: a copy of the package's source tree, as
+// dpkg-source unpacks it with the package's patches applied, with the fix
+// made in it (unbuilt). Its difference from that tree is the fix (the
+// *.orig and *.rej files patch leaves are not).
 func (p *Prepared) Fixed(ctx context.Context, fixes []string) (string, error) {
 	if len(fixes) == 0 {
 		return "", errors.New("stock: no fix given")
@@ -430,6 +436,14 @@ func (p *Prepared) Fixed(ctx context.Context, fixes []string) (string, error) {
 		return "", err
 	}
 	defer unlock()
+	fixes = slices.Clone(fixes)
+	for i, f := range fixes {
+		if st, err := os.Stat(f); err == nil && st.IsDir() {
+			if fixes[i], err = p.diffTree(ctx, f); err != nil {
+				return "", err
+			}
+		}
+	}
 	tree, _, err := p.tree(ctx, fixes)
 	if err != nil {
 		return "", err
@@ -570,6 +584,70 @@ func (p *Prepared) tree(ctx context.Context, fixes []string) (string, bool, erro
 		return "", false, fmt.Errorf("stock: %w", err)
 	}
 	return tree, false, nil
+}
+
+// diffTree turns a fixed source tree into a patch file (in the cache): the
+// difference from the unpacked source with its series applied.
+func (p *Prepared) diffTree(ctx context.Context, fixedTree string) (string, error) {
+	fixedTree, err := filepath.Abs(fixedTree)
+	if err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	work, err := os.MkdirTemp(p.base, "difftree-")
+	if err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	defer os.RemoveAll(work)
+	if out, err := run(ctx, work, nil, "dpkg-source", "--no-check", "-x", "--skip-patches", p.dsc, "a"); err != nil {
+		return "", fmt.Errorf("stock: dpkg-source -x %s: %s", p.dsc, lastLine(out, err))
+	}
+	drops := slices.Clone(p.opts.DropPatches)
+	if err := p.applySeries(ctx, filepath.Join(work, "a"), drops); err != nil {
+		return "", err
+	}
+	if err := os.Symlink(fixedTree, filepath.Join(work, "b")); err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	// Left aside: quilt's and git's own data, and the backups and rejects
+	// that patch leaves.
+	cmd := exec.CommandContext(ctx, "diff", "-ruN", "-x", ".pc", "-x", ".git", "-x", "*.orig", "-x", "*.rej", "a", "b")
+	cmd.Dir = work
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	diff, err := cmd.Output()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return "", fmt.Errorf("stock: %s is the unfixed source of %s %s: it holds no fix", fixedTree, p.Package.Source, p.srcVersion)
+	case errors.As(err, &exit) && exit.ExitCode() == 1:
+	default:
+		return "", fmt.Errorf("stock: diff against %s: %v %s", fixedTree, err, strings.TrimSpace(stderr.String()))
+	}
+	if bytes.Contains(diff, []byte("\nBinary files ")) || bytes.HasPrefix(diff, []byte("Binary files ")) {
+		return "", fmt.Errorf("stock: %s differs from the source of %s %s in binary files (build outputs?): give an unbuilt source tree, or the fix as a patch", fixedTree, p.Package.Source, p.srcVersion)
+	}
+	// Without the files' times, the same fix gives the same patch (and
+	// the same cached build).
+	lines := bytes.Split(diff, []byte("\n"))
+	for i, l := range lines {
+		if bytes.HasPrefix(l, []byte("--- ")) || bytes.HasPrefix(l, []byte("+++ ")) {
+			if tab := bytes.IndexByte(l, '\t'); tab > 0 {
+				lines[i] = l[:tab]
+			}
+		}
+	}
+	diff = bytes.Join(lines, []byte("\n"))
+	sum := sha256.Sum256(diff)
+	dir := filepath.Join(p.base, "fix-trees")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	out := filepath.Join(dir, hex.EncodeToString(sum[:8])+".patch")
+	if err := os.WriteFile(out, diff, 0o644); err != nil {
+		return "", fmt.Errorf("stock: %w", err)
+	}
+	p.logf("the fixed tree %s differs from the source in %d lines: %s", fixedTree, bytes.Count(diff, []byte("\n")), out)
+	return out, nil
 }
 
 // applySeries applies debian/patches/series in order, leaving out drops.

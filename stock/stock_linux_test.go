@@ -337,3 +337,49 @@ func TestStockBuildRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestStockFixedTree: the fix given as a fixed source tree (the package's
+// source as dpkg-source unpacks it, with the fix made in it) gives the
+// same patch as the fix given as a patch file; an unfixed tree and a
+// built one are refused, each saying why.
+func TestStockFixedTree(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	prep := expatCase.prepare(t, ctx)
+	unpack := func() string {
+		t.Helper()
+		dir := filepath.Join(t.TempDir(), "expat")
+		if out, err := exec.Command("dpkg-source", "--no-check", "-x", "--skip-patches", prep.dsc, dir).CombinedOutput(); err != nil {
+			t.Fatalf("dpkg-source -x: %v\n%s", err, out)
+		}
+		if err := prep.applySeries(ctx, dir, expatCase.drops); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	fixedTree := unpack()
+	fix, err := filepath.Abs("testdata/expat/CVE-2024-50602.patch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("patch", "-d", fixedTree, "-p1", "--batch", "-i", fix).CombinedOutput(); err != nil {
+		t.Fatalf("patch: %v\n%s", err, out)
+	}
+	opts := builder.Options{ID: "expat-CVE-2024-50602"}
+	fromTree, _ := signedPatch(t, ctx, prep, []string{fixedTree}, opts)
+	fromFile, _ := signedPatch(t, ctx, prep, []string{"testdata/expat/CVE-2024-50602.patch"}, opts)
+	if !bytes.Equal(fromTree.Text, fromFile.Text) || len(fromTree.Functions) != len(fromFile.Functions) {
+		t.Errorf("the patch from the fixed tree (%d functions) is not the one from the patch file (%d)", len(fromTree.Functions), len(fromFile.Functions))
+	}
+
+	if _, err := prep.Fixed(ctx, []string{unpack()}); err == nil || !strings.Contains(err.Error(), "holds no fix") {
+		t.Errorf("Fixed(an unfixed tree) = %v, want it refused", err)
+	}
+	built := unpack()
+	if err := os.WriteFile(filepath.Join(built, "expat", "lib", "xmlparse.o"), []byte("\x7fELF\x00\x01\x02"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prep.Fixed(ctx, []string{built}); err == nil || !strings.Contains(err.Error(), "binary files") {
+		t.Errorf("Fixed(a built tree) = %v, want it refused", err)
+	}
+}
