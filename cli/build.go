@@ -88,8 +88,9 @@ the program proven the same code.`,
 			var report builder.Report
 			opts.Report = &report
 			var p *patch.Patch
+			var retarget *builder.RetargetProof
 			if stockBinary != "" {
-				p, err = buildStock(cmd.Context(), stockBinary, fixes, &sf, opts, cmd.ErrOrStderr())
+				p, retarget, err = buildStock(cmd.Context(), stockBinary, fixes, &sf, opts, cmd.ErrOrStderr())
 			} else {
 				p, err = builder.Build(orig, fixed, opts)
 			}
@@ -130,7 +131,7 @@ the program proven the same code.`,
 					fmt.Fprintf(w, "left out %s: %s (--include-line-changes carries it)\n", l.Function, l.Reason)
 				}
 			}
-			writeBuildNotes(w, p.Summary())
+			writeBuildNotes(w, p.Summary(), retarget)
 			return nil
 		},
 	}
@@ -155,8 +156,10 @@ the program proven the same code.`,
 
 // writeBuildNotes tells what the builder could not check or what the patch
 // will not do, as inspect shows it too.
-func writeBuildNotes(w io.Writer, s patch.Summary) {
-	if s.LayoutChecked {
+func writeBuildNotes(w io.Writer, s patch.Summary, retarget *builder.RetargetProof) {
+	if retarget != nil {
+		writeRetargetNotes(w, retarget)
+	} else if s.LayoutChecked {
 		fmt.Fprintln(w, "type layouts checked with DWARF: unchanged")
 	} else {
 		fmt.Fprintln(w, "warning: type layouts not checked (no DWARF): build both with -g to have the builder refuse changed struct layouts")
@@ -166,6 +169,19 @@ func writeBuildNotes(w io.Writer, s patch.Summary) {
 	}
 	if len(s.NewExports) > 0 {
 		fmt.Fprintf(w, "warning: api change: new exported function(s) %s carried hidden; other modules cannot call them until the fixed build is loaded\n", strings.Join(s.NewExports, ", "))
+	}
+}
+
+// writeRetargetNotes says what the per-function proof of a stock binary
+// that is not byte-identical proved, in place of the build notes' layout
+// line.
+func writeRetargetNotes(w io.Writer, r *builder.RetargetProof) {
+	fmt.Fprintf(w, "retargeted to the installed file (its rebuild is not byte-identical): %s proven the same code (%d functions), %d of %d functions of the module; %d references moved\n",
+		strings.Join(r.Units, ", "), r.Functions, r.Proven, r.Total, r.Moved)
+	if r.LayoutsChecked {
+		fmt.Fprintf(w, "type layouts checked with DWARF: unchanged in the fix, and the installed file's (%s) the same\n", r.Symbols)
+	} else {
+		fmt.Fprintln(w, "warning: type layouts not compared with the installed file (no debug symbols, --without-symbols): every function of it was proven the rebuild's code instead; a type member that no code of the program touches is not seen")
 	}
 }
 

@@ -103,25 +103,25 @@ PKG-dbgsym.deb; by default the installed -dbgsym package's file) or, with
 // buildStock is `hotpatch build --stock`: both builds come from the
 // installed file's source package, and the patch names the installed
 // file's build-id.
-func buildStock(ctx context.Context, binary string, fixes []string, sf *stockFlags, opts builder.Options, log io.Writer) (*patch.Patch, error) {
+func buildStock(ctx context.Context, binary string, fixes []string, sf *stockFlags, opts builder.Options, log io.Writer) (*patch.Patch, *builder.RetargetProof, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	prep, err := stock.Prepare(ctx, sf.options(binary, log))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fixed, err := prep.Fixed(ctx, fixes)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p, err := prep.Patch(fixed, opts)
 	var sn *builder.SymbolsNeededError
 	if errors.As(err, &sn) {
-		return nil, fmt.Errorf("%w; name the debug file or -dbgsym .deb with --symbols, or choose the proof by code alone with --without-symbols", err)
+		return nil, nil, fmt.Errorf("%w; name the debug file or -dbgsym .deb with --symbols, or choose the proof by code alone with --without-symbols", err)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return p, nil
+	return p, prep.Retargeted, nil
 }
