@@ -130,6 +130,15 @@ func TestApplyStartupOnly(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "restart needed") {
 		t.Errorf("apply text: exit %d, %q %q", code, stdout, stderr)
 	}
+	// Later, status (read from the process alone) says so too.
+	code, stdout, stderr = run(t, "status", "--pid", pid)
+	if code != 0 || !strings.Contains(stdout, "startup-fix changes only start-up code: the fix is not in effect") {
+		t.Errorf("status text: exit %d, %q %q", code, stdout, stderr)
+	}
+	code, stdout, _ = run(t, "status", "--pid", pid, "--json")
+	if code != 0 || !strings.Contains(stdout, `"startup_only": true`) {
+		t.Errorf("status --json: exit %d, %s; want startup_only", code, stdout)
+	}
 }
 
 // TestReportRestartNeeded checks that the fleet report's table shows the

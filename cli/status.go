@@ -129,6 +129,9 @@ func writeStatus(w io.Writer, all []procStatus) error {
 			}
 			fmt.Fprintf(w, "pid %d: %s level %d %s since %s, %d function(s) replaced, module %s\n", s.PID, a.ID, a.Version, a.State,
 				a.AppliedAt.Format(time.RFC3339), a.Replaced, a.Module)
+			if a.StartupOnly {
+				fmt.Fprintf(w, "pid %d: %s changes only start-up code: the fix is not in effect in this process; restart it (restart needed)\n", s.PID, a.ID)
+			}
 		}
 		for _, b := range s.Baseline {
 			if b.Restart {

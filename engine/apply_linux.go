@@ -301,6 +301,7 @@ func (t *target) layout(p *patch.Patch, mod Module, digest string) (*image, erro
 	im.record = Record{
 		ID: p.ID, Version: p.Version, Digest: digest, BuildID: hex.EncodeToString(p.Target.BuildID),
 		Module: mod.Path, Bias: mod.Bias, Base: base, Size: size, Text: [2]uint64{im.textOff, im.roOff - im.textOff}, Unwind: im.unwind,
+		StartupOnly: p.StartupOnly(),
 	}
 	for _, f := range p.Functions {
 		fi := FuncInfo{Name: f.Name}

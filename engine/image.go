@@ -98,6 +98,10 @@ type Record struct {
 	// Hijack is set while an apply waits for a thread to leave a
 	// function (see catchReturn).
 	Hijack *Hijack `json:"hijack,omitempty"`
+	// StartupOnly copies the patch's flag (patch.FlagStartupOnly): the
+	// patch changes only code that runs at start-up, so the process it
+	// was applied to does not run the fix until it restarts.
+	StartupOnly bool `json:"startup_only,omitempty"`
 }
 
 // Redirect is one jump written at an original function's entry, with the

@@ -47,6 +47,7 @@ func Status(pid int) ([]Applied, error) {
 		out = append(out, Applied{
 			ID: a.rec.ID, Version: a.rec.Version, AppliedAt: time.Unix(0, a.rec.AppliedAt), Module: a.rec.Module,
 			Base: a.base, Functions: a.rec.Functions, Replaced: len(a.rec.Redirects), State: st,
+			StartupOnly: a.rec.StartupOnly,
 		})
 	}
 	return out, nil

@@ -120,6 +120,10 @@ type Applied struct {
 	// that a crash left behind (StatePreparing, StateRedirecting,
 	// StateReverting), which the next apply or revert completes or undoes.
 	State string `json:"state"`
+	// StartupOnly: the patch changes only start-up code
+	// (patch.FlagStartupOnly); applied, it is not in effect in this
+	// process, which needs a restart to run the fix.
+	StartupOnly bool `json:"startup_only,omitempty"`
 }
 
 // Values of Applied.State.
