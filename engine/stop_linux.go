@@ -213,6 +213,24 @@ func tracedBy(pid, tid int) string {
 	return ""
 }
 
+// processOf returns the process (thread group) of thread tid: TracerPid
+// names the tracing thread, which in a multi-threaded tracer (any Go
+// program) is often not its main thread. tid itself when unknown.
+func processOf(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return tid
+}
+
 // taskExiting reports whether thread tid of pid is gone or a zombie.
 func taskExiting(pid, tid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
@@ -223,8 +241,10 @@ func taskExiting(pid, tid int) bool {
 	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
 
-// tracerOf returns the process tracing thread tid of pid (TracerPid in
-// its status), 0 for none, -1 when unknown.
+// tracerOf returns the process tracing thread tid of pid, 0 for none, -1
+// when unknown. TracerPid in the thread's status names the tracing
+// thread; its process is what a message names and what "ours" means (our
+// tracer thread is seldom our main thread).
 func tracerOf(pid, tid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
 	if err != nil {
@@ -235,6 +255,9 @@ func tracerOf(pid, tid int) int {
 			n, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil {
 				return -1
+			}
+			if n > 0 {
+				n = processOf(n)
 			}
 			return n
 		}

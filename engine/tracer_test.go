@@ -32,8 +32,25 @@ func TestTracerHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runtime.LockOSThread()
-	if err := unix.PtraceSeize(tid); err != nil {
+	// Attach from a thread that is not this process's main thread, as
+	// a Go debugger's tracer thread usually is: TracerPid then names that
+	// thread, and the message must still name this process.
+	attached := make(chan error)
+	go func() {
+		runtime.LockOSThread() // for good: this OS thread is the tracer
+		if unix.Gettid() == unix.Getpid() {
+			// Locked on the main thread: trace from another one.
+			go func() {
+				runtime.LockOSThread()
+				attached <- unix.PtraceSeize(tid)
+				select {}
+			}()
+			select {}
+		}
+		attached <- unix.PtraceSeize(tid)
+		select {}
+	}()
+	if err := <-attached; err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("attached")
