@@ -21,7 +21,8 @@ var ErrNoProcess = errors.New("no such process")
 type procStatus struct {
 	name       string
 	uid        int
-	tracer     int
+	tracer     int // TracerPid: the tracing thread
+	tgid       int
 	seccomp    int // 0 none, 1 strict, 2 filter
 	shstk      bool
 	capEff     uint64
@@ -48,6 +49,8 @@ func readStatus(pid string) (*procStatus, error) {
 			}
 		case "TracerPid":
 			st.tracer, _ = strconv.Atoi(v)
+		case "Tgid":
+			st.tgid, _ = strconv.Atoi(v)
 		case "Seccomp":
 			st.seccomp, _ = strconv.Atoi(v)
 			st.hasSeccomp = true
@@ -90,7 +93,12 @@ func (c *Checker) Process(pid int) (*Report, error) {
 		r.Findings = append(r.Findings, c.executable("/proc/"+p+"/exe")...)
 	}
 	if st.tracer != 0 {
-		r.add("tracer", Block, fmt.Sprintf("already traced by pid %d (a debugger or another tool): a process has one tracer at a time", st.tracer), "detach the tracer, then apply")
+		// TracerPid names the tracing thread; name its process.
+		tracer := st.tracer
+		if ts, err := readStatus(strconv.Itoa(st.tracer)); err == nil && ts.tgid > 0 {
+			tracer = ts.tgid
+		}
+		r.add("tracer", Block, fmt.Sprintf("already traced by pid %d (a debugger or another tool): a process has one tracer at a time", tracer), "detach the tracer, then apply")
 	}
 	switch {
 	case !st.hasSeccomp:
