@@ -41,6 +41,15 @@ func ensureBuildRoot(ctx context.Context, dir string, logf func(string, ...any))
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("stock: making the build root %s needs root (debootstrap, chroot)", dir)
 	}
+	// One command makes a root at a time; a second waits, then finds it.
+	unlock, err := lockDir(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(filepath.Join(dir, buildRootMarker)); err == nil {
+		return ensureBuildRoot(ctx, dir, logf)
+	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return fmt.Errorf("stock: making a build root needs debootstrap (apt-get install debootstrap): %w", err)
 	}
