@@ -607,8 +607,21 @@ func (s *Store) SaveRollout(ctx context.Context, r Rollout, prev time.Time, bump
 	}
 	defer tx.Rollback()
 	if r.State == api.StateRunning {
+		if s.dialect == "postgres" {
+			// Replicas share the database: serialise the check and the
+			// write per patch id until this transaction ends, so two
+			// starts of one patch at the same instant cannot both pass
+			// (at read committed, the second one's check then sees the
+			// first one's row). SQLite has one writer already.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(8444, hashtext($1))`, r.Patch.ID); err != nil {
+				return 0, err
+			}
+		}
 		if err := activeElsewhere(ctx, tx, r); err != nil {
 			return 0, err
+		}
+		if testHookActiveChecked != nil {
+			testHookActiveChecked(r)
 		}
 	}
 	if prev.IsZero() {
@@ -639,6 +652,10 @@ func (s *Store) SaveRollout(ctx context.Context, r Rollout, prev time.Time, bump
 	}
 	return n, tx.Commit()
 }
+
+// testHookActiveChecked, set by tests only, runs in SaveRollout after the
+// one-running-rollout check of a running rollout, before its write.
+var testHookActiveChecked func(r Rollout)
 
 // activeElsewhere returns ErrActiveRollout if a rollout other than r of
 // r's patch id is running.

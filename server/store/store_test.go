@@ -205,3 +205,80 @@ func TestUpgradeKeepsRings(t *testing.T) {
 		}
 	})
 }
+
+// TestRolloutStartsAcrossReplicas: two server replicas on one PostgreSQL
+// database start a rollout of the same patch at the same instant. The
+// first is held between its one-running-rollout check and its write; the
+// second must not pass its own check meanwhile (it waits, then sees the
+// first's rollout): exactly one runs.
+func TestRolloutStartsAcrossReplicas(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	a, err := Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	info := api.PatchInfo{SHA256: "aa", ID: "p", Version: 1, Published: time.Now()}
+	if err := a.AddPatch(ctx, info, []byte("file")); err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	testHookActiveChecked = func(r Rollout) {
+		if r.ID == "ro-a" {
+			close(held)
+			<-release
+		}
+	}
+	defer func() { testHookActiveChecked = nil }()
+	start := func(s *Store, id string) error {
+		r := Rollout{Members: map[string][]string{}}
+		r.ID, r.Patch, r.State, r.Created, r.Updated = id, info, api.StateRunning, time.Now(), time.Now()
+		_, err := s.SaveRollout(ctx, r, time.Time{}, false, nil)
+		return err
+	}
+	errA := make(chan error, 1)
+	go func() { errA <- start(a, "ro-a") }()
+	select {
+	case <-held:
+	case err := <-errA:
+		t.Fatalf("replica a's start ended before its write: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("replica a's start never reached its write")
+	}
+	errB := make(chan error, 1)
+	go func() { errB <- start(b, "ro-b") }()
+	// Give replica b the time to pass its check, if nothing holds it.
+	select {
+	case err := <-errB:
+		close(release)
+		<-errA
+		t.Fatalf("replica b's start finished (%v) while replica a's was between its check and its write", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-errA; err != nil {
+		t.Fatalf("replica a: %v", err)
+	}
+	if err := <-errB; !errors.Is(err, ErrActiveRollout) {
+		t.Errorf("replica b: %v, want ErrActiveRollout", err)
+	}
+	all, err := b.Rollouts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := 0
+	for _, r := range all {
+		if r.State == api.StateRunning {
+			running++
+		}
+	}
+	if running != 1 {
+		t.Errorf("%d rollouts of p run, want 1", running)
+	}
+}
