@@ -56,18 +56,7 @@ func TestLiveIdentity(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Build: %v", err)
 				}
-				key, pub, err := patch.GenerateKey()
-				if err != nil {
-					t.Fatal(err)
-				}
-				data, err := patch.Sign(unsigned, key)
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := patch.Load(data)
-				if err != nil {
-					t.Fatal(err)
-				}
+				p, pub := signLoad(t, unsigned)
 				proc := fixture.Start(t, orig.Program)
 				probe := func(ex []exchange) {
 					t.Helper()

@@ -43,18 +43,7 @@ func TestLiveWithoutFunctionSections(t *testing.T) {
 			if len(names) != 1 || names[0] != "check" {
 				t.Fatalf("the patch carries %v, want check alone", names)
 			}
-			key, pub, err := patch.GenerateKey()
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, err := patch.Sign(unsigned, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := patch.Load(data)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, pub := signLoad(t, unsigned)
 			proc := fixture.Start(t, orig)
 			for _, ex := range []struct{ in, want string }{{"5", "1 ok 15"}, {"-4", "2 ok -12"}} {
 				if got, err := proc.Probe(ex.in); err != nil || got != ex.want {

@@ -132,18 +132,7 @@ func TestRetargetLive(t *testing.T) {
 				})
 			}
 			t.Run("unretargeted", func(t *testing.T) {
-				key, pub, err := patch.GenerateKey()
-				if err != nil {
-					t.Fatal(err)
-				}
-				data, err := patch.Sign(unsigned, key)
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := patch.Load(data)
-				if err != nil {
-					t.Fatal(err)
-				}
+				p, pub := signLoad(t, unsigned)
 				proc := fixture.StartArgs(t, installed.args)
 				if _, err := engine.Apply(proc.Pid(), p, engine.Options{Trusted: []patch.PublicKey{pub}}); err == nil {
 					t.Fatal("the rebuild's own patch applied to the installed module")
@@ -185,18 +174,7 @@ func retargetLive(t *testing.T, unsigned *patch.Patch, orig, fixed string, insta
 			t.Errorf("check is at %#x in both builds; features.c should have moved it", old)
 		}
 	}
-	key, pub, err := patch.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := patch.Sign(moved, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := patch.Load(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, pub := signLoad(t, moved)
 	proc := fixture.StartArgs(t, installed.args)
 	for _, ex := range []struct{ in, want string }{{"5", "1 ok 15 f3 r0"}, {"-4", "2 ok -12 f3 r0"}, {"2000", "3 refused r1"}} {
 		if got, err := proc.Probe(ex.in); err != nil || got != ex.want {

@@ -204,3 +204,23 @@ func TestLayoutCheckVariants(t *testing.T) {
 		}
 	}
 }
+
+// signLoad signs p with a new key and loads it back, as an agent would
+// receive it. (The builder's tests cannot use testutil.SignLoad: it
+// imports this package.)
+func signLoad(t testing.TB, p *patch.Patch) (*patch.Patch, patch.PublicKey) {
+	t.Helper()
+	key, pub, err := patch.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := patch.Sign(p, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := patch.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loaded, pub
+}

@@ -122,12 +122,7 @@ type lighttpd struct {
 
 func startLighttpd(t *testing.T) *lighttpd {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freePort(t)
 	dir := t.TempDir()
 	www := filepath.Join(dir, "www")
 	if err := os.Mkdir(www, 0o755); err != nil {
@@ -143,18 +138,8 @@ func startLighttpd(t *testing.T) *lighttpd {
 		t.Fatal(err)
 	}
 	s := &lighttpd{proc: fixture.StartArgs(t, []string{lighttpdBin, "-D", "-f", conf}), addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", s.addr)
-		if err == nil {
-			c.Close()
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lighttpd did not listen on %s: %v; stderr: %s", s.addr, err, s.proc.Stderr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitListening(t, "lighttpd", s.proc, s.addr)
+	return s
 }
 
 // emptyContentLength sends a GET with an empty Content-Length header and

@@ -18,6 +18,7 @@ import (
 	"github.com/hotpatch/hotpatch/builder"
 	"github.com/hotpatch/hotpatch/engine"
 	"github.com/hotpatch/hotpatch/internal/fixture"
+	"github.com/hotpatch/hotpatch/internal/testutil"
 	"github.com/hotpatch/hotpatch/patch"
 )
 
@@ -129,12 +130,7 @@ type mosquitto struct {
 
 func startMosquitto(t *testing.T) *mosquitto {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freePort(t)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1\nmax_inflight_messages 0\nsys_interval 1\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n", port)
@@ -142,18 +138,36 @@ func startMosquitto(t *testing.T) *mosquitto {
 		t.Fatal(err)
 	}
 	m := &mosquitto{proc: fixture.StartArgs(t, []string{mosquittoBin, "-c", conf}), addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", m.addr)
+	waitListening(t, "mosquitto", m.proc, m.addr)
+	return m
+}
+
+// freePort returns a loopback port that nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitListening waits until the server proc (named name) accepts
+// connections on addr.
+func waitListening(t *testing.T, name string, proc *fixture.Proc, addr string) {
+	t.Helper()
+	var last error
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return m
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s: %v; stderr: %s", m.addr, err, m.proc.Stderr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		last = err
+		return err == nil
+	}, func() string {
+		return fmt.Sprintf("%s listening on %s (%v; stderr: %s)", name, addr, last, proc.Stderr())
+	})
 }
 
 // mqttClient is the smallest MQTT 3.1.1 client: connect, subscribe,
