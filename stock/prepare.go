@@ -307,6 +307,9 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 		}
 		p.Original, p.Proof = c, proof
 		p.rel, _ = filepath.Rel(tree, c)
+		if opts.Symbols != "" {
+			p.logf("the rebuild is the installed file: the debug symbols %s are not needed", opts.Symbols)
+		}
 		p.logf("proved: %s is the installed %s (%d loaded segments, %d bytes identical; allowed to differ: %s)",
 			c, pkg.File, proof.Segments, proof.Bytes, strings.Join(proof.Ignored, "; "))
 		return p, nil
