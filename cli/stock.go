@@ -76,13 +76,7 @@ PKG-dbgsym.deb; by default the installed -dbgsym package's file) or, with
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s %s, source %s %s) is NOT reproducible: %s\nfallback: patches are retargeted to it by a per-function proof, using %s; the rebuild: %s\n",
 					p.Package.File, p.Package.Name, p.Package.Version, p.Package.Source, p.Package.SourceVersion, p.Different.Error(), syms, p.Original)
-				full := 0
-				for _, u := range p.Units {
-					if u.Proven == u.Functions {
-						full++
-					}
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%d of %d compile units are proven the same code: a fix confined to them can be patched\n", full, len(p.Units))
+				fmt.Fprintf(cmd.OutOrStdout(), "%d of %d compile units are proven the same code: a fix confined to them can be patched\n", p.UnitsProven(), len(p.Units))
 				for _, u := range p.Units {
 					if u.Proven != u.Functions {
 						fmt.Fprintf(cmd.OutOrStdout(), "  not %s: %d of %d functions proven; %s\n", u.Unit, u.Proven, u.Functions, u.First)

@@ -65,11 +65,15 @@ func TestBuildStockRetargeted(t *testing.T) {
 	if err != nil || string(ver) != "1.4.69-1" {
 		t.Skipf("lighttpd 1.4.69-1 is not installed (%s, %v); make stock-demo installs it", ver, err)
 	}
+	code, stdout, stderr := run(t, "stock", "prepare", "lighttpd")
+	if code != 0 || !strings.Contains(stdout, "is NOT reproducible") || !strings.Contains(stdout, "section .data.rel.ro") || !strings.Contains(stdout, "54 of 54 compile units are proven the same code") {
+		t.Errorf("stock prepare lighttpd: exit %d, stdout %q, stderr %q; want it not reproducible, why, and its units proven", code, stdout, stderr)
+	}
 	_, key, _ := keygen(t)
 	out := filepath.Join(t.TempDir(), "l.hpatch")
 	fix := filepath.Join("..", "stock", "testdata", "lighttpd", "reject-empty-content-length.patch")
 	args := []string{"build", "--stock", "lighttpd", "--fix", fix, "--key", key, "-o", out}
-	code, _, stderr := run(t, args...)
+	code, _, stderr = run(t, args...)
 	last := strings.TrimSpace(stderr)
 	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
 		last = last[i+1:]
@@ -77,7 +81,7 @@ func TestBuildStockRetargeted(t *testing.T) {
 	if code != 1 || !strings.Contains(last, "--symbols") || !strings.Contains(last, "--without-symbols") {
 		t.Errorf("without symbols: exit %d, last line %q; want exit 1 naming --symbols and --without-symbols", code, last)
 	}
-	code, stdout, stderr := run(t, append(args, "--without-symbols")...)
+	code, stdout, stderr = run(t, append(args, "--without-symbols")...)
 	if code != 0 {
 		t.Fatalf("with --without-symbols: exit %d, stderr %s", code, stderr)
 	}

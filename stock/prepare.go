@@ -334,19 +334,25 @@ func Prepare(ctx context.Context, opts Options) (*Prepared, error) {
 			return nil, fmt.Errorf("%w; and the per-function fallback cannot be used: %w", different, err)
 		}
 		p.Units = units
-		full := 0
-		for _, u := range units {
-			if u.Proven == u.Functions {
-				full++
-			}
-		}
-		p.logf("fallback: a patch is retargeted to the installed file by a per-function proof (every function of each compile unit it changes proven the same code, every reference found) %s; %d of %d compile units proven the same code", how, full, len(units))
+		p.logf("fallback: a patch is retargeted to the installed file by a per-function proof (every function of each compile unit it changes proven the same code, every reference found) %s; %d of %d compile units proven the same code", how, p.UnitsProven(), len(units))
 		return p, nil
 	}
 	if firstErr == nil {
 		firstErr = fmt.Errorf("stock: the rebuild of %s %s made no file named %s", pkg.Source, ver, filepath.Base(pkg.File))
 	}
 	return nil, fmt.Errorf("%w; this binary cannot be patched from a rebuild of its source package (see docs/stock.md, \"When the rebuild is not the installed file\")", firstErr)
+}
+
+// UnitsProven counts the compile units of Units whose every function is
+// proven the same code.
+func (p *Prepared) UnitsProven() int {
+	n := 0
+	for _, u := range p.Units {
+		if u.Proven == u.Functions {
+			n++
+		}
+	}
+	return n
 }
 
 func (p *Prepared) retargetOptions() builder.RetargetOptions {
