@@ -266,6 +266,15 @@ func TestRetargetRefuses(t *testing.T) {
 			t.Errorf("Retarget with another build's debug file = %v, want it refused", err)
 		}
 	})
+	t.Run("no-build-id", func(t *testing.T) {
+		t.Parallel()
+		installed, _ := installedBuild(t, "retarget-installed-noid", "-DWITH_ZSTD", "-Wl,--build-id=none")
+		_, _, err := Retarget(unsigned, orig, fixed, installed, RetargetOptions{CodeAlone: true})
+		var ie *InputError
+		if !errors.As(err, &ie) || !strings.Contains(err.Error(), "no GNU build-id") {
+			t.Errorf("Retarget to a binary without a build-id = %v, want it refused", err)
+		}
+	})
 	t.Run("wrong-rebuild", func(t *testing.T) {
 		t.Parallel()
 		installed, _ := installedBuild(t, "retarget-installed", "-DWITH_ZSTD")

@@ -28,9 +28,6 @@ func (p *Prepared) Patch(fixed string, opts builder.Options) (*patch.Patch, erro
 		if err != nil {
 			return nil, fmt.Errorf("stock: the rebuild is not the installed file (%s) and the per-function proof failed: %w", p.Different.shortWhy(), err)
 		}
-		if len(moved.Target.BuildID) == 0 {
-			return nil, fmt.Errorf("stock: %s has no build-id; a patch could not name it", p.Package.File)
-		}
 		p.Retargeted = proof
 		how := "type layouts compared with the installed binary's DWARF"
 		if !proof.LayoutsChecked {
